@@ -1,0 +1,1050 @@
+//! The vipd configuration file (`/etc/vipd/vipd.toml`): its schema, and validation into typed
+//! values.
+//!
+//! "Parse, don't validate": the file is first deserialised into loose `Raw*` structs that keep
+//! every value's byte span, then checked field by field into [`ValidConfig`], which has no public
+//! constructor. Code holding a `ValidConfig` can rely on every rule below without re-checking.
+//! Validation reports every problem it finds, not only the first, and each [`Problem`] names the
+//! file, the line, the field path (`vip[1].backend[0].weight`) and what is allowed, so an
+//! operator can fix a file in one pass.
+//!
+//! Schema (all `[[vip]]` fields but `address` and `protocol` are optional):
+//!
+//! ```toml
+//! [[vip]]
+//! address = "192.0.2.10"        # IPv4 or IPv6
+//! port = 443                    # 1..=65535; 0 or absent = all ports
+//! protocol = "tcp"              # "tcp" | "udp"
+//! forwarding = "ipip"           # "ipip" (default) | "gue" | "l2dsr"
+//! hash = "5-tuple"              # "5-tuple" (default) | "3-tuple" | "dst-port"
+//! table_size = 65537            # 65537 (default) | 655373
+//! encap_source_v4 = "10.0.0.1"  # outer source for IPv4 backends (ipip/gue)
+//! encap_source_v6 = "fd00::1"   # outer source for IPv6 backends (ipip/gue)
+//!
+//! [[vip.backend]]
+//! address = "10.0.1.1"
+//! weight = 1                    # 1..=65535, default 1
+//! mac = "02:00:00:00:00:01"     # required for l2dsr
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::num::NonZeroU16;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Where vipd reads its configuration unless told otherwise.
+pub const DEFAULT_PATH: &str = "/etc/vipd/vipd.toml";
+
+/// A configuration that passed every check. Only [`parse`] and [`load`] build one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidConfig {
+    vips: Vec<Vip>,
+}
+
+impl ValidConfig {
+    /// The VIPs, in file order. No two share address, port and protocol.
+    pub fn vips(&self) -> &[Vip] {
+        &self.vips
+    }
+
+    /// Number of backends over all VIPs.
+    pub fn backend_count(&self) -> usize {
+        self.vips.iter().map(|v| v.backends.len()).sum()
+    }
+}
+
+/// One virtual IP service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Vip {
+    /// Address announced over BGP and matched by the dataplane.
+    pub address: IpAddr,
+    /// Destination port; `None` means all ports.
+    pub port: Option<NonZeroU16>,
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// How packets reach the backends.
+    pub forwarding: Forwarding,
+    /// Which header fields pick the backend.
+    pub hash: HashMode,
+    /// Maglev lookup table size.
+    pub table_size: TableSize,
+    /// Outer source address for encapsulating to IPv4 backends; present whenever an IPv4
+    /// backend uses `ipip` or `gue`.
+    pub encap_source_v4: Option<Ipv4Addr>,
+    /// Outer source address for encapsulating to IPv6 backends; present whenever an IPv6
+    /// backend uses `ipip` or `gue`.
+    pub encap_source_v6: Option<Ipv6Addr>,
+    /// Backends, in file order, with distinct addresses.
+    pub backends: Vec<Backend>,
+}
+
+impl Vip {
+    /// The identity of this VIP: what must be unique across the file.
+    pub fn key(&self) -> VipKey {
+        VipKey {
+            address: self.address,
+            port: self.port,
+            protocol: self.protocol,
+        }
+    }
+}
+
+/// Address, port and protocol: what identifies a VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    /// VIP address.
+    pub address: IpAddr,
+    /// Port, `None` for all ports.
+    pub port: Option<NonZeroU16>,
+    /// Protocol.
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for VipKey {
+    /// `tcp 192.0.2.10:80`, `udp [2001:db8::1]:53`, `tcp 192.0.2.10:*`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ", self.protocol.as_str())?;
+        match self.address {
+            IpAddr::V4(a) => write!(f, "{a}")?,
+            IpAddr::V6(a) => write!(f, "[{a}]")?,
+        }
+        match self.port {
+            Some(port) => write!(f, ":{port}"),
+            None => write!(f, ":*"),
+        }
+    }
+}
+
+/// One real server behind a VIP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Backend {
+    /// Backend address (the inner destination stays the VIP).
+    pub address: IpAddr,
+    /// Relative share of new flows.
+    pub weight: NonZeroU16,
+    /// Destination MAC for `l2dsr`; always present when the VIP uses `l2dsr`.
+    pub mac: Option<MacAddr>,
+}
+
+/// Declares a config enum with its spellings, `as_str` and the "must be ..." message.
+macro_rules! choice_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// Every value with its spelling in the config file.
+            pub const CHOICES: &'static [(&'static str, $name)] = &[$(($text, $name::$variant)),+];
+
+            /// The spelling in the config file.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+
+            /// Parses the config spelling; the error says which spellings are allowed.
+            fn from_str(text: &str) -> Result<Self, String> {
+                Self::CHOICES
+                    .iter()
+                    .find(|(spelling, _)| *spelling == text)
+                    .map(|(_, value)| *value)
+                    .ok_or_else(|| format!("must be {}, got {text:?}", one_of(Self::CHOICES.iter().map(|(s, _)| format!("{s:?}")))))
+            }
+        }
+    };
+}
+
+choice_enum! {
+    /// Transport protocol of a VIP.
+    Protocol {
+        /// TCP.
+        Tcp = "tcp",
+        /// UDP.
+        Udp = "udp",
+    }
+}
+
+choice_enum! {
+    /// How the dataplane delivers packets to backends.
+    #[derive(Default)]
+    Forwarding {
+        /// IP-in-IP (4in4, 6in6, 4in6, 6in4); the default.
+        #[default]
+        Ipip = "ipip",
+        /// Generic UDP Encapsulation, variant 1.
+        Gue = "gue",
+        /// Layer-2 direct server return: rewrite the destination MAC only.
+        L2Dsr = "l2dsr",
+    }
+}
+
+choice_enum! {
+    /// Which packet fields select the backend.
+    #[derive(Default)]
+    HashMode {
+        /// Source and destination address and port, and protocol; the default.
+        #[default]
+        FiveTuple = "5-tuple",
+        /// Source and destination address, and protocol.
+        ThreeTuple = "3-tuple",
+        /// Destination port only.
+        DstPort = "dst-port",
+    }
+}
+
+/// Size of a VIP's Maglev lookup table; Maglev needs a prime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TableSize {
+    /// 65,537 slots; the default, enough for a few hundred backends.
+    #[default]
+    Standard,
+    /// 655,373 slots, for thousands of backends or finer weights.
+    Large,
+}
+
+impl TableSize {
+    /// Number of slots in the table.
+    pub fn slots(self) -> u32 {
+        match self {
+            TableSize::Standard => 65_537,
+            TableSize::Large => 655_373,
+        }
+    }
+
+    fn from_slots(slots: i64) -> Result<TableSize, String> {
+        match slots {
+            65_537 => Ok(TableSize::Standard),
+            655_373 => Ok(TableSize::Large),
+            _ => Err(format!(
+                "must be 65537 or 655373 (Maglev needs one of these primes), got {slots}"
+            )),
+        }
+    }
+}
+
+/// An Ethernet MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// Whether this is an individual (unicast) address: group bit clear, not all zeros.
+    pub fn is_unicast(self) -> bool {
+        self.0[0] & 0x01 == 0 && self.0 != [0; 6]
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = String;
+
+    /// Parses six colon-separated hex octets, e.g. `02:00:5e:10:00:01`.
+    fn from_str(text: &str) -> Result<MacAddr, String> {
+        let bad = || format!("must be a MAC address like \"02:00:00:00:00:01\", got {text:?}");
+        let mut octets = [0u8; 6];
+        let mut parts = text.split(':');
+        for octet in &mut octets {
+            let part = parts.next().ok_or_else(bad)?;
+            if part.len() != 2 {
+                return Err(bad());
+            }
+            *octet = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(MacAddr(octets))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+/// One thing wrong with a config file, located by line and field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// File name as given to [`parse`] or [`load`].
+    pub file: String,
+    /// 1-based line number.
+    pub line: usize,
+    /// Field path such as `vip[1].backend[0].weight`; empty for syntax errors.
+    pub field: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    /// `vipd.toml:12: vip[1].backend[0].weight: must be 1..=65535, got 0`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}:{}: {}", self.file, self.line, self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}: {}: {}",
+                self.file, self.line, self.field, self.message
+            )
+        }
+    }
+}
+
+/// Why a configuration was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read config file: {source}", path.display())]
+    Read {
+        /// The path that was tried.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file was read but is not valid; one entry per problem, in file order.
+    #[error("{}", join_lines(problems))]
+    Invalid {
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigError {
+    /// The located problems (empty for [`ConfigError::Read`]).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid { problems } => problems,
+        }
+    }
+}
+
+fn join_lines(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(Problem::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn one_of(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.collect();
+    match items.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        Some((last, _)) => last.clone(),
+        None => String::new(),
+    }
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: impl AsRef<Path>) -> Result<ValidConfig, ConfigError> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Validates config `text`; `file_name` is used in error messages only.
+pub fn parse(text: &str, file_name: &str) -> Result<ValidConfig, ConfigError> {
+    let mut checker = Checker {
+        file: file_name,
+        text,
+        problems: Vec::new(),
+    };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(err) => {
+            let span = err.span().unwrap_or(0..0);
+            checker.report(span, String::new(), err.message().trim_end().to_string());
+            return Err(ConfigError::Invalid {
+                problems: checker.problems,
+            });
+        }
+    };
+
+    let mut seen_vips: HashMap<VipKey, (usize, usize)> = HashMap::new();
+    let mut vips = Vec::with_capacity(raw.vip.len());
+    for (index, raw_vip) in raw.vip.iter().enumerate() {
+        if let Some(vip) = checker.vip(index, raw_vip, &mut seen_vips) {
+            vips.push(vip);
+        }
+    }
+    if checker.problems.is_empty() {
+        Ok(ValidConfig { vips })
+    } else {
+        checker.problems.sort_by_key(|p| p.line);
+        Err(ConfigError::Invalid {
+            problems: checker.problems,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    vip: Vec<Spanned<RawVip>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVip {
+    address: Option<Spanned<String>>,
+    port: Option<Spanned<i64>>,
+    protocol: Option<Spanned<String>>,
+    forwarding: Option<Spanned<String>>,
+    hash: Option<Spanned<String>>,
+    table_size: Option<Spanned<i64>>,
+    encap_source_v4: Option<Spanned<String>>,
+    encap_source_v6: Option<Spanned<String>>,
+    #[serde(default)]
+    backend: Vec<Spanned<RawBackend>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    address: Option<Spanned<String>>,
+    weight: Option<Spanned<i64>>,
+    mac: Option<Spanned<String>>,
+}
+
+/// Validation state: the source for line numbers, and the problems found so far.
+struct Checker<'a> {
+    file: &'a str,
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn line(&self, offset: usize) -> usize {
+        let bytes = self.text.as_bytes();
+        let before = bytes.get(..offset).unwrap_or(bytes);
+        before.iter().filter(|&&b| b == b'\n').count() + 1
+    }
+
+    fn report(&mut self, span: Range<usize>, field: String, message: String) {
+        self.problems.push(Problem {
+            file: self.file.to_string(),
+            line: self.line(span.start),
+            field,
+            message,
+        });
+    }
+
+    /// Checks one optional field: `absent` is its default, or the message for a missing
+    /// required field; `convert` turns a present value into the typed one.
+    fn field<T, U>(
+        &mut self,
+        table_span: Range<usize>,
+        path: String,
+        raw: Option<&Spanned<T>>,
+        absent: Result<U, &str>,
+        convert: impl FnOnce(&T) -> Result<U, String>,
+    ) -> Option<U> {
+        match raw {
+            None => match absent {
+                Ok(default) => Some(default),
+                Err(message) => {
+                    self.report(table_span, path, message.to_string());
+                    None
+                }
+            },
+            Some(value) => match convert(value.get_ref()) {
+                Ok(typed) => Some(typed),
+                Err(message) => {
+                    self.report(value.span(), path, message);
+                    None
+                }
+            },
+        }
+    }
+
+    fn vip(
+        &mut self,
+        index: usize,
+        raw: &Spanned<RawVip>,
+        seen: &mut HashMap<VipKey, (usize, usize)>,
+    ) -> Option<Vip> {
+        let span = raw.span();
+        let raw = raw.get_ref();
+        let path = format!("vip[{index}]");
+
+        let address = self.field(
+            span.clone(),
+            format!("{path}.address"),
+            raw.address.as_ref(),
+            Err("required: the VIP's IPv4 or IPv6 address, e.g. address = \"192.0.2.10\""),
+            |text| parse_ip(text),
+        );
+        let port = self.field(
+            span.clone(),
+            format!("{path}.port"),
+            raw.port.as_ref(),
+            Ok(None),
+            |&port| match port {
+                0 => Ok(None),
+                _ => u16::try_from(port)
+                    .ok()
+                    .and_then(NonZeroU16::new)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        format!("must be 1..=65535, or 0 / absent for all ports, got {port}")
+                    }),
+            },
+        );
+        let protocol = self.field(
+            span.clone(),
+            format!("{path}.protocol"),
+            raw.protocol.as_ref(),
+            Err("required: \"tcp\" or \"udp\""),
+            |text| text.parse::<Protocol>(),
+        );
+        let forwarding = self.field(
+            span.clone(),
+            format!("{path}.forwarding"),
+            raw.forwarding.as_ref(),
+            Ok(Forwarding::default()),
+            |text| text.parse::<Forwarding>(),
+        );
+        let hash = self.field(
+            span.clone(),
+            format!("{path}.hash"),
+            raw.hash.as_ref(),
+            Ok(HashMode::default()),
+            |text| text.parse::<HashMode>(),
+        );
+        let table_size = self.field(
+            span.clone(),
+            format!("{path}.table_size"),
+            raw.table_size.as_ref(),
+            Ok(TableSize::default()),
+            |&slots| TableSize::from_slots(slots),
+        );
+        let encap_source_v4 = self.field(
+            span.clone(),
+            format!("{path}.encap_source_v4"),
+            raw.encap_source_v4.as_ref(),
+            Ok(None),
+            |text| match parse_ip(text)? {
+                IpAddr::V4(a) => Ok(Some(a)),
+                IpAddr::V6(_) => Err(format!("must be an IPv4 address, got {text:?}")),
+            },
+        );
+        let encap_source_v6 = self.field(
+            span.clone(),
+            format!("{path}.encap_source_v6"),
+            raw.encap_source_v6.as_ref(),
+            Ok(None),
+            |text| match parse_ip(text)? {
+                IpAddr::V6(a) => Ok(Some(a)),
+                IpAddr::V4(_) => Err(format!("must be an IPv6 address, got {text:?}")),
+            },
+        );
+
+        if let (Some(address), Some(port), Some(protocol)) = (address, port, protocol) {
+            let key = VipKey {
+                address,
+                port,
+                protocol,
+            };
+            let line = self.line(raw.address.as_ref().map_or(span.start, |a| a.span().start));
+            if let Some(&(first_index, first_line)) = seen.get(&key) {
+                self.report(
+                    raw.address.as_ref().map_or(span.clone(), |a| a.span()),
+                    path.clone(),
+                    format!(
+                        "duplicate of vip[{first_index}] (line {first_line}): \
+                         both are {key}; each address, port and protocol may appear once"
+                    ),
+                );
+            } else {
+                seen.insert(key, (index, line));
+            }
+        }
+
+        let mut backends = Vec::with_capacity(raw.backend.len());
+        let mut seen_backends: HashMap<IpAddr, (usize, usize)> = HashMap::new();
+        let mut family_checked = [false; 2];
+        for (b_index, raw_backend) in raw.backend.iter().enumerate() {
+            let b_span = raw_backend.span();
+            let raw_backend = raw_backend.get_ref();
+            let b_path = format!("{path}.backend[{b_index}]");
+            let b_address = self.field(
+                b_span.clone(),
+                format!("{b_path}.address"),
+                raw_backend.address.as_ref(),
+                Err("required: the backend's IPv4 or IPv6 address, e.g. address = \"10.0.1.1\""),
+                |text| parse_ip(text),
+            );
+            let weight = self.field(
+                b_span.clone(),
+                format!("{b_path}.weight"),
+                raw_backend.weight.as_ref(),
+                Ok(NonZeroU16::MIN),
+                |&weight| {
+                    u16::try_from(weight)
+                        .ok()
+                        .and_then(NonZeroU16::new)
+                        .ok_or_else(|| format!("must be 1..=65535, got {weight}"))
+                },
+            );
+            let mac = self.field(
+                b_span.clone(),
+                format!("{b_path}.mac"),
+                raw_backend.mac.as_ref(),
+                Ok(None),
+                |text| {
+                    let mac = text.parse::<MacAddr>()?;
+                    if mac.is_unicast() {
+                        Ok(Some(mac))
+                    } else {
+                        Err(format!(
+                            "must be a unicast MAC address (not multicast, broadcast or all zeros), got {text:?}"
+                        ))
+                    }
+                },
+            );
+            if forwarding == Some(Forwarding::L2Dsr) && raw_backend.mac.is_none() {
+                self.report(
+                    b_span.clone(),
+                    format!("{b_path}.mac"),
+                    "required when forwarding = \"l2dsr\": the backend's MAC address, \
+                     e.g. mac = \"02:00:00:00:00:01\""
+                        .to_string(),
+                );
+            }
+
+            let address_span = raw_backend
+                .address
+                .as_ref()
+                .map_or(b_span.clone(), |a| a.span());
+            if let Some(b_address) = b_address {
+                if let Some(&(first_index, first_line)) = seen_backends.get(&b_address) {
+                    self.report(
+                        address_span.clone(),
+                        format!("{b_path}.address"),
+                        format!(
+                            "duplicate of backend[{first_index}] (line {first_line}): \
+                             {b_address} appears twice in {path}; list each backend once \
+                             and use weight to give it a larger share"
+                        ),
+                    );
+                } else {
+                    let line = self.line(address_span.start);
+                    seen_backends.insert(b_address, (b_index, line));
+                }
+
+                // Encapsulation needs an outer source of the backend's family.
+                let (family, family_slot, source_missing, source_field) = match b_address {
+                    IpAddr::V4(_) => ("IPv4", 0, raw.encap_source_v4.is_none(), "encap_source_v4"),
+                    IpAddr::V6(_) => ("IPv6", 1, raw.encap_source_v6.is_none(), "encap_source_v6"),
+                };
+                let encapsulates = matches!(forwarding, Some(Forwarding::Ipip | Forwarding::Gue));
+                if encapsulates && source_missing && !family_checked[family_slot] {
+                    family_checked[family_slot] = true;
+                    let mode = forwarding.map_or("", Forwarding::as_str);
+                    self.report(
+                        address_span,
+                        format!("{path}.{source_field}"),
+                        format!(
+                            "required: backend[{b_index}] ({b_address}) is {family} and \
+                             forwarding = \"{mode}\" needs an {family} outer source address; \
+                             set {source_field} in {path}"
+                        ),
+                    );
+                }
+            }
+
+            if let (Some(address), Some(weight), Some(mac)) = (b_address, weight, mac) {
+                backends.push(Backend {
+                    address,
+                    weight,
+                    mac,
+                });
+            }
+        }
+
+        Some(Vip {
+            address: address?,
+            port: port?,
+            protocol: protocol?,
+            forwarding: forwarding?,
+            hash: hash?,
+            table_size: table_size?,
+            encap_source_v4: encap_source_v4?,
+            encap_source_v6: encap_source_v6?,
+            backends,
+        })
+    }
+}
+
+fn parse_ip(text: &str) -> Result<IpAddr, String> {
+    text.parse::<IpAddr>()
+        .map_err(|_| format!("must be an IPv4 or IPv6 address, got {text:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `text` expecting failure; returns the problems as `line: field: message` strings.
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text, "vipd.toml") {
+            Ok(config) => panic!("expected errors, got {config:?}"),
+            Err(err) => err.problems().iter().map(Problem::to_string).collect(),
+        }
+    }
+
+    /// Asserts exactly one problem, and that it reads `expected`.
+    fn assert_one(text: &str, expected: &str) {
+        assert_eq!(problems(text), vec![expected.to_string()]);
+    }
+
+    const TCP_VIP: &str = "[[vip]]\naddress = \"192.0.2.10\"\nport = 80\nprotocol = \"tcp\"\nencap_source_v4 = \"10.0.0.1\"\n";
+
+    #[test]
+    fn example_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/vipd.toml");
+        let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.vips().len(), 3);
+        assert_eq!(config.backend_count(), 7);
+        let https = &config.vips()[0];
+        assert_eq!(https.key().to_string(), "tcp 192.0.2.10:443");
+        assert_eq!(https.backends[2].weight.get(), 50);
+        assert_eq!(https.encap_source_v6, Some("fd00::1".parse().unwrap()));
+        let dns = &config.vips()[1];
+        assert_eq!(dns.key().to_string(), "udp [2001:db8::53]:53");
+        assert_eq!(
+            (dns.forwarding, dns.hash),
+            (Forwarding::Gue, HashMode::ThreeTuple)
+        );
+        assert_eq!(dns.backends[0].weight.get(), 1, "weight defaults to 1");
+        let dsr = &config.vips()[2];
+        assert_eq!(dsr.key().to_string(), "tcp 192.0.2.20:*");
+        assert_eq!(dsr.table_size.slots(), 655_373);
+        assert_eq!(dsr.backends[1].mac, Some(MacAddr([2, 0, 0, 0, 0x0a, 0x0c])));
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let config = parse(TCP_VIP, "vipd.toml").unwrap();
+        let vip = &config.vips()[0];
+        assert_eq!(vip.forwarding, Forwarding::Ipip);
+        assert_eq!(vip.hash, HashMode::FiveTuple);
+        assert_eq!(vip.table_size, TableSize::Standard);
+        assert_eq!(vip.port.map(NonZeroU16::get), Some(80));
+        assert!(vip.backends.is_empty());
+        assert!(parse("", "vipd.toml").unwrap().vips().is_empty());
+        let all_ports = parse(&TCP_VIP.replace("port = 80", "port = 0"), "x").unwrap();
+        assert_eq!(all_ports.vips()[0].port, None);
+    }
+
+    #[test]
+    fn backend_weight_out_of_range() {
+        let text = format!("{TCP_VIP}\n[[vip.backend]]\naddress = \"10.0.1.1\"\nweight = 0\n");
+        assert_one(
+            &text,
+            "vipd.toml:9: vip[0].backend[0].weight: must be 1..=65535, got 0",
+        );
+        let text = text.replace("weight = 0", "weight = 65536");
+        assert_one(
+            &text,
+            "vipd.toml:9: vip[0].backend[0].weight: must be 1..=65535, got 65536",
+        );
+        let text = text.replace("weight = 65536", "weight = 65535");
+        assert!(parse(&text, "vipd.toml").is_ok());
+    }
+
+    #[test]
+    fn second_vip_backend_error_names_both_indexes() {
+        let text = format!(
+            "{TCP_VIP}\n{}\n[[vip.backend]]\naddress = \"10.0.1.1\"\nweight = -3\n",
+            TCP_VIP.replace("port = 80", "port = 81")
+        );
+        assert_one(
+            &text,
+            "vipd.toml:15: vip[1].backend[0].weight: must be 1..=65535, got -3",
+        );
+    }
+
+    #[test]
+    fn bad_vip_address() {
+        assert_one(
+            &TCP_VIP.replace("192.0.2.10", "192.0.2.300"),
+            "vipd.toml:2: vip[0].address: must be an IPv4 or IPv6 address, got \"192.0.2.300\"",
+        );
+    }
+
+    #[test]
+    fn missing_required_fields_point_at_the_table() {
+        let got = problems("# comment\n[[vip]]\nport = 80\n");
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got[0].starts_with("vipd.toml:2: vip[0].address: required"),
+            "{got:?}"
+        );
+        assert!(got[1].starts_with("vipd.toml:2: vip[0].protocol: required: \"tcp\" or \"udp\""));
+
+        let got = problems(&format!("{TCP_VIP}\n[[vip.backend]]\nweight = 2\n"));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("vipd.toml:7: vip[0].backend[0].address: required"));
+    }
+
+    #[test]
+    fn bad_port() {
+        for port in ["-1", "65536", "100000"] {
+            assert_one(
+                &TCP_VIP.replace("port = 80", &format!("port = {port}")),
+                &format!(
+                    "vipd.toml:3: vip[0].port: must be 1..=65535, or 0 / absent for all ports, got {port}"
+                ),
+            );
+        }
+    }
+
+    #[test]
+    fn bad_choices_list_the_allowed_spellings() {
+        assert_one(
+            &TCP_VIP.replace("\"tcp\"", "\"sctp\""),
+            "vipd.toml:4: vip[0].protocol: must be \"tcp\" or \"udp\", got \"sctp\"",
+        );
+        assert_one(
+            &format!("{TCP_VIP}forwarding = \"gre\"\n"),
+            "vipd.toml:6: vip[0].forwarding: must be \"ipip\", \"gue\" or \"l2dsr\", got \"gre\"",
+        );
+        assert_one(
+            &format!("{TCP_VIP}hash = \"4-tuple\"\n"),
+            "vipd.toml:6: vip[0].hash: must be \"5-tuple\", \"3-tuple\" or \"dst-port\", got \"4-tuple\"",
+        );
+    }
+
+    #[test]
+    fn table_size_must_be_an_allowed_prime() {
+        for size in ["65536", "65521", "0"] {
+            assert_one(
+                &format!("{TCP_VIP}table_size = {size}\n"),
+                &format!(
+                    "vipd.toml:6: vip[0].table_size: must be 65537 or 655373 (Maglev needs one of these primes), got {size}"
+                ),
+            );
+        }
+        let large = parse(&format!("{TCP_VIP}table_size = 655373\n"), "x").unwrap();
+        assert_eq!(large.vips()[0].table_size, TableSize::Large);
+    }
+
+    #[test]
+    fn encap_source_of_the_wrong_family() {
+        assert_one(
+            &TCP_VIP.replace("\"10.0.0.1\"", "\"fd00::1\""),
+            "vipd.toml:5: vip[0].encap_source_v4: must be an IPv4 address, got \"fd00::1\"",
+        );
+        assert_one(
+            &format!("{TCP_VIP}encap_source_v6 = \"10.0.0.2\"\n"),
+            "vipd.toml:6: vip[0].encap_source_v6: must be an IPv6 address, got \"10.0.0.2\"",
+        );
+    }
+
+    #[test]
+    fn backend_family_needs_matching_encap_source() {
+        let text = format!(
+            "{TCP_VIP}\n[[vip.backend]]\naddress = \"10.0.1.1\"\n\n[[vip.backend]]\naddress = \"fd00::7\"\n\n[[vip.backend]]\naddress = \"fd00::8\"\n"
+        );
+        // Reported once per family, at the first backend that needs it.
+        assert_one(
+            &text,
+            "vipd.toml:11: vip[0].encap_source_v6: required: backend[1] (fd00::7) is IPv6 and \
+             forwarding = \"ipip\" needs an IPv6 outer source address; set encap_source_v6 in vip[0]",
+        );
+        let v4_missing = "[[vip]]\naddress = \"192.0.2.1\"\nprotocol = \"udp\"\nforwarding = \"gue\"\n\n[[vip.backend]]\naddress = \"10.0.1.1\"\n";
+        let got = problems(v4_missing);
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].starts_with("vipd.toml:7: vip[0].encap_source_v4: required: backend[0] (10.0.1.1) is IPv4 and forwarding = \"gue\""),
+            "{got:?}"
+        );
+        // L2 DSR does not encapsulate, so it needs no source address.
+        let dsr = v4_missing.replace("\"gue\"", "\"l2dsr\"") + "mac = \"02:00:00:00:00:01\"\n";
+        assert!(parse(&dsr, "x").is_ok());
+    }
+
+    #[test]
+    fn l2dsr_backend_without_mac() {
+        let text =
+            "[[vip]]\naddress = \"192.0.2.1\"\nprotocol = \"tcp\"\nforwarding = \"l2dsr\"\n\n\
+                    [[vip.backend]]\naddress = \"10.0.1.1\"\nmac = \"02:00:00:00:00:01\"\n\n\
+                    [[vip.backend]]\naddress = \"10.0.1.2\"\n";
+        let got = problems(text);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(
+                "vipd.toml:10: vip[0].backend[1].mac: required when forwarding = \"l2dsr\""
+            ),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn bad_mac() {
+        let base = "[[vip]]\naddress = \"192.0.2.1\"\nprotocol = \"tcp\"\nforwarding = \"l2dsr\"\n[[vip.backend]]\naddress = \"10.0.1.1\"\n";
+        for mac in [
+            "02:00:00:00:00",
+            "02:00:00:00:00:01:02",
+            "02-00-00-00-00-01",
+            "0g:00:00:00:00:01",
+            "2:00:00:00:00:01",
+        ] {
+            assert_one(
+                &format!("{base}mac = \"{mac}\"\n"),
+                &format!("vipd.toml:7: vip[0].backend[0].mac: must be a MAC address like \"02:00:00:00:00:01\", got \"{mac}\""),
+            );
+        }
+        for mac in [
+            "01:00:5e:00:00:01",
+            "ff:ff:ff:ff:ff:ff",
+            "00:00:00:00:00:00",
+        ] {
+            let got = problems(&format!("{base}mac = \"{mac}\"\n"));
+            assert_eq!(got.len(), 1);
+            assert!(got[0].starts_with("vipd.toml:7: vip[0].backend[0].mac: must be a unicast MAC"));
+        }
+        let ok = parse(&format!("{base}mac = \"02:AB:cd:00:00:01\"\n"), "x").unwrap();
+        assert_eq!(
+            ok.vips()[0].backends[0].mac.unwrap().to_string(),
+            "02:ab:cd:00:00:01"
+        );
+    }
+
+    #[test]
+    fn duplicate_vip() {
+        let text = format!("{TCP_VIP}\n{TCP_VIP}");
+        assert_one(
+            &text,
+            "vipd.toml:8: vip[1]: duplicate of vip[0] (line 2): both are tcp 192.0.2.10:80; \
+             each address, port and protocol may appear once",
+        );
+        // Same address and port with another protocol, or another port, is a different VIP.
+        assert!(parse(
+            &format!("{TCP_VIP}\n{}", TCP_VIP.replace("tcp", "udp")),
+            "x"
+        )
+        .is_ok());
+        assert!(parse(
+            &format!("{TCP_VIP}\n{}", TCP_VIP.replace("80", "8080")),
+            "x"
+        )
+        .is_ok());
+        // Equal addresses spelled differently are still duplicates.
+        let v6 = "[[vip]]\naddress = \"2001:db8::1\"\nprotocol = \"udp\"\n";
+        let got = problems(&format!(
+            "{v6}{}",
+            v6.replace("2001:db8::1", "2001:DB8:0::1")
+        ));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("vipd.toml:5: vip[1]: duplicate of vip[0] (line 2)"));
+    }
+
+    #[test]
+    fn duplicate_backend() {
+        let text = format!(
+            "{TCP_VIP}[[vip.backend]]\naddress = \"10.0.1.1\"\n[[vip.backend]]\naddress = \"10.0.1.2\"\n[[vip.backend]]\naddress = \"10.0.1.1\"\n"
+        );
+        let got = problems(&text);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(
+                "vipd.toml:11: vip[0].backend[2].address: duplicate of backend[0] (line 7): 10.0.1.1 appears twice in vip[0]"
+            ),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn syntax_and_type_errors_carry_the_line() {
+        let got = problems(&format!("{TCP_VIP}weight = 3\n"));
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].starts_with("vipd.toml:6: unknown field `weight`"),
+            "{got:?}"
+        );
+
+        let got = problems(&TCP_VIP.replace("port = 80", "port = \"80\""));
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].starts_with("vipd.toml:3: invalid type: string \"80\""),
+            "{got:?}"
+        );
+
+        let got = problems("[[vip]]\naddress = \"192.0.2.1\n");
+        assert_eq!(got.len(), 1);
+        assert!(got[0].starts_with("vipd.toml:2: "), "{got:?}");
+    }
+
+    #[test]
+    fn all_problems_are_reported_in_line_order() {
+        let text = "[[vip]]\naddress = \"nope\"\nprotocol = \"icmp\"\n[[vip.backend]]\naddress = \"10.0.1.1\"\nweight = 0\n";
+        let got = problems(text);
+        let lines: Vec<&str> = got.iter().map(|p| p.split(": ").next().unwrap()).collect();
+        // The encap source problem (line 5) is found after the weight (line 6) but sorted first.
+        assert_eq!(
+            lines,
+            ["vipd.toml:2", "vipd.toml:3", "vipd.toml:5", "vipd.toml:6"],
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn load_reports_unreadable_file() {
+        let err = load("/nonexistent/vipd.toml").unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(err
+            .to_string()
+            .starts_with("/nonexistent/vipd.toml: cannot read config file"));
+    }
+
+    proptest::proptest! {
+        /// Any text, valid TOML or not, gives a config or located problems, never a panic.
+        #[test]
+        fn parse_never_panics(text in "(\\PC|\n){0,200}") {
+            if let Err(err) = parse(&text, "f") {
+                let lines = text.lines().count().max(1);
+                for problem in err.problems() {
+                    proptest::prop_assert!(problem.line >= 1 && problem.line <= lines + 1);
+                }
+            }
+        }
+
+        /// Corrupting one byte of the example never panics, and any problem points inside it.
+        #[test]
+        fn mutated_example_never_panics(offset in 0usize..2000, byte in 0x20u8..0x7f) {
+            let mut text = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/vipd.toml")).unwrap();
+            let offset = offset % text.len();
+            text[offset] = byte;
+            let text = String::from_utf8(text).unwrap();
+            if let Err(err) = parse(&text, "f") {
+                proptest::prop_assert!(!err.problems().is_empty());
+                for problem in err.problems() {
+                    proptest::prop_assert!(problem.line <= text.lines().count() + 1);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,938 @@
+//! The fixed-capacity flow table: layout, probing, the new-flow budget, expiry and the client-side
+//! TCP state machine.
+//!
+//! # Layout
+//!
+//! Slots are grouped in buckets of 16 lanes. Each bucket has 16 one-byte *tags* packed in a
+//! `u128` (0 = empty, `0x80 | 7 hash bits` = occupied, [`BLOCKED`] = a lane past the capacity)
+//! and a 16-bit mask of the lanes holding [`FlowState::SynSent`] entries. Entries (56 bytes: the
+//! 37-byte key, state, backend, last-seen and created times) live in a separate array indexed
+//! `bucket * 16 + lane`, exactly `capacity` of them. A flow may live in one of two buckets chosen
+//! from the caller's hash mixed with the table seed (two-choice hashing); a lookup compares the
+//! tags of at most two buckets with SWAR byte matching and reads only the entries whose tag
+//! matches (a false tag match costs one key comparison, probability 1/128 per occupied lane).
+//! Per flow of capacity that is 56 + 1 + 1/8 bytes.
+//!
+//! # Fill
+//!
+//! An insert picks the less loaded of its two buckets and never moves other entries, so a table
+//! of random keys starts refusing some inserts (`TableFull`) before it is completely full:
+//! measured, the first refusal comes at about 88 % fill and inserting `capacity` random keys
+//! stores about 97.9 % of them (see the `fill_*` tests).
+//!
+//! # Time
+//!
+//! The table reads no clock: every call that needs time takes `now_ms` (monotonic milliseconds,
+//! from any origin). An entry is live while `now_ms - last_seen_ms < timeout(state)`; an expired
+//! entry is treated as absent and its slot is reused on demand (lazy expiry), and
+//! [`FlowTable::expire`] sweeps a bounded number of slots per call.
+
+use crate::key::FlowKey;
+use core::fmt;
+
+/// Lanes per bucket (one `u128` of tags).
+const LANES: usize = 16;
+/// `log2(LANES)`.
+const LANE_SHIFT: u32 = 4;
+/// Tag of a lane past the configured capacity: not empty, never matches an occupied tag.
+const BLOCKED: u8 = 0x01;
+/// Bit set in every occupied lane's tag.
+const OCCUPIED: u8 = 0x80;
+const LOW7: u128 = 0x7f7f_7f7f_7f7f_7f7f_7f7f_7f7f_7f7f_7f7f;
+const HIGH: u128 = 0x8080_8080_8080_8080_8080_8080_8080_8080;
+const SPLAT: u128 = 0x0101_0101_0101_0101_0101_0101_0101_0101;
+/// Slots the insert path sweeps when the new-flow budget is full and its window holds no
+/// new flow to evict: bounded extra work that lets the budget recover even when the pipeline's
+/// own `expire` calls lag behind.
+const RECLAIM_STEP_SLOTS: usize = 64;
+/// Smallest capacity accepted: one bucket.
+pub const MIN_CAPACITY: usize = LANES;
+/// Largest capacity accepted (slot handles are `u32`).
+pub const MAX_CAPACITY: usize = 1 << 30;
+
+/// TCP flag bits as found in the TCP header's flags byte.
+mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+}
+
+/// Idle timeouts per flow state, in milliseconds.
+///
+/// The defaults, and why:
+/// - `syn_ms` 5 s: a SYN-only entry is the cheapest thing an attacker can create, so it must
+///   drain fast; a real client either completes the handshake within one RTT or retransmits
+///   its SYN (Linux: after 1 s, then 2 s), which refreshes the entry.
+/// - `established_ms` 300 s: the entry only matters when the backend set changes (Maglev maps
+///   an unchanged set to the same backend anyway); 5 minutes covers common application idle
+///   periods and keepalives while bounding how long a dead flow holds memory.
+/// - `closing_ms` 10 s: after FIN or RST only the last ACKs and retransmissions follow.
+/// - `udp_ms` 30 s: the usual UDP conntrack idle timeout (Linux `nf_conntrack_udp_timeout`),
+///   long enough for DNS retries and typical QUIC idle/keepalive intervals.
+/// - `other_ms` 30 s: same reasoning as UDP for GRE, ESP and the rest.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Timeouts {
+    /// Idle timeout of [`FlowState::SynSent`] entries.
+    pub syn_ms: u64,
+    /// Idle timeout of [`FlowState::Established`] entries.
+    pub established_ms: u64,
+    /// Idle timeout of [`FlowState::Closing`] entries.
+    pub closing_ms: u64,
+    /// Idle timeout of [`FlowState::Udp`] entries.
+    pub udp_ms: u64,
+    /// Idle timeout of [`FlowState::Other`] entries.
+    pub other_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            syn_ms: 5_000,
+            established_ms: 300_000,
+            closing_ms: 10_000,
+            udp_ms: 30_000,
+            other_ms: 30_000,
+        }
+    }
+}
+
+impl Timeouts {
+    /// The idle timeout of `state`.
+    #[inline]
+    pub fn for_state(&self, state: FlowState) -> u64 {
+        match state {
+            FlowState::SynSent => self.syn_ms,
+            FlowState::Established => self.established_ms,
+            FlowState::Closing => self.closing_ms,
+            FlowState::Udp => self.udp_ms,
+            FlowState::Other => self.other_ms,
+        }
+    }
+}
+
+/// Construction parameters of a [`FlowTable`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct FlowTableConfig {
+    /// Number of flows the table can hold, `MIN_CAPACITY..=MAX_CAPACITY`. Memory is about 57
+    /// bytes per flow, all allocated by [`FlowTable::new`].
+    pub capacity: usize,
+    /// Share of `capacity`, in percent (1..=100), that new (SYN-only) flows may occupy; the rest
+    /// is reserved for flows that proved they are not a SYN flood. Default 25.
+    pub new_flow_percent: u8,
+    /// Idle timeouts per state.
+    pub timeouts: Timeouts,
+    /// Secret mixed into the bucket choice so that an attacker who knows the (fixed, public) flow
+    /// hash cannot aim keys at one bucket. Give every lcore a random seed at startup; the default
+    /// 0 is fine only for tests.
+    pub seed: u64,
+}
+
+impl FlowTableConfig {
+    /// The default configuration with the given capacity.
+    pub fn with_capacity(capacity: usize) -> Self {
+        FlowTableConfig {
+            capacity,
+            ..FlowTableConfig::default()
+        }
+    }
+}
+
+impl Default for FlowTableConfig {
+    /// 1,048,576 flows (about 60 MB), 25 % new-flow budget, default timeouts, seed 0.
+    fn default() -> Self {
+        FlowTableConfig {
+            capacity: 1 << 20,
+            new_flow_percent: 25,
+            timeouts: Timeouts::default(),
+            seed: 0,
+        }
+    }
+}
+
+/// Why a [`FlowTableConfig`] was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Capacity outside `MIN_CAPACITY..=MAX_CAPACITY`.
+    #[error("flow table capacity must be {min}..={max} flows, got {capacity}")]
+    Capacity {
+        /// The refused capacity.
+        capacity: usize,
+        /// [`MIN_CAPACITY`].
+        min: usize,
+        /// [`MAX_CAPACITY`].
+        max: usize,
+    },
+    /// `new_flow_percent` outside 1..=100.
+    #[error("flow table new_flow_percent must be 1..=100 (share of capacity for SYN-only flows), got {0}")]
+    NewFlowPercent(u8),
+    /// A timeout of zero would expire every entry at once.
+    #[error("flow table timeout {0} must be at least 1 ms, got 0")]
+    ZeroTimeout(&'static str),
+}
+
+/// The inferred state of a flow, from client -> VIP packets only.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[repr(u8)]
+pub enum FlowState {
+    /// Only SYNs (without ACK) seen so far; counts against the new-flow budget.
+    SynSent,
+    /// A TCP packet without SYN was seen: the client completed (or is past) the handshake.
+    Established,
+    /// FIN or RST seen; short timeout. Stays Closing until a new SYN reuses the ports.
+    Closing,
+    /// A UDP flow.
+    Udp,
+    /// Any other IP protocol.
+    Other,
+}
+
+impl fmt::Display for FlowState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FlowState::SynSent => "syn-sent",
+            FlowState::Established => "established",
+            FlowState::Closing => "closing",
+            FlowState::Udp => "udp",
+            FlowState::Other => "other",
+        })
+    }
+}
+
+/// What the pipeline knows about the packet that hit (or missed) an entry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PacketKind {
+    /// A TCP segment with its raw flags byte (FIN=0x01 SYN=0x02 RST=0x04 ACK=0x10).
+    Tcp {
+        /// The TCP header's flags byte.
+        flags: u8,
+    },
+    /// A UDP datagram.
+    Udp,
+    /// Any other protocol.
+    Other,
+}
+
+impl PacketKind {
+    /// The state of an entry created by this packet.
+    fn initial_state(self) -> FlowState {
+        match self {
+            PacketKind::Tcp { flags } if is_new_syn(flags) => FlowState::SynSent,
+            PacketKind::Tcp { flags } if flags & (tcp_flags::FIN | tcp_flags::RST) != 0 => {
+                FlowState::Closing
+            }
+            // A non-SYN packet that misses: the flow may have moved here from another appliance
+            // (ECMP rehash), so it is trusted like an established one.
+            PacketKind::Tcp { .. } => FlowState::Established,
+            PacketKind::Udp => FlowState::Udp,
+            PacketKind::Other => FlowState::Other,
+        }
+    }
+}
+
+/// SYN without ACK: a connection attempt.
+#[inline]
+fn is_new_syn(flags: u8) -> bool {
+    flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+}
+
+/// A copy of one entry's value, for the pipeline and the admin socket.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct FlowView {
+    /// Backend index chosen for the flow.
+    pub backend: u32,
+    /// Inferred state.
+    pub state: FlowState,
+    /// `now_ms` when the entry was created (exact for flows younger than 49.7 days, see
+    /// [`FlowTable::view`]).
+    pub created_ms: u64,
+    /// `now_ms` of the last packet.
+    pub last_seen_ms: u64,
+}
+
+/// A handle to an entry, valid until the next mutating call on the table that issued it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct FlowSlot(u32);
+
+/// Why [`FlowTable::insert`] stored nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum InsertError {
+    /// Both candidate buckets hold only live entries that may not be evicted.
+    #[error("flow table full: both candidate buckets hold live flows; raise the capacity or lower timeouts")]
+    TableFull,
+    /// A new (SYN-only) flow was refused because new flows already fill their share of the table
+    /// and none in the candidate buckets could be evicted (likely a SYN flood).
+    #[error("new-flow budget exhausted (SYN flood?); raise new_flow_percent or lower the syn timeout")]
+    NewFlowBudgetExhausted,
+}
+
+/// Counters kept by the table (mutating calls only; lookups are not counted).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct FlowTableStats {
+    /// Successful inserts.
+    pub inserts: u64,
+    /// Inserts refused with [`InsertError::TableFull`].
+    pub insert_failed_table_full: u64,
+    /// Inserts refused with [`InsertError::NewFlowBudgetExhausted`].
+    pub insert_failed_new_flow_budget: u64,
+    /// Expired entries whose slot an insert reused.
+    pub evicted_expired: u64,
+    /// Live new (SYN-only) entries evicted to make room.
+    pub evicted_new_flows: u64,
+    /// Expired entries reclaimed by the sweep ([`FlowTable::expire`] and the insert path's
+    /// bounded reclaim step).
+    pub expirations: u64,
+    /// Entries removed by [`FlowTable::remove`].
+    pub removals: u64,
+}
+
+/// One stored flow. 56 bytes; field order is left to the compiler.
+#[derive(Clone, Copy)]
+struct Entry {
+    key: FlowKey,
+    state: FlowState,
+    backend: u32,
+    /// Low 32 bits of the creation time; the full value is rebuilt from `last_seen_ms`.
+    created_lo: u32,
+    last_seen_ms: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Entry>() <= 56);
+
+impl Entry {
+    const VACANT: Entry = Entry {
+        key: FlowKey {
+            src_addr: [0; 16],
+            dst_addr: [0; 16],
+            src_port: 0,
+            dst_port: 0,
+            protocol: 0,
+        },
+        state: FlowState::Other,
+        backend: 0,
+        created_lo: 0,
+        last_seen_ms: 0,
+    };
+
+    #[inline]
+    fn is_live(&self, timeouts: &Timeouts, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_seen_ms) < timeouts.for_state(self.state)
+    }
+
+    fn view(&self) -> FlowView {
+        let age_ms = (self.last_seen_ms as u32).wrapping_sub(self.created_lo);
+        FlowView {
+            backend: self.backend,
+            state: self.state,
+            created_ms: self.last_seen_ms.saturating_sub(u64::from(age_ms)),
+            last_seen_ms: self.last_seen_ms,
+        }
+    }
+}
+
+/// Where a hash may live: two buckets and the tag to look for.
+#[derive(Clone, Copy)]
+struct Probe {
+    first: usize,
+    second: usize,
+    tag: u8,
+}
+
+/// Per-lcore connection table; see the module documentation for layout and guarantees.
+pub struct FlowTable {
+    tags: Vec<u128>,
+    syn_masks: Vec<u16>,
+    entries: Vec<Entry>,
+    capacity: usize,
+    bucket_count: u64,
+    new_flow_budget: usize,
+    len: usize,
+    new_flow_len: usize,
+    sweep_cursor: usize,
+    timeouts: Timeouts,
+    seed: u64,
+    stats: FlowTableStats,
+}
+
+/// Byte lanes of `x` that are zero, as the high bit of each lane (exact, no false positives).
+#[inline]
+fn zero_lanes(x: u128) -> u128 {
+    !((((x & LOW7).wrapping_add(LOW7)) | x) | LOW7)
+}
+
+/// Lanes of a bucket's tags equal to `tag`.
+#[inline]
+fn matching_lanes(tags: u128, tag: u8) -> u128 {
+    zero_lanes(tags ^ (SPLAT * u128::from(tag)))
+}
+
+/// Index of the lowest lane flagged in a lane mask (high bit per byte).
+#[inline]
+fn first_lane(mask: u128) -> usize {
+    (mask.trailing_zeros() / 8) as usize
+}
+
+/// Murmur3's 64-bit finalizer: a bijection with full avalanche.
+#[inline]
+fn mix64(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// The tags of a bucket with lanes at or past `live_lanes` blocked.
+fn fresh_tags(live_lanes: usize) -> u128 {
+    let mut tags = 0u128;
+    for lane in live_lanes.min(LANES)..LANES {
+        tags |= u128::from(BLOCKED) << (8 * lane);
+    }
+    tags
+}
+
+impl FlowTable {
+    /// Validates `config` and allocates the whole table. Nothing allocates after this.
+    pub fn new(config: FlowTableConfig) -> Result<FlowTable, ConfigError> {
+        let capacity = config.capacity;
+        if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+            return Err(ConfigError::Capacity {
+                capacity,
+                min: MIN_CAPACITY,
+                max: MAX_CAPACITY,
+            });
+        }
+        if !(1..=100).contains(&config.new_flow_percent) {
+            return Err(ConfigError::NewFlowPercent(config.new_flow_percent));
+        }
+        let t = config.timeouts;
+        for (name, value) in [
+            ("syn_ms", t.syn_ms),
+            ("established_ms", t.established_ms),
+            ("closing_ms", t.closing_ms),
+            ("udp_ms", t.udp_ms),
+            ("other_ms", t.other_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroTimeout(name));
+            }
+        }
+        let bucket_count = capacity.div_ceil(LANES);
+        let mut table = FlowTable {
+            tags: vec![0; bucket_count],
+            syn_masks: vec![0; bucket_count],
+            entries: vec![Entry::VACANT; capacity],
+            capacity,
+            bucket_count: bucket_count as u64,
+            new_flow_budget: (capacity * usize::from(config.new_flow_percent) / 100).max(1),
+            len: 0,
+            new_flow_len: 0,
+            sweep_cursor: 0,
+            timeouts: config.timeouts,
+            seed: config.seed,
+            stats: FlowTableStats::default(),
+        };
+        table.clear();
+        Ok(table)
+    }
+
+    /// Drops every entry (statistics are kept).
+    pub fn clear(&mut self) {
+        let capacity = self.capacity;
+        for (bucket, tags) in self.tags.iter_mut().enumerate() {
+            *tags = fresh_tags(capacity.saturating_sub(bucket * LANES));
+        }
+        self.syn_masks.fill(0);
+        self.len = 0;
+        self.new_flow_len = 0;
+        self.sweep_cursor = 0;
+    }
+
+    /// The two candidate buckets and the tag of `hash`.
+    #[inline]
+    fn probe(&self, hash: u64) -> Probe {
+        let h = mix64(hash ^ self.seed);
+        // Multiply-shift maps 32 random bits onto 0..bucket_count without `%`; the tag comes from
+        // the low bits, which barely influence the bucket choice.
+        let first = ((h & 0xffff_ffff) * self.bucket_count) >> 32;
+        let second = ((h >> 32) * self.bucket_count) >> 32;
+        Probe {
+            first: first as usize,
+            second: second as usize,
+            tag: OCCUPIED | (h as u8 & 0x7f),
+        }
+    }
+
+    #[inline]
+    fn bucket_tags(&self, bucket: usize) -> u128 {
+        // Unoccupied tags (0) match nothing; an out-of-range bucket cannot happen (probe() maps
+        // into 0..bucket_count) but would read as empty rather than panic.
+        self.tags.get(bucket).copied().unwrap_or(0)
+    }
+
+    /// The slot holding `key` in `bucket`, live or not.
+    #[inline]
+    fn locate_in(&self, bucket: usize, tag: u8, key: &FlowKey) -> Option<usize> {
+        let mut lanes = matching_lanes(self.bucket_tags(bucket), tag);
+        while lanes != 0 {
+            let index = (bucket << LANE_SHIFT) | first_lane(lanes);
+            lanes &= lanes - 1;
+            if self.entries.get(index).is_some_and(|e| e.key == *key) {
+                return Some(index);
+            }
+        }
+        None
+    }
+
+    /// The slot holding `key`, live or not.
+    #[inline]
+    fn locate(&self, probe: Probe, key: &FlowKey) -> Option<usize> {
+        self.locate_in(probe.first, probe.tag, key)
+            .or_else(|| self.locate_in(probe.second, probe.tag, key))
+    }
+
+    /// The live entry for `key`, if any. `hash` is the caller's flow hash of `key` (any fixed
+    /// function of the key; it must be the same on every call for the same key).
+    #[inline]
+    pub fn find(&self, key: &FlowKey, hash: u64, now_ms: u64) -> Option<FlowSlot> {
+        let index = self.locate(self.probe(hash), key)?;
+        let entry = self.entries.get(index)?;
+        // Slot indices are < capacity <= MAX_CAPACITY, so they fit in u32.
+        entry
+            .is_live(&self.timeouts, now_ms)
+            .then_some(FlowSlot(index as u32))
+    }
+
+    /// The entry behind `slot`.
+    ///
+    /// `created_ms` is rebuilt from its low 32 bits and `last_seen_ms`, so it is exact for flows
+    /// younger than 2^32 ms (49.7 days) and wraps for older ones. A slot from another table reads
+    /// as an unspecified view, never a panic.
+    #[inline]
+    pub fn view(&self, slot: FlowSlot) -> FlowView {
+        self.entries
+            .get(slot.0 as usize)
+            .unwrap_or(&Entry::VACANT)
+            .view()
+    }
+
+    /// Records a packet on the flow behind `slot`: refreshes `last_seen_ms` and advances the
+    /// client-side TCP state.
+    ///
+    /// SynSent + SYN stays SynSent; any TCP packet without SYN makes SynSent Established; FIN or
+    /// RST makes any TCP state Closing. Closing is sticky (the client still ACKs the server's
+    /// data and FIN) until a SYN without ACK reuses the ports: then it becomes SynSent with the
+    /// same backend, if the new-flow budget has room, and otherwise stays Closing (the flow keeps
+    /// working on the short timeout rather than evicting anything).
+    #[inline]
+    pub fn touch(&mut self, slot: FlowSlot, packet: PacketKind, now_ms: u64) {
+        let index = slot.0 as usize;
+        let room = self.new_flow_len < self.new_flow_budget;
+        let Some(entry) = self.entries.get_mut(index) else {
+            return;
+        };
+        entry.last_seen_ms = now_ms;
+        let PacketKind::Tcp { flags } = packet else {
+            return;
+        };
+        let old = entry.state;
+        let new = match old {
+            // The key's protocol fixes the kind; a mismatched kind only refreshes the entry.
+            FlowState::Udp | FlowState::Other => return,
+            _ if flags & (tcp_flags::FIN | tcp_flags::RST) != 0 => FlowState::Closing,
+            FlowState::SynSent if flags & tcp_flags::SYN == 0 => FlowState::Established,
+            FlowState::Closing if is_new_syn(flags) && room => FlowState::SynSent,
+            _ => old,
+        };
+        if new == old {
+            return;
+        }
+        entry.state = new;
+        if new == FlowState::SynSent {
+            // Port reuse: the fresh connection is as unproven as any other SYN.
+            entry.created_lo = now_ms as u32;
+            self.new_flow_len += 1;
+            self.set_syn_bit(index, true);
+        } else if old == FlowState::SynSent {
+            self.new_flow_len -= 1;
+            self.set_syn_bit(index, false);
+        }
+    }
+
+    /// Points the flow behind `slot` at another backend (after its backend was removed).
+    #[inline]
+    pub fn set_backend(&mut self, slot: FlowSlot, backend: u32) {
+        if let Some(entry) = self.entries.get_mut(slot.0 as usize) {
+            entry.backend = backend;
+        }
+    }
+
+    /// Creates the entry for `key` from its first packet (an existing entry for `key`, live or
+    /// expired, is replaced).
+    ///
+    /// The state comes from `packet`: SYN without ACK -> SynSent (a new flow, counted against
+    /// the new-flow budget), FIN/RST -> Closing, other TCP -> Established (the flow may have
+    /// been moved here by ECMP), UDP -> Udp, anything else -> Other. The slot is, in order of
+    /// preference: an empty lane in the less loaded candidate bucket, an expired entry, or the
+    /// oldest new flow in the two buckets. A new flow arriving while the budget is full may only
+    /// take the slot of the oldest new flow in its buckets. Live Established, Closing, Udp and
+    /// Other entries are never evicted.
+    pub fn insert(
+        &mut self,
+        key: &FlowKey,
+        hash: u64,
+        backend: u32,
+        packet: PacketKind,
+        now_ms: u64,
+    ) -> Result<FlowSlot, InsertError> {
+        let probe = self.probe(hash);
+        if let Some(index) = self.locate(probe, key) {
+            self.vacate(index);
+        }
+        let state = packet.initial_state();
+        let index = match self.choose_slot(probe, state == FlowState::SynSent, now_ms) {
+            Ok(index) => index,
+            Err(error) => {
+                match error {
+                    InsertError::TableFull => self.stats.insert_failed_table_full += 1,
+                    InsertError::NewFlowBudgetExhausted => {
+                        self.stats.insert_failed_new_flow_budget += 1
+                    }
+                }
+                return Err(error);
+            }
+        };
+        let Some(entry) = self.entries.get_mut(index) else {
+            // choose_slot only returns unblocked lanes, which are < capacity.
+            self.stats.insert_failed_table_full += 1;
+            return Err(InsertError::TableFull);
+        };
+        *entry = Entry {
+            key: *key,
+            state,
+            backend,
+            created_lo: now_ms as u32,
+            last_seen_ms: now_ms,
+        };
+        self.set_tag(index, probe.tag);
+        if state == FlowState::SynSent {
+            self.set_syn_bit(index, true);
+            self.new_flow_len += 1;
+        }
+        self.len += 1;
+        self.stats.inserts += 1;
+        Ok(FlowSlot(index as u32))
+    }
+
+    /// Picks (and vacates, if needed) the slot for a new entry.
+    fn choose_slot(
+        &mut self,
+        probe: Probe,
+        new_flow: bool,
+        now_ms: u64,
+    ) -> Result<usize, InsertError> {
+        if new_flow && self.new_flow_len >= self.new_flow_budget {
+            if let Some(index) = self.oldest_new_flow(probe) {
+                self.evict(index, now_ms);
+                return Ok(index);
+            }
+            self.sweep(now_ms, RECLAIM_STEP_SLOTS);
+            if self.new_flow_len >= self.new_flow_budget {
+                return Err(InsertError::NewFlowBudgetExhausted);
+            }
+        }
+        let empty_first = zero_lanes(self.bucket_tags(probe.first));
+        let empty_second = zero_lanes(self.bucket_tags(probe.second));
+        if empty_first | empty_second != 0 {
+            let (bucket, lanes) = if empty_second.count_ones() > empty_first.count_ones() {
+                (probe.second, empty_second)
+            } else {
+                (probe.first, empty_first)
+            };
+            return Ok((bucket << LANE_SHIFT) | first_lane(lanes));
+        }
+        if let Some(index) = self.first_expired(probe, now_ms) {
+            self.evict(index, now_ms);
+            return Ok(index);
+        }
+        if let Some(index) = self.oldest_new_flow(probe) {
+            self.evict(index, now_ms);
+            return Ok(index);
+        }
+        Err(InsertError::TableFull)
+    }
+
+    /// The candidate buckets, without repeating a bucket chosen twice.
+    fn buckets(probe: Probe) -> impl Iterator<Item = usize> {
+        let second = (probe.second != probe.first).then_some(probe.second);
+        core::iter::once(probe.first).chain(second)
+    }
+
+    /// The new flow (SynSent entry) with the oldest `last_seen_ms` in the candidate buckets.
+    fn oldest_new_flow(&self, probe: Probe) -> Option<usize> {
+        let mut oldest: Option<(u64, usize)> = None;
+        for bucket in Self::buckets(probe) {
+            let mut mask = self.syn_masks.get(bucket).copied().unwrap_or(0);
+            while mask != 0 {
+                let index = (bucket << LANE_SHIFT) | mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                if let Some(entry) = self.entries.get(index) {
+                    if oldest.is_none_or(|(seen, _)| entry.last_seen_ms < seen) {
+                        oldest = Some((entry.last_seen_ms, index));
+                    }
+                }
+            }
+        }
+        oldest.map(|(_, index)| index)
+    }
+
+    /// The first expired entry in the candidate buckets.
+    fn first_expired(&self, probe: Probe, now_ms: u64) -> Option<usize> {
+        for bucket in Self::buckets(probe) {
+            let mut lanes = self.bucket_tags(bucket) & HIGH;
+            while lanes != 0 {
+                let index = (bucket << LANE_SHIFT) | first_lane(lanes);
+                lanes &= lanes - 1;
+                if self
+                    .entries
+                    .get(index)
+                    .is_some_and(|e| !e.is_live(&self.timeouts, now_ms))
+                {
+                    return Some(index);
+                }
+            }
+        }
+        None
+    }
+
+    /// Vacates an occupied slot to reuse it, counting why.
+    fn evict(&mut self, index: usize, now_ms: u64) {
+        let live = self
+            .entries
+            .get(index)
+            .is_some_and(|e| e.is_live(&self.timeouts, now_ms));
+        if live {
+            self.stats.evicted_new_flows += 1;
+        } else {
+            self.stats.evicted_expired += 1;
+        }
+        self.vacate(index);
+    }
+
+    /// Marks an occupied slot empty and fixes the counters.
+    fn vacate(&mut self, index: usize) {
+        if self.lane_tag(index) & OCCUPIED == 0 {
+            return;
+        }
+        self.set_tag(index, 0);
+        if self
+            .entries
+            .get(index)
+            .is_some_and(|e| e.state == FlowState::SynSent)
+        {
+            self.set_syn_bit(index, false);
+            self.new_flow_len -= 1;
+        }
+        self.len -= 1;
+    }
+
+    fn lane_tag(&self, index: usize) -> u8 {
+        (self.bucket_tags(index >> LANE_SHIFT) >> (8 * (index % LANES))) as u8
+    }
+
+    fn set_tag(&mut self, index: usize, tag: u8) {
+        if let Some(tags) = self.tags.get_mut(index >> LANE_SHIFT) {
+            let shift = 8 * (index % LANES);
+            *tags = (*tags & !(0xff << shift)) | (u128::from(tag) << shift);
+        }
+    }
+
+    fn set_syn_bit(&mut self, index: usize, on: bool) {
+        if let Some(mask) = self.syn_masks.get_mut(index >> LANE_SHIFT) {
+            let bit = 1u16 << (index % LANES);
+            if on {
+                *mask |= bit;
+            } else {
+                *mask &= !bit;
+            }
+        }
+    }
+
+    /// Removes the entry for `key` (live or expired but not yet reclaimed); true if there was
+    /// one.
+    pub fn remove(&mut self, key: &FlowKey, hash: u64) -> bool {
+        match self.locate(self.probe(hash), key) {
+            Some(index) => {
+                self.vacate(index);
+                self.stats.removals += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Incremental sweep: examines the next `max_slots` slots (wrapping around the table) and
+    /// reclaims expired entries; returns how many it reclaimed. A call with `max_slots >=
+    /// capacity()` rounded up to a multiple of 16 visits every slot once.
+    pub fn expire(&mut self, now_ms: u64, max_slots: usize) -> usize {
+        self.sweep(now_ms, max_slots)
+    }
+
+    fn sweep(&mut self, now_ms: u64, max_slots: usize) -> usize {
+        let slot_count = self.tags.len() * LANES;
+        let mut reclaimed = 0;
+        for _ in 0..max_slots.min(slot_count) {
+            let index = self.sweep_cursor;
+            self.sweep_cursor = if index + 1 >= slot_count { 0 } else { index + 1 };
+            if self.lane_tag(index) & OCCUPIED != 0
+                && self
+                    .entries
+                    .get(index)
+                    .is_some_and(|e| !e.is_live(&self.timeouts, now_ms))
+            {
+                self.vacate(index);
+                reclaimed += 1;
+            }
+        }
+        self.stats.expirations += reclaimed as u64;
+        reclaimed
+    }
+
+    /// Occupied slots, including expired entries not yet reclaimed.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no slot is occupied.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Occupied SynSent slots (new flows), including expired ones not yet reclaimed. Never
+    /// exceeds [`FlowTable::new_flow_budget`].
+    pub fn new_flow_len(&self) -> usize {
+        self.new_flow_len
+    }
+
+    /// How many SynSent entries the table admits: `capacity * new_flow_percent / 100`, at
+    /// least 1.
+    pub fn new_flow_budget(&self) -> usize {
+        self.new_flow_budget
+    }
+
+    /// The configured capacity (flows).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The timeouts in force.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Bytes allocated for entries and metadata (tags and new-flow masks).
+    pub fn memory_bytes(&self) -> usize {
+        self.entries.capacity() * core::mem::size_of::<Entry>()
+            + self.tags.capacity() * core::mem::size_of::<u128>()
+            + self.syn_masks.capacity() * core::mem::size_of::<u16>()
+    }
+
+    /// A copy of the counters.
+    pub fn stats(&self) -> FlowTableStats {
+        self.stats
+    }
+
+    /// Every live entry at `now_ms`, in slot order (for the admin socket; walks the whole table).
+    pub fn iter(&self, now_ms: u64) -> impl Iterator<Item = (FlowKey, FlowView)> + '_ {
+        self.tags
+            .iter()
+            .enumerate()
+            .flat_map(|(bucket, &tags)| {
+                let mut lanes = tags & HIGH;
+                core::iter::from_fn(move || {
+                    if lanes == 0 {
+                        return None;
+                    }
+                    let index = (bucket << LANE_SHIFT) | first_lane(lanes);
+                    lanes &= lanes - 1;
+                    Some(index)
+                })
+            })
+            .filter_map(move |index| {
+                let entry = self.entries.get(index)?;
+                entry
+                    .is_live(&self.timeouts, now_ms)
+                    .then(|| (entry.key, entry.view()))
+            })
+    }
+}
+
+impl fmt::Debug for FlowTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowTable")
+            .field("capacity", &self.capacity)
+            .field("len", &self.len)
+            .field("new_flow_len", &self.new_flow_len)
+            .field("new_flow_budget", &self.new_flow_budget)
+            .field("timeouts", &self.timeouts)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_fits_56_bytes() {
+        assert_eq!(core::mem::size_of::<Entry>(), 56);
+    }
+
+    #[test]
+    fn zero_and_matching_lanes_are_exact() {
+        // Lanes: 0 -> 0x00, 1 -> 0x80, 2 -> 0x81, 3 -> 0x01, 4 -> 0xff, rest 0x81.
+        let mut tags = 0u128;
+        for (lane, byte) in [0x00u8, 0x80, 0x81, 0x01, 0xff]
+            .into_iter()
+            .chain([0x81; 11])
+            .enumerate()
+        {
+            tags |= u128::from(byte) << (8 * lane);
+        }
+        assert_eq!(zero_lanes(tags), 0x80);
+        let m = matching_lanes(tags, 0x81);
+        let lanes: Vec<usize> = (0..16).filter(|l| m >> (8 * l) & 0x80 != 0).collect();
+        assert_eq!(lanes, [2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+        assert_eq!(m & !HIGH, 0);
+        assert_eq!(first_lane(matching_lanes(tags, 0xff)), 4);
+        assert_eq!(matching_lanes(tags, 0x82), 0);
+    }
+
+    #[test]
+    fn lanes_past_capacity_are_blocked() {
+        let table = FlowTable::new(FlowTableConfig::with_capacity(20)).unwrap();
+        assert_eq!(table.tags.len(), 2);
+        assert_eq!(table.entries.len(), 20);
+        assert_eq!(zero_lanes(table.tags[1]).count_ones(), 4);
+        assert_eq!(zero_lanes(table.tags[0]).count_ones(), 16);
+    }
+
+    #[test]
+    fn probe_stays_in_range_and_seed_changes_buckets() {
+        let a = FlowTable::new(FlowTableConfig::with_capacity(1000)).unwrap();
+        let b = FlowTable::new(FlowTableConfig {
+            seed: 0x5eed,
+            ..FlowTableConfig::with_capacity(1000)
+        })
+        .unwrap();
+        let mut differ = 0;
+        for hash in 0..1000u64 {
+            let (pa, pb) = (a.probe(hash), b.probe(hash));
+            assert!(pa.first < a.tags.len() && pa.second < a.tags.len());
+            assert!(pa.tag & OCCUPIED != 0);
+            differ += usize::from(pa.first != pb.first);
+        }
+        assert!(differ > 900, "seed barely changed bucket choice: {differ}");
+    }
+}
