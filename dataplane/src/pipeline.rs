@@ -97,6 +97,18 @@ struct Meta {
     kind: Kind,
 }
 
+/// Frames per two-pass group in [`Pipeline::process`] (a burst is split into groups this size).
+pub const MAX_GROUP: usize = 32;
+
+/// A frame between the two passes of a group.
+#[derive(Clone, Copy)]
+enum Staged<'t> {
+    /// Decided in the first pass (kernel, drop).
+    Done(Verdict),
+    /// For a VIP: forwarded in the second pass.
+    Vip { meta: Meta, vip: &'t Vip, hash: u64 },
+}
+
 /// What classification decided.
 enum Class {
     Kernel,
@@ -135,6 +147,11 @@ impl Pipeline {
     /// Processes a burst received on `rx_port`: rewrites each frame in place and writes its verdict
     /// at the same index of `verdicts` (which must be at least as long as `burst`; extra frames
     /// are left untouched). Then sweeps a bounded number of flow-table slots for expired flows.
+    ///
+    /// Frames go through in groups of [`MAX_GROUP`] and two passes: the first parses every frame,
+    /// finds its VIP and flow hash and starts loading its flow-table bucket; the second looks the
+    /// flows up and rewrites the frames. The flow-table cache misses of a group then overlap
+    /// instead of each frame waiting for its own (group prefetching, as DPDK applications do).
     pub fn process<P: PacketBuf>(
         &mut self,
         tables: &Tables,
@@ -143,13 +160,24 @@ impl Pipeline {
         verdicts: &mut [Verdict],
         now_ms: u64,
     ) {
-        for (packet, verdict) in burst.iter_mut().zip(verdicts.iter_mut()) {
-            *verdict = self.process_one(tables, rx_port, packet, now_ms);
+        for (packets, verdicts) in burst
+            .chunks_mut(MAX_GROUP)
+            .zip(verdicts.chunks_mut(MAX_GROUP))
+        {
+            let mut staged = [Staged::Done(Verdict::ToKernel); MAX_GROUP];
+            for (packet, stage) in packets.iter_mut().zip(staged.iter_mut()) {
+                *stage = self.stage(tables, packet);
+            }
+            for ((packet, verdict), stage) in
+                packets.iter_mut().zip(verdicts.iter_mut()).zip(&staged)
+            {
+                *verdict = self.finish(tables, rx_port, packet, stage, now_ms);
+            }
         }
         self.flows.expire(now_ms, self.expire_per_burst);
     }
 
-    /// Processes one frame.
+    /// Processes one frame (no expiry sweep; see [`Pipeline::process`]).
     pub fn process_one<P: PacketBuf + ?Sized>(
         &mut self,
         tables: &Tables,
@@ -157,15 +185,55 @@ impl Pipeline {
         packet: &mut P,
         now_ms: u64,
     ) -> Verdict {
+        let stage = self.stage(tables, packet);
+        self.finish(tables, rx_port, packet, &stage, now_ms)
+    }
+
+    /// First pass: parse, find the VIP and the flow hash, start loading the flow-table bucket.
+    #[inline]
+    fn stage<'t, P: PacketBuf + ?Sized>(&self, tables: &'t Tables, packet: &mut P) -> Staged<'t> {
         let rx_len = packet.data().len();
         self.counters.rx(rx_len);
-        let verdict = match classify(tables, packet.data()) {
-            Err(reason) => Verdict::Drop(reason),
-            Ok(Class::Kernel) => Verdict::ToKernel,
-            Ok(Class::Vip(meta)) => {
-                // Ethernet padding must not travel inside a tunnel.
-                packet.truncate(meta.l3_offset + meta.ip_len);
-                self.forward(tables, rx_port, packet, &meta, rx_len, now_ms)
+        let meta = match classify(tables, packet.data()) {
+            Err(reason) => return Staged::Done(Verdict::Drop(reason)),
+            Ok(Class::Kernel) => return Staged::Done(Verdict::ToKernel),
+            Ok(Class::Vip(meta)) => meta,
+        };
+        // Ethernet padding must not travel inside a tunnel.
+        packet.truncate(meta.l3_offset + meta.ip_len);
+        let vip = match find_vip(tables, &meta) {
+            Ok(vip) => vip,
+            Err(reason) => return Staged::Done(Verdict::Drop(reason)),
+        };
+        self.counters.vip(usize::from(vip.id), rx_len);
+        let mut meta = meta;
+        let hash = match meta.kind {
+            Kind::Fragment => {
+                // Every fragment of a datagram hashes the same 3-tuple: a non-first IPv6 fragment
+                // may name an extension header instead of UDP/TCP, so use the VIP's protocol.
+                meta.tuple.protocol = vip.protocol;
+                meta.tuple.hash(HashPolicy::ThreeTuple)
+            }
+            Kind::EchoRequest => 0,
+            Kind::Tracked(_) | Kind::IcmpError => meta.tuple.hash(vip.hash),
+        };
+        Staged::Vip { meta, vip, hash }
+    }
+
+    /// Second pass: pick the backend, rewrite the frame, count the verdict.
+    #[inline]
+    fn finish<P: PacketBuf + ?Sized>(
+        &mut self,
+        tables: &Tables,
+        rx_port: u16,
+        packet: &mut P,
+        stage: &Staged<'_>,
+        now_ms: u64,
+    ) -> Verdict {
+        let verdict = match stage {
+            Staged::Done(verdict) => *verdict,
+            Staged::Vip { meta, vip, hash } => {
+                self.forward(tables, rx_port, packet, meta, vip, *hash, now_ms)
             }
         };
         match verdict {
@@ -182,14 +250,10 @@ impl Pipeline {
         rx_port: u16,
         packet: &mut P,
         meta: &Meta,
-        rx_len: usize,
+        vip: &Vip,
+        hash: u64,
         now_ms: u64,
     ) -> Verdict {
-        let vip = match find_vip(tables, meta) {
-            Ok(vip) => vip,
-            Err(reason) => return Verdict::Drop(reason),
-        };
-        self.counters.vip(usize::from(vip.id), rx_len);
         if let Kind::EchoRequest = meta.kind {
             let Some(port) = tables.port(rx_port) else {
                 return Verdict::Drop(DropReason::Misconfigured);
@@ -199,10 +263,6 @@ impl Pipeline {
             self.counters.icmp_generated();
             return Verdict::Forward { port: rx_port };
         }
-        let hash = match meta.kind {
-            Kind::Fragment => meta.tuple.hash(HashPolicy::ThreeTuple),
-            _ => meta.tuple.hash(vip.hash),
-        };
         let backend_id = match meta.kind {
             Kind::Tracked(packet_kind) => {
                 self.track(tables, vip, &meta.tuple, hash, packet_kind, now_ms)

@@ -162,6 +162,7 @@ pub struct Vip {
     pub(crate) id: VipId,
     pub(crate) address: IpAddr,
     pub(crate) port: u16,
+    pub(crate) protocol: u8,
     pub(crate) mode: ForwardingMode,
     pub(crate) hash: HashPolicy,
     pub(crate) encap_source_v4: Option<Ipv4Addr>,
@@ -332,6 +333,7 @@ impl Tables {
             id: e.id,
             address: e.address,
             port: e.port,
+            protocol: e.protocol,
             mode: e.mode,
             hash: e.hash,
             encap_source_v4: e.encap_source_v4,
@@ -391,20 +393,36 @@ impl Tables {
         self.vips.get(self.by_address.get(&address)?.first as usize)
     }
 
-    /// The VIP that takes fragments to this address and protocol: `Ok(None)` when there is none,
-    /// `Err(())` when several port-specific VIPs make it ambiguous.
+    /// The VIP that takes fragments to this address: `Ok(None)` when there is none, `Err(())` when
+    /// it cannot be known (several port-specific VIPs for the protocol). `protocol` is the
+    /// fragment's upper-layer protocol when it is TCP or UDP; an IPv6 extension-header number (a
+    /// non-first IPv6 fragment names the header after the Fragment header, which may be another
+    /// extension header) means "unknown", and the address must then have fragment VIPs of one
+    /// protocol only; any other protocol has no VIP.
     #[inline]
     #[allow(clippy::result_unit_err)]
     pub fn fragment_vip(&self, address: IpAddr, protocol: u8) -> Result<Option<&Vip>, ()> {
-        let slot = match protocol {
-            ip_protocol::TCP => 0,
-            ip_protocol::UDP => 1,
-            _ => return Ok(None),
+        let Some(vips) = self.by_address.get(&address) else {
+            return Ok(None);
         };
-        match self.by_address.get(&address).map(|a| a.fragments[slot]) {
-            None | Some(FragmentVip::None) => Ok(None),
-            Some(FragmentVip::One(i)) => Ok(self.vips.get(i as usize)),
-            Some(FragmentVip::Ambiguous) => Err(()),
+        let choice = match protocol {
+            ip_protocol::TCP => vips.fragments[0],
+            ip_protocol::UDP => vips.fragments[1],
+            ip_protocol::HOPOPT
+            | ip_protocol::IPV6_ROUTE
+            | ip_protocol::IPV6_FRAG
+            | ip_protocol::IPV6_OPTS
+            | ip_protocol::AH => match vips.fragments {
+                [FragmentVip::None, only] | [only, FragmentVip::None] => only,
+                _ => FragmentVip::Ambiguous,
+            },
+            // ICMP and the rest: no VIP serves them.
+            _ => FragmentVip::None,
+        };
+        match choice {
+            FragmentVip::None => Ok(None),
+            FragmentVip::One(i) => Ok(self.vips.get(i as usize)),
+            FragmentVip::Ambiguous => Err(()),
         }
     }
 
@@ -508,6 +526,29 @@ mod tests {
         let a: IpAddr = "203.0.113.1".parse().unwrap();
         assert!(t.fragment_vip(a, ip_protocol::TCP).is_err());
         assert!(t.fragment_vip(a, ip_protocol::UDP).unwrap().is_none());
+        assert!(
+            t.fragment_vip(a, ip_protocol::IPV6_OPTS).is_err(),
+            "unknown protocol, two TCP VIPs"
+        );
+        assert!(t.fragment_vip(a, ip_protocol::ICMP).unwrap().is_none());
+    }
+
+    #[test]
+    fn ipv6_fragment_with_unknown_protocol_takes_the_single_protocol_vip() {
+        let t = Tables::build(
+            vec![port()],
+            &[vip(0, "2001:db8::10", 0, &[("2001:db8::1", 0)])],
+        )
+        .unwrap();
+        let a: IpAddr = "2001:db8::10".parse().unwrap();
+        assert_eq!(
+            t.fragment_vip(a, ip_protocol::IPV6_OPTS)
+                .unwrap()
+                .unwrap()
+                .id,
+            0
+        );
+        assert!(t.fragment_vip(a, ip_protocol::ICMPV6).unwrap().is_none());
     }
 
     #[test]

@@ -568,3 +568,62 @@ proptest! {
         prop_assert_eq!(s.forwarded + s.to_kernel + s.dropped_total(), 1);
     }
 }
+
+#[test]
+fn l2_dsr_rewrites_only_the_macs_and_v6_vip_reaches_v4_backend() {
+    let backend_mac = EthernetAddress([0x02, 0xbe, 0, 0, 0, 7]);
+    let mut dsr = vip(
+        0,
+        "203.0.113.30",
+        0,
+        ip_protocol::TCP,
+        ForwardingMode::L2Dsr,
+        vec![BackendEntry {
+            mac: Some(backend_mac),
+            ..backend(0, "10.0.0.7", BackendState::Active)
+        }],
+    );
+    dsr.hash = HashPolicy::ThreeTuple;
+    let six_in_four = vip(
+        1,
+        "2001:db8:f::30",
+        80,
+        ip_protocol::TCP,
+        ForwardingMode::Ipip,
+        vec![backend(1, "10.0.0.8", BackendState::Active)],
+    );
+    let mut tagged = port(1500);
+    tagged.vlan = Some(42);
+    let t = Tables::build(vec![tagged], &[dsr, six_in_four]).unwrap();
+    let mut p = pipeline();
+
+    let input = FrameSpec::tcp("198.18.0.1", "203.0.113.30", 40000, 8443, SYN).build();
+    let (verdict, out) = run(&mut p, &t, &input, 0);
+    assert_eq!(verdict, Verdict::Forward { port: 0 });
+    let eth = EthernetFrame::new_checked(out.data()).unwrap();
+    assert_eq!(eth.dst_addr(), backend_mac);
+    assert_eq!(eth.src_addr().0, PORT_MAC);
+    assert_eq!(eth.ethertype(), ethertype::VLAN);
+    let tag = wire::VlanHeader::new_checked(eth.payload()).unwrap();
+    assert_eq!(tag.vlan_id(), 42);
+    assert_eq!(tag.ethertype(), ethertype::IPV4);
+    assert_eq!(tag.payload(), &input[14..], "the IP packet is untouched");
+
+    let input = FrameSpec::tcp("2001:db8:c::1", "2001:db8:f::30", 5555, 80, SYN).build();
+    let (verdict, out) = run(&mut p, &t, &input, 0);
+    assert_eq!(verdict, Verdict::Forward { port: 0 });
+    let eth = EthernetFrame::new_checked(out.data()).unwrap();
+    let tag = wire::VlanHeader::new_checked(eth.payload()).unwrap();
+    let outer = Ipv4Packet::new_checked(tag.payload()).unwrap();
+    assert_eq!(
+        outer.protocol(),
+        ip_protocol::IPV6,
+        "IPv6 in IPv4 (protocol 41)"
+    );
+    assert_eq!(outer.dst_addr().to_string(), "10.0.0.8");
+    assert!(
+        outer.dont_frag(),
+        "IPv6 inside may not be fragmented on the way"
+    );
+    assert_eq!(outer.payload(), &input[14..]);
+}

@@ -92,6 +92,7 @@ class Checker:
         self.failures = []
         self.passed = 0
         self.current = None
+        self.kinds = defaultdict(int)
 
     def fail(self, what, expected, got):
         self.failures.append(f"FAIL index {self.current}: {what}: expected {expected}, got {got}")
@@ -120,6 +121,17 @@ def ipv4_header_checksum_ok(header):
     sent = h.chksum
     del h.chksum
     return IP(bytes(h)).chksum == sent, sent, IP(bytes(h)).chksum
+
+
+def same_internet_checksum(a, b):
+    """0x0000 and 0xFFFF are the two forms of one's-complement zero; both verify (RFC 1624 3)."""
+    return a == b or {a, b} == {0, 0xFFFF}
+
+
+def check_sum(c, what, computed, sent):
+    if not same_internet_checksum(computed, sent):
+        return c.fail(what, hex(computed), hex(sent))
+    return True
 
 
 def v6_upper_checksum(src, dst, nh, upper_zeroed):
@@ -218,6 +230,8 @@ def check_encap(c, e, inp, out, obs):
         ok &= c.eq("outer protocol (4 = IPv4 inside, 41 = IPv6 inside)", 4 if inner[0] >> 4 == 4 else 41, proto)
         payload = out[hdr_end:]
     ok &= c.eq("inner packet byte-identical to the input IP packet (no padding)", inner.hex(), payload.hex())
+    kind = f"{inner[0] >> 4}in{4 if eth.type == 0x0800 else 6}{'-gue' if gue else ''}"
+    c.kinds[kind + ("-icmp-error" if e.get("icmp_error") else "") + ("-fragment" if "frag" in e else "")] += 1
     obs.append((e, str(outer_dst), sport))
     return ok
 
@@ -240,6 +254,7 @@ def check_dsr(c, e, inp, out, obs):
     ok &= c.eq("backend MAC (exact Maglev pick)", want.mac, eth.dst)
     ok &= c.eq("ethertype", 0x0800 if inner[0] >> 4 == 4 else 0x86DD, eth.type)
     ok &= c.eq("IP packet byte-identical (no padding, no tags)", inner.hex(), out[14:].hex())
+    c.kinds[f"dsr-v{inner[0] >> 4}"] += 1
     obs.append((e, str(got_b.address) if got_b else eth.dst, None))
     return ok
 
@@ -262,7 +277,7 @@ def check_frag_needed(c, e, inp, out):
     icmp = out[l3 + 20:]
     ok &= c.eq("ICMP type/code (3/4 fragmentation needed)", (3, 4), (icmp[0], icmp[1]))
     zeroed = icmp[:2] + b"\0\0" + icmp[4:]
-    ok &= c.eq("ICMP checksum", hex(checksum(zeroed)), hex(struct.unpack("!H", icmp[2:4])[0]))
+    ok &= check_sum(c, "ICMP checksum", checksum(zeroed), struct.unpack("!H", icmp[2:4])[0])
     ok &= c.eq("ICMP unused field", 0, struct.unpack("!H", icmp[4:6])[0])
     ok &= c.eq("ICMP next-hop MTU (1500 - tunnel overhead)", e["mtu"], struct.unpack("!H", icmp[6:8])[0])
     ok &= c.eq("quoted data = start of the original packet", req[:ICMPV4_QUOTE_MAX].hex(), icmp[8:].hex())
@@ -283,8 +298,8 @@ def check_ptb(c, e, inp, out):
     icmp = out[l3 + 40:]
     ok &= c.eq("ICMPv6 type/code (2/0 packet too big)", (2, 0), (icmp[0], icmp[1]))
     zeroed = icmp[:2] + b"\0\0" + icmp[4:]
-    ok &= c.eq("ICMPv6 checksum", hex(v6_upper_checksum(ip.src, ip.dst, 58, zeroed)),
-               hex(struct.unpack("!H", icmp[2:4])[0]))
+    ok &= check_sum(c, "ICMPv6 checksum", v6_upper_checksum(ip.src, ip.dst, 58, zeroed),
+                    struct.unpack("!H", icmp[2:4])[0])
     ok &= c.eq("ICMPv6 MTU (1500 - tunnel overhead)", e["mtu"], struct.unpack("!I", icmp[4:8])[0])
     ok &= c.eq("quoted data = start of the original packet", req[:ICMPV6_QUOTE_MAX].hex(), icmp[8:].hex())
     return ok
@@ -310,7 +325,7 @@ def check_echo(c, e, inp, out):
         icmp_q, icmp_p = req[ihl:], rep[ihl:]
         ok &= c.eq("ICMP type/code (echo reply)", (0, icmp_q[1]), (icmp_p[0], icmp_p[1]))
         zeroed = icmp_p[:2] + b"\0\0" + icmp_p[4:]
-        ok &= c.eq("ICMP checksum", hex(checksum(zeroed)), hex(struct.unpack("!H", icmp_p[2:4])[0]))
+        ok &= check_sum(c, "ICMP checksum", checksum(zeroed), struct.unpack("!H", icmp_p[2:4])[0])
     else:
         rq, rp = IPv6(req[:40]), IPv6(rep[:40])
         ok &= c.eq("echo reply addresses swapped", (rq.dst, rq.src), (rp.src, rp.dst))
@@ -322,13 +337,13 @@ def check_echo(c, e, inp, out):
         icmp_q, icmp_p = req[at:], rep[at:]
         ok &= c.eq("ICMPv6 type/code (echo reply)", (129, icmp_q[1]), (icmp_p[0], icmp_p[1]))
         zeroed = icmp_p[:2] + b"\0\0" + icmp_p[4:]
-        ok &= c.eq("ICMPv6 checksum", hex(v6_upper_checksum(rp.src, rp.dst, 58, zeroed)),
-                   hex(struct.unpack("!H", icmp_p[2:4])[0]))
+        ok &= check_sum(c, "ICMPv6 checksum", v6_upper_checksum(rp.src, rp.dst, 58, zeroed),
+                        struct.unpack("!H", icmp_p[2:4])[0])
     ok &= c.eq("echo identifier, sequence and data unchanged", icmp_q[4:].hex(), icmp_p[4:].hex())
     return ok
 
 
-def check_all(setup, inputs, outputs, verdicts, expect):
+def check_all(setup, inputs, outputs, verdicts, expect, tshark=False):
     c = Checker(setup)
     c.current = "-"
     c.unit("counts", c.eq("input frames = verdict lines = expectations", (len(inputs),) * 2,
@@ -357,6 +372,8 @@ def check_all(setup, inputs, outputs, verdicts, expect):
                 out, inp = outputs[oi], inputs[i]
                 try:
                     action = e["action"]
+                    if action not in ("encap", "dsr"):
+                        c.kinds[action] += 1
                     if action == "encap":
                         ok &= check_encap(c, e, inp, out, obs)
                     elif action == "dsr":
@@ -371,8 +388,12 @@ def check_all(setup, inputs, outputs, verdicts, expect):
                         ok &= c.fail("expectation", "a known action", action)
                 except Exception as err:  # a frame Scapy cannot even decode is a failure, not a crash
                     ok &= c.fail("decoding the output frame", "a decodable frame", repr(err))
+        if e["verdict"] != "forward":
+            c.kinds[e["verdict"] + (":" + e["reason"] if "reason" in e else "")] += 1
         c.unit(i, ok)
     check_groups(c, obs)
+    if tshark:
+        tshark_check(c, outputs)
     return c
 
 
@@ -420,9 +441,10 @@ def check_groups(c, obs):
         nflows = len({f for f, _ in pairs})
         distinct = len({s for _, s in pairs})
         if nflows >= 100:
-            c.unit(f"gue entropy {vip_index}", c.eq(
-                f"vip {vip_index}: distinct GUE source ports over {nflows} flows >= 16", True, distinct >= 16)
-                or c.fail("distinct GUE source ports", ">= 16", distinct))
+            c.current = f"vip {vip_index} GUE source ports over {nflows} flows"
+            ok = distinct >= 16 or c.fail("distinct GUE source ports", ">= 16", distinct)
+            c.current = "-"
+            c.unit(f"gue entropy {vip_index}", ok)
     # Balance: over the big flow sets, every active backend takes at least one flow.
     for vip_index, pairs in flows_per_backend.items():
         vip = c.setup.vips[vip_index]
@@ -441,6 +463,55 @@ def check_groups(c, obs):
         c.unit(f"balance {vip_index}", ok)
 
 
+def write_pcap(path, frames):
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for i, fr in enumerate(frames):
+            f.write(struct.pack("<IIII", 1_700_000_000, i, len(fr), len(fr)))
+            f.write(fr)
+
+
+def tshark_check(c, outputs):
+    """Second, independent decoder: tshark validates the outermost IPv4, UDP, ICMP and ICMPv6
+    checksums (and TCP where no ICMP error quotes a truncated packet) and flags malformed frames.
+    Skipped, with a note, when tshark is not installed."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    if not shutil.which("tshark"):
+        print("oracle: tshark not found; skipping the second-decoder check")
+        return
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "out.pcap")
+        write_pcap(path, outputs)
+        fields = ["frame.number", "ip.checksum.status", "udp.checksum.status", "icmp.checksum.status",
+                  "icmpv6.checksum.status", "tcp.checksum.status", "icmp.type", "icmpv6.type", "_ws.malformed"]
+        cmd = ["tshark", "-n", "-r", path, "-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE",
+               "-o", "tcp.check_checksum:TRUE", "-o", "ip.defragment:FALSE", "-o", "ipv6.defragment:FALSE",
+               "--disable-protocol", "http", "-T", "fields", "-E", "occurrence=f", "-E", "separator=,"]
+        for f in fields:
+            cmd += ["-e", f]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+    c.current = "tshark"
+    if res.returncode != 0:
+        c.fail("tshark run", "exit 0", f"{res.returncode}: {res.stderr.strip()[:200]}")
+        return
+    ok = True
+    for line in res.stdout.splitlines():
+        n, ip, udp, icmp, icmp6, tcp, itype, i6type, malformed = (line.split(",") + [""] * 9)[:9]
+        bad = [name for name, v in (("ip", ip), ("udp", udp), ("icmp", icmp), ("icmpv6", icmp6)) if v == "0"]
+        if tcp == "0" and not itype and not i6type:
+            bad.append("tcp")
+        if malformed:
+            bad.append("malformed")
+        if bad:
+            c.current = f"tshark output frame {int(n) - 1}"
+            ok &= c.fail("tshark: checksums valid, frame well-formed", "good", "bad " + "/".join(bad))
+    c.current = "-"
+    c.unit("tshark", ok)
+
+
 def load(d):
     inputs = read_pcap(os.path.join(d, "in.pcap"))
     outputs = read_pcap(os.path.join(d, "out.pcap"))
@@ -454,6 +525,7 @@ def load(d):
 def report(c):
     for line in c.failures:
         print(line)
+    print("oracle: frames by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(c.kinds.items())))
     print(f"oracle: {c.passed} passed, {len(c.failures)} failed")
     return 0 if not c.failures else 1
 
@@ -492,6 +564,7 @@ def self_test(setup, inputs, outputs, verdicts, expect):
     o = bytearray(outputs[oi])
     o[24] ^= 0x40
     cases.append(("flipped outer IPv4 checksum byte", oi, bytes(o), "checksum"))
+    cases.append(("flipped outer IPv4 checksum byte (tshark must see it too)", oi, bytes(o), "tshark: checksums"))
 
     # 2. Send a flow to another ACTIVE backend of its VIP, with a correct checksum: only the
     #    backend checks can notice.
@@ -546,7 +619,7 @@ def self_test(setup, inputs, outputs, verdicts, expect):
             del outs[oi]
         else:
             outs[oi] = data
-        c = check_all(setup, inputs, outs, vers, expect)
+        c = check_all(setup, inputs, outs, vers, expect, tshark=keyword.startswith("tshark"))
         hit = [f for f in c.failures if keyword.lower() in f.lower()]
         if hit:
             print(f"self-test: detected: {name} ({len(c.failures)} failures, e.g. {hit[0][:160]})")
@@ -568,7 +641,7 @@ def main():
     data = load(args.dir)
     if args.self_test:
         return self_test(setup, *data)
-    return report(check_all(setup, *data))
+    return report(check_all(setup, *data, tshark=True))
 
 
 if __name__ == "__main__":

@@ -98,7 +98,10 @@ fn insert_new_flows(c: &mut Criterion) {
     let fresh = keys(0, BATCH);
     let mut group = c.benchmark_group("insert_new_flows");
     group.throughput(Throughput::Elements(u64::from(BATCH)));
-    for (name, packet) in [("established_miss_then_insert", ACK), ("syn_miss_then_insert", SYN)] {
+    for (name, packet) in [
+        ("established_miss_then_insert", ACK),
+        ("syn_miss_then_insert", SYN),
+    ] {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut elapsed = Duration::ZERO;

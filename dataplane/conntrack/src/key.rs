@@ -76,11 +76,9 @@ impl fmt::Display for FlowKey {
             p => format!("proto{p}"),
         };
         match (src, dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => write!(
-                f,
-                "{proto}/{s}:{}->{d}:{}",
-                self.src_port, self.dst_port
-            ),
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                write!(f, "{proto}/{s}:{}->{d}:{}", self.src_port, self.dst_port)
+            }
             _ => write!(
                 f,
                 "{proto}/[{src}]:{}->[{dst}]:{}",
@@ -103,7 +101,10 @@ mod tests {
             443,
             6,
         );
-        assert_eq!(key.src_addr[..12], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+        assert_eq!(
+            key.src_addr[..12],
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]
+        );
         assert_eq!(key.src_ip(), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
         assert_eq!(key.dst_ip(), IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)));
         assert_eq!(key.to_string(), "tcp/192.0.2.1:5555->198.51.100.7:443");

@@ -163,15 +163,20 @@ fn new_flow_insert_with_full_budget_evicts_oldest_new_flow_in_window() {
     })
     .unwrap();
     assert_eq!(t.new_flow_budget(), 4);
-    for (i, at) in [(0, 10), (1, 5), (2, 20), (3, 7)] {
+    // "Oldest" is judged in ticks of 64 ms (the power of two above syn_ms / 128).
+    for (i, at) in [(0, 1000), (1, 500), (2, 2000), (3, 700)] {
         insert(&mut t, i, SYN, at).unwrap();
     }
-    insert(&mut t, 10, ACK, 21).unwrap();
-    insert(&mut t, 4, SYN, 21).unwrap();
+    // A retransmitted SYN makes flow 1 the youngest; flow 3 is now the oldest.
+    let k1 = v4_key(1);
+    let s1 = t.find(&k1, hash(&k1), 2100).unwrap();
+    t.touch(s1, SYN, 2100);
+    insert(&mut t, 10, ACK, 2100).unwrap();
+    insert(&mut t, 4, SYN, 2100).unwrap();
     assert_eq!(t.new_flow_len(), 4);
-    assert!(!found(&t, 1, 21), "oldest new flow should be evicted");
-    for i in [0, 2, 3, 4, 10] {
-        assert!(found(&t, i, 21));
+    assert!(!found(&t, 3, 2100), "oldest new flow should be evicted");
+    for i in [0, 1, 2, 4, 10] {
+        assert!(found(&t, i, 2100));
     }
     assert_eq!(t.stats().evicted_new_flows, 1);
 }
@@ -207,7 +212,10 @@ fn fill_with_random_keys_reaches_at_least_95_percent() {
         let first = first_failure.map_or(1.0, |i| f64::from(i) / capacity as f64);
         eprintln!("capacity {capacity}: fill {fill:.4}, first refusal at {first:.4}");
         assert!(fill >= 0.95, "capacity {capacity}: fill {fill:.4}");
-        assert!(first >= 0.80, "capacity {capacity}: first refusal at {first:.4}");
+        assert!(
+            first >= 0.80,
+            "capacity {capacity}: first refusal at {first:.4}"
+        );
         // A completely filled bucket refuses only with TableFull, never a wrong error.
         assert_eq!(t.stats().insert_failed_new_flow_budget, 0);
     }
@@ -237,7 +245,10 @@ fn tcp_state_machine_from_client_side() {
     // Port reuse: back to SynSent, same backend, counted again.
     t.touch(slot, SYN, 400);
     let v = t.view(slot);
-    assert_eq!((v.state, v.backend, v.created_ms), (FlowState::SynSent, 3, 400));
+    assert_eq!(
+        (v.state, v.backend, v.created_ms),
+        (FlowState::SynSent, 3, 400)
+    );
     assert_eq!(t.new_flow_len(), 1);
     t.touch(slot, RST, 410);
     assert_eq!(t.view(slot).state, FlowState::Closing);

@@ -71,7 +71,14 @@ fn packet_for(i: u32, flags: u8) -> PacketKind {
 }
 
 fn flags() -> impl Strategy<Value = u8> {
-    prop_oneof![Just(0x02u8), Just(0x10), Just(0x11), Just(0x04), Just(0x12), any::<u8>()]
+    prop_oneof![
+        Just(0x02u8),
+        Just(0x10),
+        Just(0x11),
+        Just(0x04),
+        Just(0x12),
+        any::<u8>()
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {

@@ -14,11 +14,17 @@ fn keys(n: usize) -> Vec<Vec<u8>> {
 
 fn build(c: &mut Criterion) {
     let keys = keys(1000);
-    let equal: Vec<BackendSpec<'_>> = keys.iter().map(|key| BackendSpec { key, weight: 1 }).collect();
+    let equal: Vec<BackendSpec<'_>> = keys
+        .iter()
+        .map(|key| BackendSpec { key, weight: 1 })
+        .collect();
     let weighted: Vec<BackendSpec<'_>> = keys
         .iter()
         .enumerate()
-        .map(|(i, key)| BackendSpec { key, weight: (i % 10) as u32 + 1 })
+        .map(|(i, key)| BackendSpec {
+            key,
+            weight: (i % 10) as u32 + 1,
+        })
         .collect();
     let mut group = c.benchmark_group("build");
     group.sample_size(30);
@@ -35,7 +41,10 @@ fn build(c: &mut Criterion) {
 
 fn lookup(c: &mut Criterion) {
     let keys = keys(1000);
-    let backends: Vec<BackendSpec<'_>> = keys.iter().map(|key| BackendSpec { key, weight: 1 }).collect();
+    let backends: Vec<BackendSpec<'_>> = keys
+        .iter()
+        .map(|key| BackendSpec { key, weight: 1 })
+        .collect();
     let mut group = c.benchmark_group("lookup");
     // 1024 13-byte 5-tuples per iteration so the per-element figure is per packet.
     let flows: Vec<[u8; 13]> = (0u32..1024)

@@ -6,7 +6,9 @@ use std::hint::black_box;
 use std::net::IpAddr;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use wire::{ethertype, ip_protocol, EthernetFrame, Ipv4Packet, Ipv4Repr, TcpFlags, TcpPacket, TcpRepr};
+use wire::{
+    ethertype, ip_protocol, EthernetFrame, Ipv4Packet, Ipv4Repr, TcpFlags, TcpPacket, TcpRepr,
+};
 
 fn frame() -> Vec<u8> {
     let mut buf = vec![0u8; 14 + 20 + 20 + 64];

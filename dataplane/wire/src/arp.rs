@@ -284,7 +284,10 @@ mod tests {
     fn parse_known_request() {
         let p = ArpPacket::new_checked(&REQUEST[..]).unwrap();
         assert_eq!(p.operation(), arp_operation::REQUEST);
-        assert_eq!(p.source_hardware_addr(), EthernetAddress([2, 0, 0, 0, 0, 1]));
+        assert_eq!(
+            p.source_hardware_addr(),
+            EthernetAddress([2, 0, 0, 0, 0, 1])
+        );
         assert_eq!(p.source_protocol_addr(), Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(p.target_hardware_addr(), EthernetAddress([0; 6]));
         assert_eq!(p.target_protocol_addr(), Ipv4Addr::new(10, 0, 0, 2));
@@ -296,17 +299,32 @@ mod tests {
 
     #[test]
     fn unsupported_and_truncated() {
-        assert_eq!(ArpPacket::new_checked(&REQUEST[..7]).unwrap_err(), Error::Truncated);
-        assert_eq!(ArpPacket::new_checked(&REQUEST[..27]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            ArpPacket::new_checked(&REQUEST[..7]).unwrap_err(),
+            Error::Truncated
+        );
+        assert_eq!(
+            ArpPacket::new_checked(&REQUEST[..27]).unwrap_err(),
+            Error::Truncated
+        );
         let mut ieee802 = REQUEST;
         ieee802[1] = 6;
-        assert_eq!(ArpPacket::new_checked(&ieee802[..]).unwrap_err(), Error::Unsupported);
+        assert_eq!(
+            ArpPacket::new_checked(&ieee802[..]).unwrap_err(),
+            Error::Unsupported
+        );
         let mut ipv6 = REQUEST;
         ipv6[2..4].copy_from_slice(&[0x86, 0xdd]);
-        assert_eq!(ArpPacket::new_checked(&ipv6[..]).unwrap_err(), Error::Unsupported);
+        assert_eq!(
+            ArpPacket::new_checked(&ipv6[..]).unwrap_err(),
+            Error::Unsupported
+        );
         let mut long_hw = REQUEST;
         long_hw[4] = 8;
-        assert_eq!(ArpPacket::new_checked(&long_hw[..]).unwrap_err(), Error::Unsupported);
+        assert_eq!(
+            ArpPacket::new_checked(&long_hw[..]).unwrap_err(),
+            Error::Unsupported
+        );
     }
 
     proptest! {

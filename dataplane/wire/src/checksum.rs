@@ -25,26 +25,19 @@ fn fold(mut acc: u64) -> u16 {
 /// An odd trailing byte is padded with a zero byte, as RFC 1071 specifies.
 #[inline]
 pub fn sum(data: &[u8]) -> u16 {
-    // Sum 32-bit words into u64 accumulators: a one's-complement sum of 32-bit words folds to
-    // the same 16-bit result, and u64 cannot overflow below 2^32 words. Four independent
-    // accumulators keep the adds pipelined.
-    let mut acc = [0u64; 4];
-    let mut chunks = data.chunks_exact(16);
-    for chunk in &mut chunks {
-        for (lane, word) in acc.iter_mut().zip(chunk.chunks_exact(4)) {
-            *lane += u64::from(u32::from_be_bytes([word[0], word[1], word[2], word[3]]));
-        }
-    }
-    let mut total = acc[0] + acc[1] + acc[2] + acc[3];
-    let rest = chunks.remainder();
-    let mut words = rest.chunks_exact(2);
+    // RFC 1071 section 2: the one's-complement sum is byte-order independent, so sum
+    // native-endian 32-bit words into a u64 (no overflow below 2^32 words; the compiler
+    // vectorises this loop) and swap the folded result back to network order once.
+    let mut acc: u64 = 0;
+    let mut words = data.chunks_exact(4);
     for word in &mut words {
-        total += u64::from(u16::from_be_bytes([word[0], word[1]]));
+        acc += u64::from(u32::from_ne_bytes([word[0], word[1], word[2], word[3]]));
     }
-    if let [last] = words.remainder() {
-        total += u64::from(*last) << 8;
-    }
-    fold(total)
+    let rest = words.remainder();
+    let mut tail = [0u8; 4];
+    tail[..rest.len()].copy_from_slice(rest);
+    acc += u64::from(u32::from_ne_bytes(tail));
+    u16::from_be(fold(acc))
 }
 
 /// One's-complement sum of already folded sums.
@@ -202,7 +195,10 @@ mod tests {
         bytes.extend_from_slice(&dst6.octets());
         bytes.extend_from_slice(&70_000u32.to_be_bytes());
         bytes.extend_from_slice(&[0, 0, 0, 17]);
-        assert_eq!(pseudo_header_v6(&src6, &dst6, 17, 70_000), naive_sum(&bytes));
+        assert_eq!(
+            pseudo_header_v6(&src6, &dst6, 17, 70_000),
+            naive_sum(&bytes)
+        );
     }
 
     proptest! {

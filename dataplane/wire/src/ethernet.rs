@@ -334,8 +334,19 @@ mod tests {
         let addr: EthernetAddress = "aa:BB:0c:dd:ee:0f".parse().unwrap();
         assert_eq!(addr, EthernetAddress([0xaa, 0xbb, 0x0c, 0xdd, 0xee, 0x0f]));
         assert_eq!(addr.to_string(), "aa:bb:0c:dd:ee:0f");
-        for bad in ["", "aa:bb:cc:dd:ee", "aa:bb:cc:dd:ee:ff:00", "aa:bb:cc:dd:ee:fg", "a:bb:cc:dd:ee:ff0", "+a:bb:cc:dd:ee:ff"] {
-            assert_eq!(bad.parse::<EthernetAddress>(), Err(Error::Malformed), "{bad}");
+        for bad in [
+            "",
+            "aa:bb:cc:dd:ee",
+            "aa:bb:cc:dd:ee:ff:00",
+            "aa:bb:cc:dd:ee:fg",
+            "a:bb:cc:dd:ee:ff0",
+            "+a:bb:cc:dd:ee:ff",
+        ] {
+            assert_eq!(
+                bad.parse::<EthernetAddress>(),
+                Err(Error::Malformed),
+                "{bad}"
+            );
         }
     }
 

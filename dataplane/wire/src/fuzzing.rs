@@ -50,7 +50,13 @@ pub fn walk_frame(data: &[u8]) {
 fn walk_raw(data: &[u8]) {
     walk_arp(data);
     if let Ok(tag) = VlanHeader::new_checked(data) {
-        black_box((tag.pcp(), tag.dei(), tag.vlan_id(), tag.ethertype(), tag.payload()));
+        black_box((
+            tag.pcp(),
+            tag.dei(),
+            tag.vlan_id(),
+            tag.ethertype(),
+            tag.payload(),
+        ));
     }
     walk_ipv4(data, MAX_DEPTH);
     walk_ipv6(data, MAX_DEPTH);
@@ -62,7 +68,12 @@ fn walk_raw(data: &[u8]) {
     walk_icmpv6(data, &v6, &v6, MAX_DEPTH);
     walk_gue(data, MAX_DEPTH);
     if let Ok(frag) = Ipv6FragmentHeader::new_checked(data) {
-        black_box((frag.next_header(), frag.frag_offset(), frag.more_frags(), frag.ident()));
+        black_box((
+            frag.next_header(),
+            frag.frag_offset(),
+            frag.more_frags(),
+            frag.ident(),
+        ));
         let _ = black_box((frag.payload(), Ipv6FragmentRepr::parse(&frag)));
     }
     if let Some(&first) = data.first() {
@@ -74,17 +85,45 @@ fn walk_raw(data: &[u8]) {
 fn walk_arp(data: &[u8]) {
     if let Ok(arp) = ArpPacket::new_checked(data) {
         black_box((arp.hardware_type(), arp.protocol_type(), arp.hardware_len()));
-        black_box((arp.protocol_len(), arp.operation(), arp.source_hardware_addr()));
+        black_box((
+            arp.protocol_len(),
+            arp.operation(),
+            arp.source_hardware_addr(),
+        ));
         black_box((arp.source_protocol_addr(), arp.target_hardware_addr()));
         let _ = black_box((arp.target_protocol_addr(), ArpRepr::parse(&arp)));
     }
 }
 
 fn touch_ipv4<T: AsRef<[u8]>>(p: &Ipv4Packet<T>) {
-    black_box((p.version(), p.header_len(), p.tos(), p.dscp(), p.ecn(), p.total_len()));
-    black_box((p.ident(), p.dont_frag(), p.more_frags(), p.frag_offset(), p.is_fragment()));
-    black_box((p.ttl(), p.protocol(), p.checksum(), p.src_addr(), p.dst_addr()));
-    let _ = black_box((p.options(), p.payload(), p.verify_checksum(), Ipv4Repr::parse(p)));
+    black_box((
+        p.version(),
+        p.header_len(),
+        p.tos(),
+        p.dscp(),
+        p.ecn(),
+        p.total_len(),
+    ));
+    black_box((
+        p.ident(),
+        p.dont_frag(),
+        p.more_frags(),
+        p.frag_offset(),
+        p.is_fragment(),
+    ));
+    black_box((
+        p.ttl(),
+        p.protocol(),
+        p.checksum(),
+        p.src_addr(),
+        p.dst_addr(),
+    ));
+    let _ = black_box((
+        p.options(),
+        p.payload(),
+        p.verify_checksum(),
+        Ipv4Repr::parse(p),
+    ));
 }
 
 fn walk_ipv4(data: &[u8], depth: u8) {
@@ -100,8 +139,20 @@ fn walk_ipv4(data: &[u8], depth: u8) {
 }
 
 fn touch_ipv6<T: AsRef<[u8]>>(p: &Ipv6Packet<T>) -> Option<Ipv6UpperLayer> {
-    black_box((p.version(), p.traffic_class(), p.dscp(), p.ecn(), p.flow_label()));
-    black_box((p.payload_len(), p.next_header(), p.hop_limit(), p.src_addr(), p.dst_addr()));
+    black_box((
+        p.version(),
+        p.traffic_class(),
+        p.dscp(),
+        p.ecn(),
+        p.flow_label(),
+    ));
+    black_box((
+        p.payload_len(),
+        p.next_header(),
+        p.hop_limit(),
+        p.src_addr(),
+        p.dst_addr(),
+    ));
     let _ = black_box((p.payload(), Ipv6Repr::parse(p)));
     let upper = p.upper_layer();
     black_box(upper).ok()
@@ -138,9 +189,28 @@ fn walk_l4(protocol: u8, data: &[u8], src: &IpAddr, dst: &IpAddr, depth: u8) {
 fn walk_tcp(data: &[u8], src: &IpAddr, dst: &IpAddr) {
     if let Ok(t) = TcpPacket::new_checked(data) {
         let flags = t.flags();
-        black_box((t.src_port(), t.dst_port(), t.seq_number(), t.ack_number(), t.header_len()));
-        black_box((flags.fin(), flags.syn(), flags.rst(), flags.psh(), flags.ack(), flags.urg()));
-        black_box((t.window_len(), t.checksum(), t.urgent_at(), t.options(), t.payload()));
+        black_box((
+            t.src_port(),
+            t.dst_port(),
+            t.seq_number(),
+            t.ack_number(),
+            t.header_len(),
+        ));
+        black_box((
+            flags.fin(),
+            flags.syn(),
+            flags.rst(),
+            flags.psh(),
+            flags.ack(),
+            flags.urg(),
+        ));
+        black_box((
+            t.window_len(),
+            t.checksum(),
+            t.urgent_at(),
+            t.options(),
+            t.payload(),
+        ));
         let _ = black_box((t.verify_checksum(src, dst), TcpRepr::parse(&t, src, dst)));
     }
 }
@@ -149,14 +219,26 @@ fn walk_udp(data: &[u8], src: &IpAddr, dst: &IpAddr, depth: u8) {
     let Ok(u) = UdpPacket::new_checked(data) else {
         return;
     };
-    black_box((u.src_port(), u.dst_port(), u.len(), u.checksum(), u.payload()));
+    black_box((
+        u.src_port(),
+        u.dst_port(),
+        u.len(),
+        u.checksum(),
+        u.payload(),
+    ));
     let _ = black_box((u.verify_checksum(src, dst), UdpRepr::parse(&u, src, dst)));
     walk_gue(u.payload(), depth);
 }
 
 fn walk_gue(data: &[u8], depth: u8) {
     if let Ok(g) = GueHeader::new_checked(data) {
-        black_box((g.variant(), g.is_control(), g.hlen(), g.protocol(), g.flags()));
+        black_box((
+            g.variant(),
+            g.is_control(),
+            g.hlen(),
+            g.protocol(),
+            g.flags(),
+        ));
         let _ = black_box((g.header_len(), g.options(), g.payload(), GueRepr::parse(&g)));
     }
     if depth >= MAX_DEPTH {
@@ -177,7 +259,12 @@ fn walk_icmpv4(data: &[u8], depth: u8) {
     let Ok(icmp) = Icmpv4Packet::new_checked(data) else {
         return;
     };
-    black_box((icmp.msg_type(), icmp.code(), icmp.checksum(), icmp.rest_of_header()));
+    black_box((
+        icmp.msg_type(),
+        icmp.code(),
+        icmp.checksum(),
+        icmp.rest_of_header(),
+    ));
     black_box((icmp.echo_ident(), icmp.echo_seq_no(), icmp.next_hop_mtu()));
     black_box((icmp.payload(), icmp.verify_checksum()));
     if !icmpv4_type::is_error(icmp.msg_type()) || depth >= MAX_DEPTH {
@@ -197,8 +284,18 @@ fn walk_icmpv6(data: &[u8], src: &IpAddr, dst: &IpAddr, depth: u8) {
     let Ok(icmp) = Icmpv6Packet::new_checked(data) else {
         return;
     };
-    black_box((icmp.msg_type(), icmp.code(), icmp.checksum(), icmp.rest_of_header()));
-    black_box((icmp.mtu(), icmp.echo_ident(), icmp.echo_seq_no(), icmp.payload()));
+    black_box((
+        icmp.msg_type(),
+        icmp.code(),
+        icmp.checksum(),
+        icmp.rest_of_header(),
+    ));
+    black_box((
+        icmp.mtu(),
+        icmp.echo_ident(),
+        icmp.echo_seq_no(),
+        icmp.payload(),
+    ));
     black_box(icmp.verify_checksum_ip(src, dst));
     if !icmpv6_type::is_error(icmp.msg_type()) || depth >= MAX_DEPTH {
         return;

@@ -284,13 +284,31 @@ mod tests {
         assert_eq!(h.header_len(), 8);
         assert_eq!(h.options(), &[0xaa, 0xbb, 0xcc, 0xdd]);
         assert_eq!(h.payload(), &[0x11, 0x22]);
-        assert_eq!(gue_inner(&bytes), Ok(GueInner { protocol: ip_protocol::TCP, offset: 8 }));
+        assert_eq!(
+            gue_inner(&bytes),
+            Ok(GueInner {
+                protocol: ip_protocol::TCP,
+                offset: 8
+            })
+        );
     }
 
     #[test]
     fn variant1_ipv4_and_ipv6() {
-        assert_eq!(gue_inner(&[0x45, 0]), Ok(GueInner { protocol: ip_protocol::IPIP, offset: 0 }));
-        assert_eq!(gue_inner(&[0x60, 0]), Ok(GueInner { protocol: ip_protocol::IPV6, offset: 0 }));
+        assert_eq!(
+            gue_inner(&[0x45, 0]),
+            Ok(GueInner {
+                protocol: ip_protocol::IPIP,
+                offset: 0
+            })
+        );
+        assert_eq!(
+            gue_inner(&[0x60, 0]),
+            Ok(GueInner {
+                protocol: ip_protocol::IPV6,
+                offset: 0
+            })
+        );
         assert_eq!(gue_inner(&[0x50]), Err(Error::Malformed));
         assert_eq!(gue_inner(&[0x70]), Err(Error::Malformed));
     }
@@ -299,11 +317,17 @@ mod tests {
     fn errors() {
         assert_eq!(gue_inner(&[]), Err(Error::Truncated));
         assert_eq!(gue_inner(&[0x00, 4, 0]), Err(Error::Truncated));
-        assert_eq!(gue_inner(&[0x02, 4, 0, 0, 0, 0, 0, 0]), Err(Error::Truncated)); // Hlen 2 = 12 bytes
+        assert_eq!(
+            gue_inner(&[0x02, 4, 0, 0, 0, 0, 0, 0]),
+            Err(Error::Truncated)
+        ); // Hlen 2 = 12 bytes
         assert_eq!(gue_inner(&[0x20, 1, 0, 0]), Err(Error::Unsupported)); // control
         assert_eq!(gue_inner(&[0x80, 1, 0, 0]), Err(Error::Unsupported));
         assert_eq!(gue_inner(&[0xc0, 1, 0, 0]), Err(Error::Unsupported));
-        assert_eq!(GueHeader::new_checked(&[0x45u8, 0, 0, 0][..]).unwrap_err(), Error::Unsupported);
+        assert_eq!(
+            GueHeader::new_checked(&[0x45u8, 0, 0, 0][..]).unwrap_err(),
+            Error::Unsupported
+        );
     }
 
     #[test]

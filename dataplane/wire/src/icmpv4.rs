@@ -30,7 +30,10 @@ pub mod icmpv4_type {
     /// True for the error messages that embed the offending datagram.
     #[inline]
     pub const fn is_error(msg_type: u8) -> bool {
-        matches!(msg_type, DEST_UNREACHABLE | REDIRECT | TIME_EXCEEDED | PARAM_PROBLEM)
+        matches!(
+            msg_type,
+            DEST_UNREACHABLE | REDIRECT | TIME_EXCEEDED | PARAM_PROBLEM
+        )
     }
 }
 
@@ -281,7 +284,10 @@ mod tests {
 
     #[test]
     fn truncated_and_bad_checksum() {
-        assert_eq!(Icmpv4Packet::new_checked(&[0u8; 7][..]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Icmpv4Packet::new_checked(&[0u8; 7][..]).unwrap_err(),
+            Error::Truncated
+        );
         let mut bytes = [0u8, 0, 0, 0, 0, 0, 0, 1];
         let mut p = Icmpv4Packet::new_checked(&mut bytes[..]).unwrap();
         p.fill_checksum();

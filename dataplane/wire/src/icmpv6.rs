@@ -269,7 +269,10 @@ mod tests {
         let c = !(s as u16);
         bytes[2..4].copy_from_slice(&c.to_be_bytes());
         let p = Icmpv6Packet::new_checked(&bytes[..]).unwrap();
-        assert_eq!((p.msg_type(), p.code(), p.checksum()), (icmpv6_type::ECHO_REQUEST, 0, c));
+        assert_eq!(
+            (p.msg_type(), p.code(), p.checksum()),
+            (icmpv6_type::ECHO_REQUEST, 0, c)
+        );
         assert_eq!((p.echo_ident(), p.echo_seq_no()), (7, 2));
         assert_eq!(p.payload(), &[0xab, 0xcd]);
         assert!(p.verify_checksum(&src, &dst));
@@ -296,7 +299,10 @@ mod tests {
 
     #[test]
     fn truncated() {
-        assert_eq!(Icmpv6Packet::new_checked(&[0u8; 7][..]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Icmpv6Packet::new_checked(&[0u8; 7][..]).unwrap_err(),
+            Error::Truncated
+        );
     }
 
     proptest! {

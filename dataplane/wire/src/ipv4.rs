@@ -449,7 +449,11 @@ impl Ipv4Repr {
         data[field::TOS] = self.tos;
         write_u16(data, field::LENGTH, total_len);
         write_u16(data, field::IDENT, self.ident);
-        write_u16(data, field::FLG_OFF, if self.dont_frag { FLAG_DF } else { 0 });
+        write_u16(
+            data,
+            field::FLG_OFF,
+            if self.dont_frag { FLAG_DF } else { 0 },
+        );
         data[field::TTL] = self.ttl;
         data[field::PROTOCOL] = self.protocol;
         write_u16(data, field::CHECKSUM, 0);
@@ -526,21 +530,39 @@ mod tests {
     #[test]
     fn malformed_and_truncated() {
         let good = sample();
-        assert_eq!(Ipv4Packet::new_checked(&good[..19]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Ipv4Packet::new_checked(&good[..19]).unwrap_err(),
+            Error::Truncated
+        );
         // total_len 24 > buffer 22
-        assert_eq!(Ipv4Packet::new_checked(&good[..22]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Ipv4Packet::new_checked(&good[..22]).unwrap_err(),
+            Error::Truncated
+        );
         let mut v6 = good;
         v6[0] = 0x65;
-        assert_eq!(Ipv4Packet::new_checked(&v6[..]).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            Ipv4Packet::new_checked(&v6[..]).unwrap_err(),
+            Error::Malformed
+        );
         let mut ihl4 = good;
         ihl4[0] = 0x44;
-        assert_eq!(Ipv4Packet::new_checked(&ihl4[..]).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            Ipv4Packet::new_checked(&ihl4[..]).unwrap_err(),
+            Error::Malformed
+        );
         let mut long_ihl = good;
         long_ihl[0] = 0x4f; // 60-byte header, 26-byte buffer
-        assert_eq!(Ipv4Packet::new_checked(&long_ihl[..]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Ipv4Packet::new_checked(&long_ihl[..]).unwrap_err(),
+            Error::Truncated
+        );
         let mut short_total = good;
         short_total[3] = 19;
-        assert_eq!(Ipv4Packet::new_checked(&short_total[..]).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            Ipv4Packet::new_checked(&short_total[..]).unwrap_err(),
+            Error::Malformed
+        );
     }
 
     #[test]
@@ -548,11 +570,17 @@ mod tests {
         let good = sample();
         // Header plus 2 of 4 payload bytes, as an ICMP error might quote it.
         let quoted = &good[..22];
-        assert_eq!(Ipv4Packet::new_checked(quoted).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Ipv4Packet::new_checked(quoted).unwrap_err(),
+            Error::Truncated
+        );
         let p = Ipv4Packet::new_checked_truncated(quoted).unwrap();
         assert_eq!(p.payload(), &[0xaa, 0xbb]);
         assert!(p.verify_checksum());
-        assert_eq!(Ipv4Packet::new_checked_truncated(&good[..19]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Ipv4Packet::new_checked_truncated(&good[..19]).unwrap_err(),
+            Error::Truncated
+        );
         let mut short_total = good;
         short_total[3] = 19;
         assert_eq!(
@@ -645,17 +673,28 @@ mod tests {
     }
 
     fn arb_repr() -> impl Strategy<Value = Ipv4Repr> {
-        (any::<[u8; 4]>(), any::<[u8; 4]>(), any::<u8>(), 0usize..1480, any::<u8>(), any::<u8>(), any::<u16>(), any::<bool>())
-            .prop_map(|(s, d, protocol, payload_len, ttl, tos, ident, dont_frag)| Ipv4Repr {
-                src_addr: s.into(),
-                dst_addr: d.into(),
-                protocol,
-                payload_len,
-                ttl,
-                tos,
-                ident,
-                dont_frag,
-            })
+        (
+            any::<[u8; 4]>(),
+            any::<[u8; 4]>(),
+            any::<u8>(),
+            0usize..1480,
+            any::<u8>(),
+            any::<u8>(),
+            any::<u16>(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(s, d, protocol, payload_len, ttl, tos, ident, dont_frag)| Ipv4Repr {
+                    src_addr: s.into(),
+                    dst_addr: d.into(),
+                    protocol,
+                    payload_len,
+                    ttl,
+                    tos,
+                    ident,
+                    dont_frag,
+                },
+            )
     }
 
     proptest! {

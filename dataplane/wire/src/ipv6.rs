@@ -295,9 +295,8 @@ impl Ipv6Repr {
     /// If the buffer is shorter than 40 bytes.
     #[inline]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Ipv6Packet<T>) {
-        let first = (6u32 << 28)
-            | (u32::from(self.traffic_class) << 20)
-            | (self.flow_label & 0x000f_ffff);
+        let first =
+            (6u32 << 28) | (u32::from(self.traffic_class) << 20) | (self.flow_label & 0x000f_ffff);
         let data = packet.buffer.as_mut();
         write_u32(data, field::VER_TC_FLOW, first);
         write_u16(
@@ -628,16 +627,31 @@ mod tests {
     #[test]
     fn malformed_and_truncated() {
         let mut bytes = header(8, ip_protocol::TCP);
-        assert_eq!(Ipv6Packet::new_checked(&bytes[..39]).unwrap_err(), Error::Truncated);
-        assert_eq!(Ipv6Packet::new_checked(&bytes[..]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Ipv6Packet::new_checked(&bytes[..39]).unwrap_err(),
+            Error::Truncated
+        );
+        assert_eq!(
+            Ipv6Packet::new_checked(&bytes[..]).unwrap_err(),
+            Error::Truncated
+        );
         bytes.extend_from_slice(&[0; 8]);
         assert!(Ipv6Packet::new_checked(&bytes[..]).is_ok());
         let quoted = Ipv6Packet::new_checked_truncated(&bytes[..44]).unwrap();
         assert_eq!(quoted.payload(), &[0; 4]);
-        assert_eq!(Ipv6Packet::new_checked(&bytes[..44]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Ipv6Packet::new_checked(&bytes[..44]).unwrap_err(),
+            Error::Truncated
+        );
         bytes[0] = 0x4b;
-        assert_eq!(Ipv6Packet::new_checked(&bytes[..]).unwrap_err(), Error::Malformed);
-        assert_eq!(Ipv6Packet::new_checked_truncated(&bytes[..]).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            Ipv6Packet::new_checked(&bytes[..]).unwrap_err(),
+            Error::Malformed
+        );
+        assert_eq!(
+            Ipv6Packet::new_checked_truncated(&bytes[..]).unwrap_err(),
+            Error::Malformed
+        );
     }
 
     #[test]
@@ -649,7 +663,10 @@ mod tests {
         p.set_traffic_class(0xa5);
         assert_eq!(p.flow_label(), 0xfffff);
         p.set_flow_label(0x1_00001);
-        assert_eq!((p.traffic_class(), p.flow_label(), p.version()), (0xa5, 1, 6));
+        assert_eq!(
+            (p.traffic_class(), p.flow_label(), p.version()),
+            (0xa5, 1, 6)
+        );
         p.set_payload_len(8);
         p.set_next_header(ip_protocol::ICMPV6);
         p.set_hop_limit(255);
@@ -681,9 +698,14 @@ mod tests {
         let ul = ipv6_upper_layer(ip_protocol::UDP, &[0; 8]).unwrap();
         assert_eq!((ul.protocol, ul.offset), (ip_protocol::UDP, 0));
         // ESP and no-next-header stop the walk.
-        assert_eq!(ipv6_upper_layer(ip_protocol::ESP, &[]).unwrap().protocol, ip_protocol::ESP);
         assert_eq!(
-            ipv6_upper_layer(ip_protocol::IPV6_NONXT, &[]).unwrap().protocol,
+            ipv6_upper_layer(ip_protocol::ESP, &[]).unwrap().protocol,
+            ip_protocol::ESP
+        );
+        assert_eq!(
+            ipv6_upper_layer(ip_protocol::IPV6_NONXT, &[])
+                .unwrap()
+                .protocol,
             ip_protocol::IPV6_NONXT
         );
     }
@@ -691,12 +713,33 @@ mod tests {
     #[test]
     fn walk_fragments() {
         // First fragment: continue to the upper layer.
-        let first = [ip_protocol::UDP, 0, 0x00, 0x01, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0, 0, 0, 0, 0];
+        let first = [
+            ip_protocol::UDP,
+            0,
+            0x00,
+            0x01,
+            0xde,
+            0xad,
+            0xbe,
+            0xef,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
         let ul = ipv6_upper_layer(ip_protocol::IPV6_FRAG, &first).unwrap();
         assert_eq!((ul.protocol, ul.offset), (ip_protocol::UDP, 8));
         assert_eq!(
             ul.fragment,
-            Some(Ipv6FragmentInfo { offset: 0, more_frags: true, ident: 0xdeadbeef })
+            Some(Ipv6FragmentInfo {
+                offset: 0,
+                more_frags: true,
+                ident: 0xdeadbeef
+            })
         );
         // Non-first fragment (offset 1232 bytes = 154 units): stop after the header.
         let off = (154u16 << 3).to_be_bytes();
@@ -705,28 +748,64 @@ mod tests {
         assert_eq!((ul.protocol, ul.offset), (ip_protocol::UDP, 8));
         assert_eq!(
             ul.fragment,
-            Some(Ipv6FragmentInfo { offset: 1232, more_frags: false, ident: 7 })
+            Some(Ipv6FragmentInfo {
+                offset: 1232,
+                more_frags: false,
+                ident: 7
+            })
         );
     }
 
     #[test]
     fn walk_errors() {
-        assert_eq!(ipv6_upper_layer(ip_protocol::HOPOPT, &[6]), Err(Error::Truncated));
+        assert_eq!(
+            ipv6_upper_layer(ip_protocol::HOPOPT, &[6]),
+            Err(Error::Truncated)
+        );
         // Declared 16 bytes, only 8 present.
         assert_eq!(
             ipv6_upper_layer(ip_protocol::IPV6_OPTS, &[6, 1, 0, 0, 0, 0, 0, 0]),
             Err(Error::Truncated)
         );
-        assert_eq!(ipv6_upper_layer(ip_protocol::IPV6_FRAG, &[6, 0, 0, 0]), Err(Error::Truncated));
-        assert_eq!(ipv6_upper_layer(ip_protocol::AH, &[6, 1, 0, 0, 0, 0, 0, 0]), Err(Error::Truncated));
+        assert_eq!(
+            ipv6_upper_layer(ip_protocol::IPV6_FRAG, &[6, 0, 0, 0]),
+            Err(Error::Truncated)
+        );
+        assert_eq!(
+            ipv6_upper_layer(ip_protocol::AH, &[6, 1, 0, 0, 0, 0, 0, 0]),
+            Err(Error::Truncated)
+        );
         // Hop-by-hop after another header.
         assert_eq!(
-            ipv6_upper_layer(ip_protocol::IPV6_OPTS, &[0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0]),
+            ipv6_upper_layer(
+                ip_protocol::IPV6_OPTS,
+                &[0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0]
+            ),
             Err(Error::Malformed)
         );
         // Two fragment headers.
-        let two = [ip_protocol::IPV6_FRAG, 0, 0, 1, 0, 0, 0, 1, 6, 0, 0, 0, 0, 0, 0, 1];
-        assert_eq!(ipv6_upper_layer(ip_protocol::IPV6_FRAG, &two), Err(Error::Malformed));
+        let two = [
+            ip_protocol::IPV6_FRAG,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            1,
+            6,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            1,
+        ];
+        assert_eq!(
+            ipv6_upper_layer(ip_protocol::IPV6_FRAG, &two),
+            Err(Error::Malformed)
+        );
         // Eight destination-option headers followed by TCP is fine; nine is too many.
         let mut chain = Vec::new();
         for _ in 0..7 {
@@ -738,38 +817,67 @@ mod tests {
         let last = chain.len() - 8;
         chain[last] = ip_protocol::IPV6_OPTS;
         chain.extend_from_slice(&[ip_protocol::TCP, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(ipv6_upper_layer(ip_protocol::IPV6_OPTS, &chain), Err(Error::Unsupported));
+        assert_eq!(
+            ipv6_upper_layer(ip_protocol::IPV6_OPTS, &chain),
+            Err(Error::Unsupported)
+        );
     }
 
     #[test]
     fn fragment_header_view_and_repr() {
-        let repr = Ipv6FragmentRepr { next_header: ip_protocol::TCP, frag_offset: 2960, more_frags: true, ident: 0x01020304 };
+        let repr = Ipv6FragmentRepr {
+            next_header: ip_protocol::TCP,
+            frag_offset: 2960,
+            more_frags: true,
+            ident: 0x01020304,
+        };
         let mut buf = [0xffu8; 10];
         repr.emit(&mut Ipv6FragmentHeader::new_unchecked(&mut buf[..]));
         assert_eq!(&buf[..8], &[6, 0, 0x0b, 0x91, 1, 2, 3, 4]);
         let header = Ipv6FragmentHeader::new_checked(&buf[..]).unwrap();
         assert_eq!(Ipv6FragmentRepr::parse(&header).unwrap(), repr);
         assert_eq!(header.payload(), &[0xff, 0xff]);
-        assert_eq!(Ipv6FragmentHeader::new_checked(&buf[..7]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Ipv6FragmentHeader::new_checked(&buf[..7]).unwrap_err(),
+            Error::Truncated
+        );
         let mut header = Ipv6FragmentHeader::new_unchecked(&mut buf[..]);
         header.set_more_frags(false);
         header.set_frag_offset(8);
         header.set_ident(9);
         header.set_next_header(ip_protocol::UDP);
-        assert_eq!((header.frag_offset(), header.more_frags(), header.ident(), header.next_header()), (8, false, 9, 17));
+        assert_eq!(
+            (
+                header.frag_offset(),
+                header.more_frags(),
+                header.ident(),
+                header.next_header()
+            ),
+            (8, false, 9, 17)
+        );
     }
 
     fn arb_repr() -> impl Strategy<Value = Ipv6Repr> {
-        (any::<[u8; 16]>(), any::<[u8; 16]>(), any::<u8>(), 0usize..200, any::<u8>(), any::<u8>(), 0u32..0x10_0000)
-            .prop_map(|(s, d, next_header, payload_len, hop_limit, traffic_class, flow_label)| Ipv6Repr {
-                src_addr: s.into(),
-                dst_addr: d.into(),
-                next_header,
-                payload_len,
-                hop_limit,
-                traffic_class,
-                flow_label,
-            })
+        (
+            any::<[u8; 16]>(),
+            any::<[u8; 16]>(),
+            any::<u8>(),
+            0usize..200,
+            any::<u8>(),
+            any::<u8>(),
+            0u32..0x10_0000,
+        )
+            .prop_map(
+                |(s, d, next_header, payload_len, hop_limit, traffic_class, flow_label)| Ipv6Repr {
+                    src_addr: s.into(),
+                    dst_addr: d.into(),
+                    next_header,
+                    payload_len,
+                    hop_limit,
+                    traffic_class,
+                    flow_label,
+                },
+            )
     }
 
     proptest! {
@@ -802,6 +910,19 @@ mod tests {
             let mut buf = vec![0u8; repr.buffer_len() + repr.payload_len];
             repr.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..]));
             prop_assert_eq!(Ipv6Repr::parse(&Ipv6Packet::new_checked(&buf[..]).unwrap()).unwrap(), repr);
+        }
+
+        #[test]
+        fn fragment_header_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..16)) {
+            match Ipv6FragmentHeader::new_checked(&data[..]) {
+                Ok(h) => {
+                    let _ = (h.next_header(), h.more_frags(), h.ident());
+                    prop_assert_eq!(h.frag_offset() % 8, 0);
+                    prop_assert_eq!(h.payload().len() + 8, data.len());
+                    prop_assert!(Ipv6FragmentRepr::parse(&h).is_ok());
+                }
+                Err(e) => prop_assert_eq!(e, Error::Truncated),
+            }
         }
 
         #[test]

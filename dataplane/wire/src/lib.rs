@@ -13,6 +13,33 @@
 //!
 //! Parsing never panics on any input; malformed input is an [`Error`]. Nothing here allocates,
 //! locks or formats on the packet path. Addresses use `std::net` types.
+//!
+//! Header-length constants are associated with the view, so name a buffer type:
+//! `EthernetFrame::<&[u8]>::HEADER_LEN`. Views over `&'a [u8]` also have `into_payload()`,
+//! which returns the payload with lifetime `'a` so nested views can outlive their parent.
+//!
+//! ```
+//! use wire::{ethertype, ip_protocol, EthernetFrame, Ipv4Packet, TcpPacket};
+//!
+//! # fn five_tuple(frame: &[u8]) -> wire::Result<Option<(std::net::Ipv4Addr, u16)>> {
+//! let eth = EthernetFrame::new_checked(frame)?;
+//! if eth.ethertype() != ethertype::IPV4 {
+//!     return Ok(None);
+//! }
+//! let ip = Ipv4Packet::new_checked(eth.into_payload())?;
+//! if ip.protocol() != ip_protocol::TCP || ip.is_fragment() {
+//!     return Ok(None);
+//! }
+//! let tcp = TcpPacket::new_checked(ip.into_payload())?;
+//! Ok(Some((ip.dst_addr(), tcp.dst_port())))
+//! # }
+//! # let mut frame = [0u8; 54];
+//! # frame[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+//! # frame[14] = 0x45; frame[17] = 40; frame[23] = ip_protocol::TCP; frame[30..34].copy_from_slice(&[10, 0, 0, 9]);
+//! # frame[36..38].copy_from_slice(&443u16.to_be_bytes()); frame[46] = 0x50;
+//! # assert_eq!(five_tuple(&frame).unwrap(), Some(([10, 0, 0, 9].into(), 443)));
+//! # assert_eq!(five_tuple(&frame[..40]), Err(wire::Error::Truncated));
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -38,8 +65,8 @@ pub use icmpv4::{icmpv4_code, icmpv4_type, Icmpv4Packet};
 pub use icmpv6::{icmpv6_code, icmpv6_type, Icmpv6Packet};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{
-    ipv6_upper_layer, Ipv6FragmentHeader, Ipv6FragmentInfo, Ipv6FragmentRepr, Ipv6Packet,
-    Ipv6Repr, Ipv6UpperLayer, IPV6_MAX_EXTENSION_HEADERS,
+    ipv6_upper_layer, Ipv6FragmentHeader, Ipv6FragmentInfo, Ipv6FragmentRepr, Ipv6Packet, Ipv6Repr,
+    Ipv6UpperLayer, IPV6_MAX_EXTENSION_HEADERS,
 };
 pub use tcp::{TcpFlags, TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};

@@ -419,7 +419,11 @@ impl TcpRepr {
     /// Parses a segment and verifies its checksum (bad checksum is [`Error::Malformed`]).
     /// Options are accepted and dropped.
     #[inline]
-    pub fn parse<T: AsRef<[u8]>>(packet: &TcpPacket<T>, src: &IpAddr, dst: &IpAddr) -> Result<Self> {
+    pub fn parse<T: AsRef<[u8]>>(
+        packet: &TcpPacket<T>,
+        src: &IpAddr,
+        dst: &IpAddr,
+    ) -> Result<Self> {
         packet.check_len()?;
         if !packet.verify_checksum(src, dst) {
             return Err(Error::Malformed);
@@ -531,11 +535,20 @@ mod tests {
     #[test]
     fn malformed_and_truncated() {
         let bytes = syn();
-        assert_eq!(TcpPacket::new_checked(&bytes[..19]).unwrap_err(), Error::Truncated);
-        assert_eq!(TcpPacket::new_checked(&bytes[..23]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            TcpPacket::new_checked(&bytes[..19]).unwrap_err(),
+            Error::Truncated
+        );
+        assert_eq!(
+            TcpPacket::new_checked(&bytes[..23]).unwrap_err(),
+            Error::Truncated
+        );
         let mut bad = bytes.clone();
         bad[12] = 0x40;
-        assert_eq!(TcpPacket::new_checked(&bad[..]).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            TcpPacket::new_checked(&bad[..]).unwrap_err(),
+            Error::Malformed
+        );
     }
 
     #[test]
@@ -581,7 +594,15 @@ mod tests {
         p.set_checksum(7);
         let p = TcpPacket::new_checked(&bytes[..]).unwrap();
         assert_eq!(
-            (p.src_port(), p.dst_port(), p.seq_number(), p.ack_number(), p.window_len(), p.urgent_at(), p.checksum()),
+            (
+                p.src_port(),
+                p.dst_port(),
+                p.seq_number(),
+                p.ack_number(),
+                p.window_len(),
+                p.urgent_at(),
+                p.checksum()
+            ),
             (1, 2, 3, 4, 5, 6, 7)
         );
         assert_eq!(p.options(), &[1, 1, 1, 0]);

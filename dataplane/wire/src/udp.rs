@@ -184,7 +184,11 @@ pub struct UdpRepr {
 impl UdpRepr {
     /// Parses a datagram and verifies its checksum (bad checksum is [`Error::Malformed`]).
     #[inline]
-    pub fn parse<T: AsRef<[u8]>>(packet: &UdpPacket<T>, src: &IpAddr, dst: &IpAddr) -> Result<Self> {
+    pub fn parse<T: AsRef<[u8]>>(
+        packet: &UdpPacket<T>,
+        src: &IpAddr,
+        dst: &IpAddr,
+    ) -> Result<Self> {
         packet.check_len()?;
         if !packet.verify_checksum(src, dst) {
             return Err(Error::Malformed);
@@ -245,7 +249,9 @@ mod tests {
     #[test]
     fn parse_known_datagram() {
         // 53 -> 5353, length 12, 4 payload bytes, 2 bytes trailing padding.
-        let mut bytes = [0x00, 0x35, 0x14, 0xe9, 0x00, 0x0c, 0x00, 0x00, 1, 2, 3, 4, 0, 0];
+        let mut bytes = [
+            0x00, 0x35, 0x14, 0xe9, 0x00, 0x0c, 0x00, 0x00, 1, 2, 3, 4, 0, 0,
+        ];
         // Pseudo header + datagram summed by hand.
         let mut s: u32 = 0x0a01 + 0x0101 + 0x0a02 + 0x0202 + 17 + 12;
         s += 0x0035 + 0x14e9 + 0x000c + 0x0102 + 0x0304;
@@ -255,10 +261,20 @@ mod tests {
         let c = !(s as u16);
         bytes[6..8].copy_from_slice(&c.to_be_bytes());
         let p = UdpPacket::new_checked(&bytes[..]).unwrap();
-        assert_eq!((p.src_port(), p.dst_port(), p.len(), p.checksum()), (53, 5353, 12, c));
+        assert_eq!(
+            (p.src_port(), p.dst_port(), p.len(), p.checksum()),
+            (53, 5353, 12, c)
+        );
         assert_eq!(p.payload(), &[1, 2, 3, 4]);
         assert!(p.verify_checksum(&SRC, &DST));
-        assert_eq!(UdpRepr::parse(&p, &SRC, &DST).unwrap(), UdpRepr { src_port: 53, dst_port: 5353, payload_len: 4 });
+        assert_eq!(
+            UdpRepr::parse(&p, &SRC, &DST).unwrap(),
+            UdpRepr {
+                src_port: 53,
+                dst_port: 5353,
+                payload_len: 4
+            }
+        );
     }
 
     #[test]
@@ -287,9 +303,18 @@ mod tests {
 
     #[test]
     fn malformed_and_truncated() {
-        assert_eq!(UdpPacket::new_checked(&[0u8; 7][..]).unwrap_err(), Error::Truncated);
-        assert_eq!(UdpPacket::new_checked(&[0, 0, 0, 0, 0, 7, 0, 0][..]).unwrap_err(), Error::Malformed);
-        assert_eq!(UdpPacket::new_checked(&[0, 0, 0, 0, 0, 9, 0, 0][..]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            UdpPacket::new_checked(&[0u8; 7][..]).unwrap_err(),
+            Error::Truncated
+        );
+        assert_eq!(
+            UdpPacket::new_checked(&[0, 0, 0, 0, 0, 7, 0, 0][..]).unwrap_err(),
+            Error::Malformed
+        );
+        assert_eq!(
+            UdpPacket::new_checked(&[0, 0, 0, 0, 0, 9, 0, 0][..]).unwrap_err(),
+            Error::Truncated
+        );
     }
 
     proptest! {
