@@ -94,7 +94,7 @@ fn bench(c: &mut Criterion) {
     }
     assert_eq!(
         pipeline.flows().len(),
-        FLOWS as usize,
+        flows as usize,
         "the table holds every flow"
     );
 

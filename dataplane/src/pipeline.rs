@@ -106,7 +106,15 @@ enum Staged<'t> {
     /// Decided in the first pass (kernel, drop).
     Done(Verdict),
     /// For a VIP: forwarded in the second pass.
-    Vip { meta: Meta, vip: &'t Vip, hash: u64 },
+    Vip(VipPacket<'t>),
+}
+
+/// A frame for a VIP, parsed, with its flow hash.
+#[derive(Clone, Copy)]
+struct VipPacket<'t> {
+    meta: Meta,
+    vip: &'t Vip,
+    hash: u64,
 }
 
 /// What classification decided.
@@ -217,7 +225,7 @@ impl Pipeline {
             Kind::EchoRequest => 0,
             Kind::Tracked(_) | Kind::IcmpError => meta.tuple.hash(vip.hash),
         };
-        Staged::Vip { meta, vip, hash }
+        Staged::Vip(VipPacket { meta, vip, hash })
     }
 
     /// Second pass: pick the backend, rewrite the frame, count the verdict.
@@ -232,9 +240,7 @@ impl Pipeline {
     ) -> Verdict {
         let verdict = match stage {
             Staged::Done(verdict) => *verdict,
-            Staged::Vip { meta, vip, hash } => {
-                self.forward(tables, rx_port, packet, meta, vip, *hash, now_ms)
-            }
+            Staged::Vip(vip_packet) => self.forward(tables, rx_port, packet, vip_packet, now_ms),
         };
         match verdict {
             Verdict::Forward { .. } => self.counters.forwarded(),
@@ -249,11 +255,11 @@ impl Pipeline {
         tables: &Tables,
         rx_port: u16,
         packet: &mut P,
-        meta: &Meta,
-        vip: &Vip,
-        hash: u64,
+        vip_packet: &VipPacket<'_>,
         now_ms: u64,
     ) -> Verdict {
+        let VipPacket { meta, vip, hash } = vip_packet;
+        let (meta, vip, hash) = (meta, *vip, *hash);
         if let Kind::EchoRequest = meta.kind {
             let Some(port) = tables.port(rx_port) else {
                 return Verdict::Drop(DropReason::Misconfigured);

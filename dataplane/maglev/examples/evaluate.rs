@@ -216,13 +216,14 @@ fn main() {
         Box::new(Rendezvous),
     ];
     println!("## Balance and disruption, equal weights\n");
+    println!("Leave: backend N/2 is removed. Join: one new backend is added. Moved = share of the");
     println!(
-        "Leave: backend N/2 is removed. Join: one new backend is added. Moved = share of the M"
+        "M slots (Maglev) or M lookup keys (ring, rendezvous) whose backend changed. The ideal"
     );
     println!(
-        "slots (Maglev) or M lookup keys (ring, rendezvous) whose backend changed; the minimum"
+        "is 1/N on leave and 1/(N+1) on join; a scheme moves less than that on a join when the"
     );
-    println!("share is 1/N on leave and 1/(N+1) on join (a scheme can move less on a join when the newcomer gets less than its share).\n");
+    println!("newcomer gets less than its share.\n");
     for &m in &TABLE_SIZES {
         let hashes = lookup_hashes(m);
         println!("### M = {m}\n");
@@ -257,6 +258,41 @@ fn main() {
         }
         println!();
     }
+
+    // Weighted balance: slots per unit of weight should be the same for every backend.
+    println!("## Maglev with weights (N = 1000, weight of backend i = 1 + i mod 4)\n");
+    println!("| M | max slots/weight | min slots/weight | max/min | max abs. error vs exact share (slots) |");
+    println!("|---:|---:|---:|---:|---:|");
+    for &m in &TABLE_SIZES {
+        let n = 1000;
+        let keys: Vec<Vec<u8>> = (0..n).map(backend_key).collect();
+        let weights: Vec<u32> = (0..n).map(|i| 1 + (i % 4) as u32).collect();
+        let specs: Vec<BackendSpec<'_>> = keys
+            .iter()
+            .zip(&weights)
+            .map(|(key, &weight)| BackendSpec { key, weight })
+            .collect();
+        let table = MaglevTable::build(&specs, m).expect("prime size, unique keys");
+        let total: u32 = weights.iter().sum();
+        let counts = table.slot_counts(n);
+        let per_weight: Vec<f64> = counts
+            .iter()
+            .zip(&weights)
+            .map(|(&c, &w)| f64::from(c) / f64::from(w))
+            .collect();
+        let max = per_weight.iter().copied().fold(f64::MIN, f64::max);
+        let min = per_weight.iter().copied().fold(f64::MAX, f64::min);
+        let error = counts
+            .iter()
+            .zip(&weights)
+            .map(|(&c, &w)| (f64::from(c) - f64::from(m) * f64::from(w) / f64::from(total)).abs())
+            .fold(0.0, f64::max);
+        println!(
+            "| {m} | {max:.2} | {min:.2} | {:.4} | {error:.3} |",
+            max / min
+        );
+    }
+    println!();
 
     // Figure 12 style: share of Maglev entries that change when k % of 1000 backends fail at once.
     println!("## Maglev resilience to concurrent backend failures (N = 1000, paper Fig. 12)\n");
