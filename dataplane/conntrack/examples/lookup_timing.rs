@@ -72,9 +72,7 @@ fn main() {
                 hits += usize::from(black_box(t.find(k, *h, 1)).is_some());
             }
             let find_ns = start.per_op(lookups);
-            println!(
-                "{flows} flows: find {find_ns} ({hits} hits)"
-            );
+            println!("{flows} flows: find {find_ns} ({hits} hits)");
         }
     }
 }
