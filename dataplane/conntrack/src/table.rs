@@ -4,18 +4,28 @@
 //! # Layout
 //!
 //! Slots are grouped in buckets of 16 lanes. Each bucket has 16 one-byte *tags* packed in a
-//! `u128` (0 = empty, `0x80 | 7 hash bits` = occupied, [`BLOCKED`] = a lane past the capacity)
+//! `u128` (0 = empty, `0x80 | 7 hash bits` = occupied, `BLOCKED` = a lane past the capacity)
 //! and a 16-bit mask of the lanes holding [`FlowState::SynSent`] entries. Entries (56 bytes: the
 //! 37-byte key, state, backend, last-seen and created times) live in a separate array indexed
 //! `bucket * 16 + lane`, exactly `capacity` of them. A flow may live in one of two buckets chosen
 //! from the caller's hash mixed with the table seed (two-choice hashing); a lookup compares the
-//! tags of at most two buckets with SWAR byte matching and reads only the entries whose tag
-//! matches (a false tag match costs one key comparison, probability 1/128 per occupied lane).
-//! A third per-bucket array keeps, per lane, a one-byte coarse "last seen" tick of new flows
-//! (ticks of the power of two >= `syn_ms / 128` ms, 64 ms by default), so a SYN arriving with the new-flow budget
-//! full finds the oldest new flow of its buckets without reading any entry. Per flow of capacity
-//! that is 56 + 1 + 1/8 + 1 bytes.
+//! tags of both buckets with SWAR byte matching and reads only the entry whose tag matches (a
+//! false tag match costs one more key comparison, probability 1/128 per occupied lane). A third
+//! per-bucket array keeps, per lane, a one-byte coarse "last seen" tick of new flows (ticks of
+//! the power of two >= `syn_ms / 128` ms, 64 ms by default), so a SYN arriving with the
+//! new-flow budget full finds the oldest new flow of its buckets without reading any entry.
+//! Per flow of capacity that is 56 + 1 + 1/8 + 1 bytes (`memory_bytes() / capacity()` is 58).
 //!
+//! # Eviction and the new-flow budget
+//!
+//! At most `new_flow_percent` of the capacity may hold SynSent entries (the budget). An insert
+//! takes, in order: an empty lane of the less loaded candidate bucket, an expired entry of
+//! either bucket, the oldest SynSent entry of either bucket; otherwise it fails with
+//! `TableFull`. A SynSent insert with the budget full may only take the oldest SynSent entry of
+//! its buckets; if they hold none, it sweeps `RECLAIM_STEP_SLOTS` more slots for expired
+//! entries and, if the budget is still full, fails with `NewFlowBudgetExhausted`. So no insert, whatever its packet, ever evicts a live
+//! Established, Closing, Udp or Other entry: a SYN flood churns only the budget.
+
 //! # Fill
 //!
 //! An insert picks the less loaded of its two buckets and never moves other entries, so a table
