@@ -15,6 +15,7 @@
 pub mod counters;
 pub mod encap;
 pub mod flow;
+pub mod fuzzing;
 pub mod packet;
 pub mod pipeline;
 pub mod setup;

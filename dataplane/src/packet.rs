@@ -55,6 +55,30 @@ impl HeapPacket {
             end: headroom + frame.len(),
         }
     }
+
+    /// Reuses this buffer for `frame` with `headroom` in front, as a driver recycles a buffer
+    /// for the next received frame. Returns false, changing nothing, if it does not fit.
+    pub fn refill(&mut self, frame: &[u8], headroom: usize) -> bool {
+        let Some(end) = headroom
+            .checked_add(frame.len())
+            .filter(|&end| end <= self.buf.len())
+        else {
+            return false;
+        };
+        self.buf[headroom..end].copy_from_slice(frame);
+        self.start = headroom;
+        self.end = end;
+        true
+    }
+
+    /// A buffer of `capacity` bytes holding an empty frame, for [`HeapPacket::refill`].
+    pub fn with_capacity(capacity: usize) -> HeapPacket {
+        HeapPacket {
+            buf: vec![0u8; capacity].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
 }
 
 impl PacketBuf for HeapPacket {
@@ -116,5 +140,16 @@ mod tests {
         assert_eq!(p.data(), &[3]);
         assert!(resize_front(&mut p, 4));
         assert_eq!(p.data().len(), 5);
+    }
+
+    #[test]
+    fn refill_reuses_the_buffer() {
+        let mut p = HeapPacket::with_capacity(8);
+        assert!(p.data().is_empty());
+        assert!(p.refill(&[1, 2, 3], 4));
+        assert_eq!((p.data(), p.headroom()), (&[1u8, 2, 3][..], 4));
+        assert!(!p.refill(&[1, 2, 3, 4, 5], 4), "does not fit");
+        assert_eq!(p.data(), &[1, 2, 3], "unchanged after a refusal");
+        assert!(!p.refill(&[], usize::MAX));
     }
 }

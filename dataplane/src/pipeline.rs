@@ -27,7 +27,8 @@ use crate::encap::{self, L2Header, ReplyL2, Tunnel};
 use crate::flow::FlowTuple;
 use crate::packet::PacketBuf;
 use crate::tables::{
-    BackendId, BackendState, ForwardingMode, HashPolicy, Tables, Vip, MAX_BACKENDS, MAX_VIPS,
+    AddressVips, BackendId, BackendState, ForwardingMode, HashPolicy, Tables, Vip, MAX_BACKENDS,
+    MAX_VIPS,
 };
 
 /// What to do with a frame after [`Pipeline::process`] rewrote it.
@@ -51,6 +52,10 @@ pub struct PipelineConfig {
     pub flow_table: FlowTableConfig,
     /// Flow-table slots swept for expired entries after each burst (bounded work per burst).
     pub expire_per_burst: usize,
+    /// VIP ids counted (`0..max_vips`); traffic of higher ids is forwarded but not counted.
+    pub max_vips: usize,
+    /// Backend ids counted (`0..max_backends`), likewise.
+    pub max_backends: usize,
 }
 
 impl Default for PipelineConfig {
@@ -61,6 +66,8 @@ impl Default for PipelineConfig {
                 ..FlowTableConfig::default()
             },
             expire_per_burst: 64,
+            max_vips: MAX_VIPS,
+            max_backends: MAX_BACKENDS,
         }
     }
 }
@@ -95,6 +102,8 @@ struct Meta {
     dont_frag: bool,
     tuple: FlowTuple,
     kind: Kind,
+    /// The destination's VIPs (one hash probe, in `classify`).
+    vips: AddressVips,
 }
 
 /// Frames per two-pass group in [`Pipeline::process`] (a burst is split into groups this size).
@@ -136,7 +145,7 @@ impl Pipeline {
     pub fn new(config: PipelineConfig) -> Result<Pipeline, conntrack::ConfigError> {
         Ok(Pipeline {
             flows: FlowTable::new(config.flow_table)?,
-            counters: Arc::new(LcoreCounters::new(MAX_VIPS, MAX_BACKENDS)),
+            counters: Arc::new(LcoreCounters::new(config.max_vips, config.max_backends)),
             next_ident: 0,
             expire_per_burst: config.expire_per_burst,
         })
@@ -173,9 +182,25 @@ impl Pipeline {
             .zip(verdicts.chunks_mut(MAX_GROUP))
         {
             let mut staged = [Staged::Done(Verdict::ToKernel); MAX_GROUP];
+            let mut hashes = [0u64; MAX_GROUP];
+            let mut tracked = 0;
             for (packet, stage) in packets.iter_mut().zip(staged.iter_mut()) {
                 *stage = self.stage(tables, packet);
+                if let Staged::Vip(VipPacket {
+                    meta:
+                        Meta {
+                            kind: Kind::Tracked(_) | Kind::IcmpError,
+                            ..
+                        },
+                    hash,
+                    ..
+                }) = stage
+                {
+                    hashes[tracked] = *hash;
+                    tracked += 1;
+                }
             }
+            self.flows.warm(&hashes[..tracked]);
             for ((packet, verdict), stage) in
                 packets.iter_mut().zip(verdicts.iter_mut()).zip(&staged)
             {
@@ -471,14 +496,14 @@ fn live_backend(tables: &Tables, vip: &Vip, stored: u32) -> Option<BackendId> {
 fn find_vip<'t>(tables: &'t Tables, meta: &Meta) -> Result<&'t Vip, DropReason> {
     let t = &meta.tuple;
     match meta.kind {
-        Kind::Fragment => match tables.fragment_vip(t.dst, t.protocol) {
+        Kind::Fragment => match tables.fragment_vip_of(&meta.vips, t.protocol) {
             Ok(Some(vip)) => Ok(vip),
             Ok(None) => Err(DropReason::NoVipForPort),
             Err(()) => Err(DropReason::FragmentAmbiguous),
         },
-        Kind::EchoRequest => tables.vip_on_address(t.dst).ok_or(DropReason::NoVipForPort),
+        Kind::EchoRequest => tables.first_vip(&meta.vips).ok_or(DropReason::NoVipForPort),
         Kind::Tracked(_) | Kind::IcmpError => tables
-            .vip(t.dst, t.protocol, t.dst_port)
+            .service_vip(t.dst, &meta.vips, t.protocol, t.dst_port)
             .ok_or(DropReason::NoVipForPort),
     }
 }
@@ -510,9 +535,9 @@ fn classify(tables: &Tables, frame: &[u8]) -> Result<Class, DropReason> {
 fn classify_ipv4(tables: &Tables, l3: &[u8], l3_offset: usize) -> Result<Class, DropReason> {
     let ip = Ipv4Packet::new_checked(l3).map_err(|_| DropReason::Ipv4Malformed)?;
     let dst = IpAddr::V4(ip.dst_addr());
-    if !tables.is_vip_address(dst) {
+    let Some(&vips) = tables.address(dst) else {
         return Ok(Class::Kernel);
-    }
+    };
     if !ip.verify_checksum() {
         return Err(DropReason::Ipv4BadChecksum);
     }
@@ -531,6 +556,7 @@ fn classify_ipv4(tables: &Tables, l3: &[u8], l3_offset: usize) -> Result<Class, 
             protocol: ip.protocol(),
         },
         kind: Kind::Fragment,
+        vips,
     };
     if ip.is_fragment() {
         return Ok(Class::Vip(meta));
@@ -549,6 +575,10 @@ fn classify_ipv4(tables: &Tables, l3: &[u8], l3_offset: usize) -> Result<Class, 
                 | icmpv4_type::PARAM_PROBLEM => {
                     meta.tuple = quoted_ipv4_flow(icmp.payload())?;
                     meta.kind = Kind::IcmpError;
+                    // The quote is a packet the VIP sent: its source is this error's destination.
+                    if meta.tuple.dst != dst {
+                        return Err(DropReason::IcmpMalformed);
+                    }
                 }
                 _ => return Err(DropReason::IcmpUnsupported),
             }
@@ -561,9 +591,9 @@ fn classify_ipv4(tables: &Tables, l3: &[u8], l3_offset: usize) -> Result<Class, 
 fn classify_ipv6(tables: &Tables, l3: &[u8], l3_offset: usize) -> Result<Class, DropReason> {
     let ip = Ipv6Packet::new_checked(l3).map_err(|_| DropReason::Ipv6Malformed)?;
     let dst = IpAddr::V6(ip.dst_addr());
-    if !tables.is_vip_address(dst) {
+    let Some(&vips) = tables.address(dst) else {
         return Ok(Class::Kernel);
-    }
+    };
     let upper = ipv6_upper_layer(ip.next_header(), ip.payload())
         .map_err(|_| DropReason::Ipv6ExtMalformed)?;
     let tc = ip.traffic_class();
@@ -582,6 +612,7 @@ fn classify_ipv6(tables: &Tables, l3: &[u8], l3_offset: usize) -> Result<Class, 
             protocol: upper.protocol,
         },
         kind: Kind::Fragment,
+        vips,
     };
     // An atomic fragment (offset 0, no more fragments; RFC 6946) is a whole packet.
     if upper
@@ -605,6 +636,9 @@ fn classify_ipv6(tables: &Tables, l3: &[u8], l3_offset: usize) -> Result<Class, 
                 | icmpv6_type::PARAM_PROBLEM => {
                     meta.tuple = quoted_ipv6_flow(icmp.payload())?;
                     meta.kind = Kind::IcmpError;
+                    if meta.tuple.dst != dst {
+                        return Err(DropReason::IcmpMalformed);
+                    }
                 }
                 // Neighbor discovery and the rest of ICMPv6 is the host's business.
                 _ => return Ok(Class::Kernel),

@@ -223,13 +223,29 @@ enum FragmentVip {
     Ambiguous,
 }
 
+/// The VIPs on one address, found with one hash probe per packet ([`Tables::address`]); the
+/// packet path then picks among them without hashing again.
 #[derive(Clone, Copy, Debug)]
-struct AddressVips {
+pub struct AddressVips {
     /// Index 0: TCP, 1: UDP.
     fragments: [FragmentVip; 2],
     /// The first VIP on this address (answers pings, counts them).
     first: u32,
+    /// This address's services in `Tables::services`.
+    start: u32,
+    len: u32,
 }
+
+/// One VIP of an address: protocol and port (0 = all ports).
+#[derive(Clone, Copy, Debug)]
+struct Service {
+    protocol: u8,
+    port: u16,
+    vip: u32,
+}
+
+/// Above this many services on one address, [`Tables::service_vip`] hashes instead of scanning.
+const SCAN_LIMIT: u32 = 8;
 
 /// The immutable forwarding state; see the module docs.
 #[derive(Clone, Debug, Default)]
@@ -238,6 +254,7 @@ pub struct Tables {
     vips: Vec<Vip>,
     by_key: FxHashMap<(IpAddr, u8, u16), u32>,
     by_address: FxHashMap<IpAddr, AddressVips>,
+    services: Vec<Service>,
     backends: Vec<Option<Backend>>,
 }
 
@@ -276,6 +293,8 @@ impl Tables {
             let addr = t.by_address.entry(e.address).or_insert(AddressVips {
                 fragments: [FragmentVip::None; 2],
                 first: index,
+                start: 0,
+                len: 0,
             });
             addr.fragments[slot] = match (addr.fragments[slot], e.port) {
                 // An all-ports VIP takes every fragment for its address and protocol.
@@ -287,7 +306,28 @@ impl Tables {
                 _ => FragmentVip::Ambiguous,
             };
         }
+        t.index_services();
         Ok(t)
+    }
+
+    /// Lays every address's services out contiguously, port-specific ones first.
+    fn index_services(&mut self) {
+        let mut per_address: FxHashMap<IpAddr, Vec<Service>> = FxHashMap::default();
+        for (index, vip) in self.vips.iter().enumerate() {
+            per_address.entry(vip.address).or_default().push(Service {
+                protocol: vip.protocol,
+                port: vip.port,
+                vip: index as u32,
+            });
+        }
+        for (address, mut services) in per_address {
+            services.sort_by_key(|s| s.port == 0);
+            if let Some(a) = self.by_address.get_mut(&address) {
+                a.start = self.services.len() as u32;
+                a.len = services.len() as u32;
+            }
+            self.services.extend(services);
+        }
     }
 
     fn build_vip(&mut self, e: &VipEntry, name: &str) -> Result<Vip, TablesError> {
@@ -370,15 +410,42 @@ impl Tables {
         Ok(())
     }
 
+    /// The VIPs on this address (`None`: not a VIP address, the kernel's business).
+    #[inline]
+    pub fn address(&self, address: IpAddr) -> Option<&AddressVips> {
+        self.by_address.get(&address)
+    }
+
     /// The VIP serving this destination, protocol and port (a port-specific VIP first, then an
     /// all-ports VIP).
     #[inline]
     pub fn vip(&self, address: IpAddr, protocol: u8, port: u16) -> Option<&Vip> {
-        let index = self
-            .by_key
-            .get(&(address, protocol, port))
-            .or_else(|| self.by_key.get(&(address, protocol, 0)))?;
-        self.vips.get(*index as usize)
+        self.service_vip(address, self.address(address)?, protocol, port)
+    }
+
+    /// As [`Tables::vip`], for an address already looked up.
+    #[inline]
+    pub fn service_vip(
+        &self,
+        address: IpAddr,
+        vips: &AddressVips,
+        protocol: u8,
+        port: u16,
+    ) -> Option<&Vip> {
+        if vips.len > SCAN_LIMIT {
+            let index = self
+                .by_key
+                .get(&(address, protocol, port))
+                .or_else(|| self.by_key.get(&(address, protocol, 0)))?;
+            return self.vips.get(*index as usize);
+        }
+        let start = vips.start as usize;
+        let services = self.services.get(start..start + vips.len as usize)?;
+        // Port-specific services come first, so the first match is the right one.
+        let service = services
+            .iter()
+            .find(|s| s.protocol == protocol && (s.port == port || s.port == 0))?;
+        self.vips.get(service.vip as usize)
     }
 
     /// Whether any VIP uses this address.
@@ -390,7 +457,13 @@ impl Tables {
     /// The first VIP configured on this address, if any.
     #[inline]
     pub fn vip_on_address(&self, address: IpAddr) -> Option<&Vip> {
-        self.vips.get(self.by_address.get(&address)?.first as usize)
+        self.first_vip(self.address(address)?)
+    }
+
+    /// The first VIP configured on an address already looked up.
+    #[inline]
+    pub fn first_vip(&self, vips: &AddressVips) -> Option<&Vip> {
+        self.vips.get(vips.first as usize)
     }
 
     /// The VIP that takes fragments to this address: `Ok(None)` when there is none, `Err(())` when
@@ -402,9 +475,16 @@ impl Tables {
     #[inline]
     #[allow(clippy::result_unit_err)]
     pub fn fragment_vip(&self, address: IpAddr, protocol: u8) -> Result<Option<&Vip>, ()> {
-        let Some(vips) = self.by_address.get(&address) else {
-            return Ok(None);
-        };
+        match self.address(address) {
+            Some(vips) => self.fragment_vip_of(vips, protocol),
+            None => Ok(None),
+        }
+    }
+
+    /// As [`Tables::fragment_vip`], for an address already looked up.
+    #[inline]
+    #[allow(clippy::result_unit_err)]
+    pub fn fragment_vip_of(&self, vips: &AddressVips, protocol: u8) -> Result<Option<&Vip>, ()> {
         let choice = match protocol {
             ip_protocol::TCP => vips.fragments[0],
             ip_protocol::UDP => vips.fragments[1],
@@ -531,6 +611,28 @@ mod tests {
             "unknown protocol, two TCP VIPs"
         );
         assert!(t.fragment_vip(a, ip_protocol::ICMP).unwrap().is_none());
+    }
+
+    #[test]
+    fn many_services_on_one_address_use_the_hash_path() {
+        let mut entries: Vec<VipEntry> = (0..20u16)
+            .map(|i| vip(i, "203.0.113.1", 1000 + i, &[("10.0.0.1", i)]))
+            .collect();
+        entries.push(vip(20, "203.0.113.1", 0, &[("10.0.0.2", 20)]));
+        let t = Tables::build(vec![port()], &entries).unwrap();
+        let a: IpAddr = "203.0.113.1".parse().unwrap();
+        assert!(t.address(a).unwrap().len > SCAN_LIMIT);
+        assert_eq!(t.vip(a, ip_protocol::TCP, 1007).unwrap().id, 7);
+        assert_eq!(
+            t.vip(a, ip_protocol::TCP, 80).unwrap().id,
+            20,
+            "all-ports fallback"
+        );
+        assert!(t.vip(a, ip_protocol::UDP, 1007).is_none());
+        let few = Tables::build(vec![port()], &entries[15..]).unwrap();
+        assert!(few.address(a).unwrap().len <= SCAN_LIMIT);
+        assert_eq!(few.vip(a, ip_protocol::TCP, 1017).unwrap().id, 17);
+        assert_eq!(few.vip(a, ip_protocol::TCP, 1007).unwrap().id, 20);
     }
 
     #[test]

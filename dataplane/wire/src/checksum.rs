@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Folds a wide accumulator of 16-bit words into a 16-bit one's-complement sum.
 #[inline(always)]
-fn fold(mut acc: u64) -> u16 {
+pub(crate) fn fold(mut acc: u64) -> u16 {
     // Two rounds bring any u64 down to 17 bits; two more finish the end-around carry.
     acc = (acc & 0xffff_ffff) + (acc >> 32);
     acc = (acc & 0xffff_ffff) + (acc >> 32);
