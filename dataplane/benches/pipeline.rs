@@ -11,12 +11,11 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use dataplane::testing::{FrameSpec, PORT_MAC};
+use dataplane::testing::{backend, port, vip, FrameSpec};
 use dataplane::{
-    BackendEntry, BackendState, ForwardingMode, HashPolicy, HeapPacket, PacketBuf, Pipeline,
-    PipelineConfig, Port, Tables, Verdict, VipEntry,
+    BackendState, ForwardingMode, HeapPacket, PacketBuf, Pipeline, PipelineConfig, Tables, Verdict,
 };
-use wire::{ip_protocol, EthernetAddress};
+use wire::ip_protocol;
 
 const BURST: usize = 32;
 /// Flows in the table; `VIPD_BENCH_FLOWS` overrides (e.g. 1000 for a cache-resident table).
@@ -31,35 +30,23 @@ const ACK: u8 = 0x10;
 
 fn tables() -> Tables {
     let backends = (0..100u16)
-        .map(|i| BackendEntry {
-            id: i,
-            generation: 0,
-            address: format!("10.0.{}.{}", i / 250, i % 250 + 1).parse().unwrap(),
-            weight: 1,
-            state: BackendState::Active,
-            mac: None,
+        .map(|i| {
+            backend(
+                i,
+                &format!("10.0.{}.{}", i / 250, i % 250 + 1),
+                BackendState::Active,
+            )
         })
         .collect();
-    let vip = VipEntry {
-        id: 0,
-        address: "203.0.113.10".parse().unwrap(),
-        port: 80,
-        protocol: ip_protocol::TCP,
-        mode: ForwardingMode::Ipip,
-        hash: HashPolicy::FiveTuple,
-        table_size: maglev::DEFAULT_TABLE_SIZE,
-        encap_source_v4: Some("192.0.2.1".parse().unwrap()),
-        encap_source_v6: None,
-        egress_port: 0,
+    let vip = vip(
+        0,
+        "203.0.113.10",
+        80,
+        ip_protocol::TCP,
+        ForwardingMode::Ipip,
         backends,
-    };
-    let port = Port {
-        mac: EthernetAddress(PORT_MAC),
-        gateway_mac: EthernetAddress([2, 0, 0, 0, 0, 0xfe]),
-        mtu: 1500,
-        vlan: None,
-    };
-    Tables::build(vec![port], &[vip]).unwrap()
+    );
+    Tables::build(vec![port(1500)], &[vip]).unwrap()
 }
 
 /// Flow `i`'s client address and port: 2^16 ports per address.

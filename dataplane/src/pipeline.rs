@@ -350,32 +350,21 @@ impl Pipeline {
             );
         }
 
-        let result = match tunnel {
-            None => {
-                let l2 = L2Header {
-                    src: port.mac,
-                    dst: backend.mac.unwrap_or(port.gateway_mac),
-                    vlan_tci: port.vlan,
-                };
-                let ether = if meta.ipv6 {
-                    ethertype::IPV6
-                } else {
-                    ethertype::IPV4
-                };
-                encap::rewrite_l2(packet, meta.l3_offset, ether, &l2)
+        // Frames to backends: our MAC to the next hop (the backend itself when its MAC is known,
+        // i.e. on a shared L2, else the gateway), tagged as the egress port says.
+        let l2 = L2Header {
+            src: port.mac,
+            dst: backend.mac.unwrap_or(port.gateway_mac),
+            vlan_tci: port.vlan,
+        };
+        let result = match (tunnel, meta.ipv6) {
+            (None, false) => encap::rewrite_l2(packet, meta.l3_offset, ethertype::IPV4, &l2),
+            (None, true) => encap::rewrite_l2(packet, meta.l3_offset, ethertype::IPV6, &l2),
+            (Some(tunnel), false) => {
+                encap::encapsulate(packet, meta.l3_offset, ip_protocol::IPIP, &tunnel, &l2)
             }
-            Some(tunnel) => {
-                let l2 = L2Header {
-                    src: port.mac,
-                    dst: backend.mac.unwrap_or(port.gateway_mac),
-                    vlan_tci: port.vlan,
-                };
-                let inner = if meta.ipv6 {
-                    ip_protocol::IPV6
-                } else {
-                    ip_protocol::IPIP
-                };
-                encap::encapsulate(packet, meta.l3_offset, inner, &tunnel, &l2)
+            (Some(tunnel), true) => {
+                encap::encapsulate(packet, meta.l3_offset, ip_protocol::IPV6, &tunnel, &l2)
             }
         };
         if result.is_err() {

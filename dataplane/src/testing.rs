@@ -5,12 +5,65 @@
 
 use std::net::IpAddr;
 
-use wire::checksum;
+use wire::{checksum, EthernetAddress};
+
+use crate::tables::{
+    BackendEntry, BackendId, BackendState, ForwardingMode, HashPolicy, Port, VipEntry, VipId,
+};
 
 /// Client MAC used by builders.
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0xc1, 0, 0, 0, 1];
 /// Appliance port MAC used by builders.
 pub const PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+/// Gateway MAC of [`port`].
+pub const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
+
+/// An untagged port with [`PORT_MAC`], [`GATEWAY_MAC`] and this MTU.
+pub fn port(mtu: u16) -> Port {
+    Port {
+        mac: EthernetAddress(PORT_MAC),
+        gateway_mac: EthernetAddress(GATEWAY_MAC),
+        mtu,
+        vlan: None,
+    }
+}
+
+/// A backend of weight 1, generation 0, no MAC.
+pub fn backend(id: BackendId, address: &str, state: BackendState) -> BackendEntry {
+    BackendEntry {
+        id,
+        generation: 0,
+        address: parse_ip(address),
+        weight: 1,
+        state,
+        mac: None,
+    }
+}
+
+/// A 5-tuple-hashed VIP on egress port 0 with encapsulation sources 192.0.2.1 and 2001:db8::1
+/// and a 65,537-slot Maglev table.
+pub fn vip(
+    id: VipId,
+    address: &str,
+    port: u16,
+    protocol: u8,
+    mode: ForwardingMode,
+    backends: Vec<BackendEntry>,
+) -> VipEntry {
+    VipEntry {
+        id,
+        address: parse_ip(address),
+        port,
+        protocol,
+        mode,
+        hash: HashPolicy::FiveTuple,
+        table_size: maglev::DEFAULT_TABLE_SIZE,
+        encap_source_v4: Some("192.0.2.1".parse().unwrap_or_else(|_| unreachable!())),
+        encap_source_v6: Some("2001:db8::1".parse().unwrap_or_else(|_| unreachable!())),
+        egress_port: 0,
+        backends,
+    }
+}
 
 /// The transport part of a built frame.
 #[derive(Clone, Copy, Debug)]

@@ -2,59 +2,35 @@
 //! flows, fragments, ICMP replies, kernel-bound and malformed frames makes zero heap allocations.
 //! (A counting global allocator; this test binary has nothing else running.)
 
-use dataplane::testing::{FrameSpec, PORT_MAC};
+use dataplane::testing::{backend, port, vip, FrameSpec};
 use dataplane::{
-    BackendEntry, BackendState, ForwardingMode, HashPolicy, HeapPacket, Pipeline, PipelineConfig,
-    Port, Tables, Verdict, VipEntry,
+    BackendState, ForwardingMode, HeapPacket, Pipeline, PipelineConfig, Tables, Verdict,
 };
-use wire::{ip_protocol, EthernetAddress};
+use wire::ip_protocol;
 
 fn tables() -> Tables {
-    let backend = |id: u16, a: &str| BackendEntry {
-        id,
-        generation: 0,
-        address: a.parse().unwrap(),
-        weight: 1,
-        state: BackendState::Active,
-        mac: None,
-    };
-    let vip = |id: u16, a: &str, mode, backends| VipEntry {
-        id,
-        address: a.parse().unwrap(),
-        port: 80,
-        protocol: ip_protocol::TCP,
-        mode,
-        hash: HashPolicy::FiveTuple,
-        table_size: 251,
-        encap_source_v4: Some("192.0.2.1".parse().unwrap()),
-        encap_source_v6: Some("2001:db8::1".parse().unwrap()),
-        egress_port: 0,
-        backends,
-    };
-    let port = Port {
-        mac: EthernetAddress(PORT_MAC),
-        gateway_mac: EthernetAddress([2, 0, 0, 0, 0, 0xfe]),
-        mtu: 1500,
-        vlan: None,
-    };
-    Tables::build(
-        vec![port],
-        &[
-            vip(
-                0,
-                "203.0.113.10",
-                ForwardingMode::Ipip,
-                vec![backend(0, "10.0.0.1"), backend(1, "10.0.0.2")],
-            ),
-            vip(
-                1,
-                "2001:db8:f::10",
-                ForwardingMode::Gue { port: 6080 },
-                vec![backend(2, "2001:db8:b::1")],
-            ),
+    let mut v4 = vip(
+        0,
+        "203.0.113.10",
+        80,
+        ip_protocol::TCP,
+        ForwardingMode::Ipip,
+        vec![
+            backend(0, "10.0.0.1", BackendState::Active),
+            backend(1, "10.0.0.2", BackendState::Active),
         ],
-    )
-    .unwrap()
+    );
+    v4.table_size = 251;
+    let mut v6 = vip(
+        1,
+        "2001:db8:f::10",
+        80,
+        ip_protocol::TCP,
+        ForwardingMode::Gue { port: 6080 },
+        vec![backend(2, "2001:db8:b::1", BackendState::Active)],
+    );
+    v6.table_size = 251;
+    Tables::build(vec![port(1500)], &[v4, v6]).unwrap()
 }
 
 #[test]

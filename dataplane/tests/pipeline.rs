@@ -3,10 +3,10 @@
 
 use std::net::IpAddr;
 
-use dataplane::testing::{FrameSpec, CLIENT_MAC, PORT_MAC};
+use dataplane::testing::{backend, port, vip, FrameSpec, CLIENT_MAC, GATEWAY_MAC, PORT_MAC};
 use dataplane::{
     BackendEntry, BackendState, CounterSnapshot, DropReason, ForwardingMode, HashPolicy,
-    HeapPacket, PacketBuf, Pipeline, PipelineConfig, Port, Tables, Verdict, VipEntry,
+    HeapPacket, PacketBuf, Pipeline, PipelineConfig, Tables, Verdict, VipEntry,
 };
 use proptest::prelude::*;
 use wire::{
@@ -14,52 +14,8 @@ use wire::{
     Icmpv6Packet, Ipv4Packet, Ipv6Packet, UdpPacket,
 };
 
-const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
-
-fn port(mtu: u16) -> Port {
-    Port {
-        mac: EthernetAddress(PORT_MAC),
-        gateway_mac: EthernetAddress(GATEWAY_MAC),
-        mtu,
-        vlan: None,
-    }
-}
-
-fn backend(id: u16, address: &str, state: BackendState) -> BackendEntry {
-    BackendEntry {
-        id,
-        generation: 0,
-        address: address.parse().unwrap(),
-        weight: 1,
-        state,
-        mac: None,
-    }
-}
-
-fn vip(
-    id: u16,
-    address: &str,
-    port: u16,
-    protocol: u8,
-    mode: ForwardingMode,
-    backends: Vec<BackendEntry>,
-) -> VipEntry {
-    VipEntry {
-        id,
-        address: address.parse().unwrap(),
-        port,
-        protocol,
-        mode,
-        hash: HashPolicy::FiveTuple,
-        table_size: 65_537,
-        encap_source_v4: Some("192.0.2.1".parse().unwrap()),
-        encap_source_v6: Some("2001:db8::1".parse().unwrap()),
-        egress_port: 0,
-        backends,
-    }
-}
 
 /// VIP 0: 203.0.113.10:80/tcp ipip to 3 IPv4 backends (ids 0..3).
 /// VIP 1: [2001:db8:f::10]:443/tcp ipip to 2 IPv6 backends (ids 3, 4).
