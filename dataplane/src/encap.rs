@@ -6,6 +6,10 @@
 //! trimmed of Ethernet padding, grows or shrinks the front of the buffer as needed (no payload is
 //! copied), and writes fresh headers. Outer headers copy the inner DSCP/ECN (RFC 6040 normal mode),
 //! carry TTL / hop limit 64 and correct lengths and checksums.
+//!
+//! Offsets and lengths come from the pipeline's own checked parse of the same frame; a caller
+//! passing an offset past the frame is a programming error and panics on slicing (no input from
+//! the network can cause it: every frame the pipeline rewrites has passed `new_checked`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
