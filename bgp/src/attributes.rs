@@ -62,7 +62,9 @@ impl Prefix {
     pub fn new(addr: IpAddr, len: u8) -> Option<Prefix> {
         let addr = match addr {
             IpAddr::V4(a) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(len.min(32)))
+                    .unwrap_or(0);
                 if len > 32 {
                     return None;
                 }
@@ -480,9 +482,9 @@ impl PathAttribute {
                 }
                 value.extend_from_slice(&router.octets());
             }
-            PathAttribute::Communities(cs) => {
-                cs.iter().for_each(|c| value.extend_from_slice(&c.0.to_be_bytes()))
-            }
+            PathAttribute::Communities(cs) => cs
+                .iter()
+                .for_each(|c| value.extend_from_slice(&c.0.to_be_bytes())),
             PathAttribute::LargeCommunities(cs) => cs.iter().for_each(|c| {
                 value.extend_from_slice(&c.global_admin.to_be_bytes());
                 value.extend_from_slice(&c.local_data_1.to_be_bytes());
@@ -523,9 +525,7 @@ pub(crate) fn expected_flags(type_code: u8) -> Option<u8> {
     Some(match type_code {
         ORIGIN | AS_PATH | NEXT_HOP | LOCAL_PREF | ATOMIC_AGGREGATE => FLAG_TRANSITIVE,
         MULTI_EXIT_DISC | MP_REACH_NLRI | MP_UNREACH_NLRI => FLAG_OPTIONAL,
-        AGGREGATOR | COMMUNITIES | LARGE_COMMUNITIES | AS4_PATH => {
-            FLAG_OPTIONAL | FLAG_TRANSITIVE
-        }
+        AGGREGATOR | COMMUNITIES | LARGE_COMMUNITIES | AS4_PATH => FLAG_OPTIONAL | FLAG_TRANSITIVE,
         _ => return None,
     })
 }
@@ -600,7 +600,9 @@ pub(crate) fn parse_value(
         }
         COMMUNITIES => {
             if value.is_empty() || value.len() % 4 != 0 {
-                return Err(Malformed("COMMUNITIES length must be a non-zero multiple of 4"));
+                return Err(Malformed(
+                    "COMMUNITIES length must be a non-zero multiple of 4",
+                ));
             }
             let mut cs = Vec::with_capacity(value.len() / 4);
             while let Some(c) = r.u32() {

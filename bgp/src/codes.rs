@@ -54,14 +54,50 @@ pub mod open {
 pub mod update {
     /// Malformed Attribute List.
     pub const MALFORMED_ATTRIBUTE_LIST: u8 = 1;
+    /// Unrecognized Well-known Attribute; data is the attribute.
+    pub const UNRECOGNIZED_WELL_KNOWN_ATTRIBUTE: u8 = 2;
+    /// Missing Well-known Attribute (RFC 7606 replaces it with treat-as-withdraw).
+    pub const MISSING_WELL_KNOWN_ATTRIBUTE: u8 = 3;
+    /// Attribute Flags Error.
+    pub const ATTRIBUTE_FLAGS_ERROR: u8 = 4;
+    /// Attribute Length Error.
+    pub const ATTRIBUTE_LENGTH_ERROR: u8 = 5;
+    /// Optional Attribute Error (RFC 4760 uses it for a bad MP_REACH/MP_UNREACH_NLRI).
+    pub const OPTIONAL_ATTRIBUTE_ERROR: u8 = 9;
+    /// Invalid Network Field: the NLRI cannot be parsed.
+    pub const INVALID_NETWORK_FIELD: u8 = 10;
+    /// Malformed AS_PATH.
+    pub const MALFORMED_AS_PATH: u8 = 11;
+}
+
+/// Subcodes of [`error::FSM`] (RFC 6608).
+pub mod fsm {
+    /// Unspecified error.
+    pub const UNSPECIFIED: u8 = 0;
+    /// A message other than OPEN or NOTIFICATION arrived in OpenSent.
+    pub const UNEXPECTED_IN_OPEN_SENT: u8 = 1;
+    /// A message other than KEEPALIVE or NOTIFICATION arrived in OpenConfirm.
+    pub const UNEXPECTED_IN_OPEN_CONFIRM: u8 = 2;
+    /// An OPEN arrived in Established.
+    pub const UNEXPECTED_IN_ESTABLISHED: u8 = 3;
 }
 
 /// Subcodes of [`error::CEASE`] (RFC 4486).
 pub mod cease {
-    /// Administrative Shutdown.
+    /// Maximum Number of Prefixes Reached.
+    pub const MAXIMUM_PREFIXES: u8 = 1;
+    /// Administrative Shutdown; data may be an RFC 8203 shutdown communication.
     pub const ADMINISTRATIVE_SHUTDOWN: u8 = 2;
     /// Peer De-configured.
     pub const PEER_DECONFIGURED: u8 = 3;
     /// Administrative Reset.
     pub const ADMINISTRATIVE_RESET: u8 = 4;
+    /// Connection Rejected.
+    pub const CONNECTION_REJECTED: u8 = 5;
+    /// Other Configuration Change.
+    pub const OTHER_CONFIGURATION_CHANGE: u8 = 6;
+    /// Connection Collision Resolution (RFC 4271 section 6.8).
+    pub const CONNECTION_COLLISION_RESOLUTION: u8 = 7;
+    /// Out of Resources.
+    pub const OUT_OF_RESOURCES: u8 = 8;
 }

@@ -410,6 +410,10 @@ impl<'a> Reader<'a> {
         self.rest.is_empty()
     }
 
+    pub(crate) fn peek_rest(&self) -> &'a [u8] {
+        self.rest
+    }
+
     pub(crate) fn rest(self) -> &'a [u8] {
         self.rest
     }

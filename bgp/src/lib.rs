@@ -1,11 +1,18 @@
 //! Announce-only BGP speaker for vipd.
 //!
 //! This crate is built sans-IO in the style of `quinn-proto`: the protocol core never touches a
-//! socket or reads a clock. So far it holds the message codec ([`decode`] / [`encode`]) for
-//! RFC 4271 messages plus the RFC 2918 ROUTE-REFRESH message, and the OPEN capabilities vipd
-//! speaks (RFC 5492 framing; RFC 4760 multiprotocol, RFC 2918 route refresh, RFC 6793 4-octet AS,
-//! RFC 4724 graceful restart). The FSM (events in, actions out, time passed in) and the tokio
-//! session driver build on top of it.
+//! socket or reads a clock. It holds
+//!
+//! - the message codec ([`decode`] / [`encode`]) for RFC 4271 messages plus the RFC 2918
+//!   ROUTE-REFRESH message, and the OPEN capabilities vipd speaks (RFC 5492 framing; RFC 4760
+//!   multiprotocol, RFC 2918 route refresh, RFC 6793 4-octet AS, RFC 4724 graceful restart);
+//! - [`attributes`]: path attributes and prefixes (RFC 4271, 1997, 4760, 6793, 8092);
+//! - [`update`]: RFC 7606 judgement of received UPDATEs ([`parse_update`]) and the
+//!   [`UpdateBuilder`] for announcements, withdrawals and End-of-RIB markers;
+//! - [`fsm`]: the RFC 4271 state machine, [`Session`]: events, bytes and the time in
+//!   milliseconds go in, [`Action`]s come out.
+//!
+//! The tokio session driver builds on top of it.
 //!
 //! Every decode failure carries the NOTIFICATION that RFC 4271 section 6 says the speaker must
 //! send before closing the session ([`DecodeError::notification`]).
@@ -25,14 +32,19 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod attributes;
 pub mod codes;
 mod decode;
 mod encode;
+pub mod fsm;
 mod message;
+pub mod update;
 
 pub use decode::{decode, DecodeError};
 pub use encode::{encode, EncodeError};
+pub use fsm::{resolve_collision, Action, CollisionWinner, Config, Event, Session, State};
 pub use message::{
     Afi, Capability, GracefulRestartFamily, Message, MessageType, Notification, Open, RouteRefresh,
     Safi, Update, AS_TRANS, BGP_VERSION, HEADER_LEN, MARKER, MAX_MESSAGE_LEN,
 };
+pub use update::{parse_update, ParsedUpdate, UpdateBuilder, UpdateError};

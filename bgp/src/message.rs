@@ -2,8 +2,8 @@
 //!
 //! These are checked, owned values. Decoding has already enforced the RFC's structural rules,
 //! so code holding a [`Message`] does not re-check lengths. UPDATE contents are kept as the three
-//! raw sections for now: vipd announces routes and ignores what it receives, so structured path
-//! attributes are only needed on the encode side, which comes with the FSM.
+//! raw sections here; [`crate::parse_update`] judges them (RFC 7606) and
+//! [`crate::UpdateBuilder`] produces them, so framing stays independent of attribute policy.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -256,7 +256,7 @@ pub struct GracefulRestartFamily {
 /// UPDATE message (RFC 4271 section 4.3), split into its three raw sections.
 ///
 /// The section lengths are consistent with the message length; the contents of each section are
-/// not parsed yet.
+/// parsed by [`crate::parse_update`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Update {
     /// Withdrawn Routes: a sequence of (length, prefix) entries.
