@@ -127,8 +127,13 @@ pub trait PacketIo: Send + 'static {
 
     /// Receives up to `max` frames (and no more than `out.room()`) from RX queue `queue` of
     /// `port`, appending them to `out`. Returns how many were appended.
-    fn rx_burst(&mut self, port: u16, queue: u16, out: &mut Burst<Self::Packet>, max: usize)
-        -> usize;
+    fn rx_burst(
+        &mut self,
+        port: u16,
+        queue: u16,
+        out: &mut Burst<Self::Packet>,
+        max: usize,
+    ) -> usize;
 
     /// Sends frames from the front of `packets` on TX queue `queue` of `port`, as many as the
     /// queue takes, removing those from `packets`. Returns how many were sent.
@@ -275,8 +280,14 @@ impl MemoryPorts {
     pub fn inject(&self, port: u16, queue: u16, frame: &[u8]) -> bool {
         let headroom = self.shared.config.headroom;
         let packet = match self.shared.pool.pop() {
-            Some(mut recycled) if recycled.refill(frame, headroom) => recycled,
-            _ => HeapPacket::from_frame(frame, headroom),
+            Some(mut recycled) => {
+                if recycled.refill(frame, headroom) {
+                    recycled
+                } else {
+                    HeapPacket::from_frame(frame, headroom)
+                }
+            }
+            None => HeapPacket::from_frame(frame, headroom),
         };
         match self.inject_packet(port, queue, packet) {
             Ok(()) => true,
@@ -289,7 +300,12 @@ impl MemoryPorts {
 
     /// Puts a packet on the RX ring of `port`/`queue`; hands it back when the ring is full or
     /// the port or queue does not exist.
-    pub fn inject_packet(&self, port: u16, queue: u16, packet: HeapPacket) -> Result<(), HeapPacket> {
+    pub fn inject_packet(
+        &self,
+        port: u16,
+        queue: u16,
+        packet: HeapPacket,
+    ) -> Result<(), HeapPacket> {
         match self.shared.index(port, queue) {
             Some(i) => self.shared.rx[i].push(packet),
             None => Err(packet),
@@ -356,7 +372,11 @@ impl MemoryIo {
 /// With one producer, the free space seen before pushing can only grow meanwhile (the consumer
 /// only pops), so every push of the first `room` packets succeeds.
 #[inline]
-fn push_front(ring: &ArrayQueue<HeapPacket>, packets: &mut Burst<HeapPacket>, lost: &AtomicU64) -> usize {
+fn push_front(
+    ring: &ArrayQueue<HeapPacket>,
+    packets: &mut Burst<HeapPacket>,
+    lost: &AtomicU64,
+) -> usize {
     let room = ring.capacity() - ring.len();
     let mut sent = 0;
     for packet in packets.drain_front(room) {
@@ -374,7 +394,13 @@ impl PacketIo for MemoryIo {
     type Packet = HeapPacket;
 
     #[inline]
-    fn rx_burst(&mut self, port: u16, queue: u16, out: &mut Burst<HeapPacket>, max: usize) -> usize {
+    fn rx_burst(
+        &mut self,
+        port: u16,
+        queue: u16,
+        out: &mut Burst<HeapPacket>,
+        max: usize,
+    ) -> usize {
         let Some(i) = self.shared.index(port, queue) else {
             return 0;
         };
@@ -488,7 +514,11 @@ mod tests {
             assert!(burst.push(HeapPacket::from_frame(&[i], 0)).is_ok());
         }
         assert_eq!(io.tx_burst(0, 0, &mut burst), 2);
-        assert_eq!(burst.as_slice()[0].data(), &[2], "unsent packets stay in order");
+        assert_eq!(
+            burst.as_slice()[0].data(),
+            &[2],
+            "unsent packets stay in order"
+        );
         assert_eq!(io.to_kernel(0, &mut burst), 1);
         assert_eq!(io.to_kernel(0, &mut burst), 0, "kernel ring full");
         assert_eq!(p.take_kernel(0).map(|f| f.data().to_vec()), Some(vec![2]));

@@ -14,17 +14,26 @@
 
 pub mod counters;
 pub mod encap;
+pub mod engine;
 pub mod flow;
 pub mod fuzzing;
+pub mod io;
 pub mod packet;
 pub mod pipeline;
+pub mod publish;
 pub mod setup;
 pub mod tables;
 pub mod testing;
 
 pub use counters::{CounterSnapshot, DropReason, LcoreCounters};
+pub use engine::{
+    Engine, EngineConfig, EngineError, EngineReport, IdlePolicy, Lcore, LcoreStats,
+    LcoreStatsSnapshot,
+};
+pub use io::{Burst, MemoryConfig, MemoryIo, MemoryPorts, PacketIo, MAX_BURST};
 pub use packet::{HeapPacket, PacketBuf};
 pub use pipeline::{Pipeline, PipelineConfig, Verdict};
+pub use publish::{TablesGuard, TablesHandle};
 pub use tables::{
     BackendEntry, BackendId, BackendState, ForwardingMode, HashPolicy, Port, Tables, TablesError,
     VipEntry, VipId,

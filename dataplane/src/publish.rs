@@ -11,11 +11,11 @@
 //! frees a `Tables` (a large deallocation) on the packet path, and old tables live exactly as
 //! long as the slowest lcore's burst that uses them.
 //!
-//! Why `arc-swap`: it is the de-facto, widely used and maintained crate for an atomically
-//! swappable `Arc` (used by e.g. `tokio-util`-based proxies, `linkerd`-style stacks, `sccache`),
-//! with a `load` that is lock-free and does not even touch the shared reference count in the
-//! common case (per-thread debt slots). Writing that ourselves would need `unsafe` hazard-pointer
-//! code, which this crate forbids.
+//! Why `arc-swap`: it is the widely used, maintained, small crate for an atomically swappable
+//! `Arc`, whose `load` is lock-free and in the common case does not even touch the shared
+//! reference count (per-thread debt slots), so lcores reading the same tables do not bounce a
+//! cache line. Writing that ourselves would need `unsafe` hazard-pointer code, which this crate
+//! forbids.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
