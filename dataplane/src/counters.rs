@@ -45,6 +45,9 @@ pub enum DropReason {
     TooBigIcmpError,
     /// Not enough headroom in the buffer to prepend the encapsulation.
     NoHeadroom,
+    /// An ICMP message we would generate (echo reply, fragmentation needed, packet too big)
+    /// exceeded this core's ICMP rate limit.
+    IcmpRateLimited,
     /// The VIP's configuration cannot forward this packet (e.g. no encapsulation source of the
     /// backend's address family). The control plane validates this; seeing it is a bug report.
     Misconfigured,
@@ -52,7 +55,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Number of reasons (size of per-reason arrays).
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 18;
     /// Every reason, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::L2Malformed,
@@ -71,6 +74,7 @@ impl DropReason {
         DropReason::TooBigNoDf,
         DropReason::TooBigIcmpError,
         DropReason::NoHeadroom,
+        DropReason::IcmpRateLimited,
         DropReason::Misconfigured,
     ];
 
@@ -93,6 +97,7 @@ impl DropReason {
             DropReason::TooBigNoDf => "too_big_no_df",
             DropReason::TooBigIcmpError => "too_big_icmp_error",
             DropReason::NoHeadroom => "no_headroom",
+            DropReason::IcmpRateLimited => "icmp_rate_limited",
             DropReason::Misconfigured => "misconfigured",
         }
     }

@@ -56,6 +56,11 @@ pub struct PipelineConfig {
     pub max_vips: usize,
     /// Backend ids counted (`0..max_backends`), likewise.
     pub max_backends: usize,
+    /// ICMP messages this core may generate per second (echo replies, fragmentation needed,
+    /// packet too big), like a router's ICMP rate limit; beyond it: `icmp_rate_limited` drops.
+    pub icmp_per_second: u32,
+    /// Token-bucket depth of that limit (messages that may go out at once).
+    pub icmp_burst: u32,
 }
 
 impl Default for PipelineConfig {
@@ -68,6 +73,8 @@ impl Default for PipelineConfig {
             expire_per_burst: 64,
             max_vips: MAX_VIPS,
             max_backends: MAX_BACKENDS,
+            icmp_per_second: 1000,
+            icmp_burst: 100,
         }
     }
 }
@@ -134,6 +141,7 @@ enum Class {
 
 /// One polling core's packet pipeline: its flow table, its counters, its IPv4 ident counter.
 pub struct Pipeline {
+    icmp_limit: TokenBucket,
     flows: FlowTable,
     counters: Arc<LcoreCounters>,
     next_ident: u16,
@@ -144,6 +152,7 @@ impl Pipeline {
     /// Allocates the flow table and counters (the only allocation a pipeline ever makes).
     pub fn new(config: PipelineConfig) -> Result<Pipeline, conntrack::ConfigError> {
         Ok(Pipeline {
+            icmp_limit: TokenBucket::new(config.icmp_per_second, config.icmp_burst),
             flows: FlowTable::new(config.flow_table)?,
             counters: Arc::new(LcoreCounters::new(config.max_vips, config.max_backends)),
             next_ident: 0,
@@ -289,6 +298,9 @@ impl Pipeline {
             let Some(port) = tables.port(rx_port) else {
                 return Verdict::Drop(DropReason::Misconfigured);
             };
+            if !self.icmp_limit.take(now_ms) {
+                return Verdict::Drop(DropReason::IcmpRateLimited);
+            }
             let l2 = ReplyL2::from_request(packet.data(), meta.l3_offset, port.mac);
             encap::echo_reply(packet, meta.l3_offset, meta.ipv6, meta.l4_offset, &l2);
             self.counters.icmp_generated();
@@ -347,6 +359,7 @@ impl Pipeline {
                 packet,
                 meta,
                 usize::from(port.mtu).saturating_sub(overhead),
+                now_ms,
             );
         }
 
@@ -386,12 +399,16 @@ impl Pipeline {
         packet: &mut P,
         meta: &Meta,
         usable_mtu: usize,
+        now_ms: u64,
     ) -> Verdict {
         if let Kind::IcmpError = meta.kind {
             return Verdict::Drop(DropReason::TooBigIcmpError);
         }
         if !meta.ipv6 && !meta.dont_frag {
             return Verdict::Drop(DropReason::TooBigNoDf);
+        }
+        if !self.icmp_limit.take(now_ms) {
+            return Verdict::Drop(DropReason::IcmpRateLimited);
         }
         let Some(port) = tables.port(rx_port) else {
             return Verdict::Drop(DropReason::Misconfigured);
@@ -468,6 +485,51 @@ impl Pipeline {
             .find(&tuple.key(), hash, now_ms)
             .and_then(|slot| live_backend(tables, vip, self.flows.view(slot).backend))
             .or_else(|| vip.pick(hash))
+    }
+}
+
+/// A token bucket in whole messages, refilled from the burst clock (no clock reads of its own).
+#[derive(Clone, Copy, Debug)]
+struct TokenBucket {
+    per_second: u64,
+    burst: u64,
+    tokens: u64,
+    refilled_ms: u64,
+}
+
+impl TokenBucket {
+    fn new(per_second: u32, burst: u32) -> TokenBucket {
+        TokenBucket {
+            per_second: u64::from(per_second),
+            burst: u64::from(burst),
+            tokens: u64::from(burst),
+            refilled_ms: 0,
+        }
+    }
+
+    /// Takes one token if there is one, after adding those earned since the last refill.
+    #[inline]
+    fn take(&mut self, now_ms: u64) -> bool {
+        let earned = now_ms
+            .saturating_sub(self.refilled_ms)
+            .saturating_mul(self.per_second)
+            / 1000;
+        if earned > 0 {
+            if self.tokens.saturating_add(earned) >= self.burst {
+                self.tokens = self.burst;
+                self.refilled_ms = now_ms;
+            } else {
+                self.tokens += earned;
+                // Advance only by the time those whole tokens took; the remainder keeps counting.
+                // (`earned > 0` implies `per_second > 0`.)
+                self.refilled_ms += earned * 1000 / self.per_second;
+            }
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
     }
 }
 

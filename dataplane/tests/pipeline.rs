@@ -583,3 +583,50 @@ fn l2_dsr_rewrites_only_the_macs_and_v6_vip_reaches_v4_backend() {
     );
     assert_eq!(outer.payload(), &input[14..]);
 }
+
+#[test]
+fn generated_icmp_is_rate_limited_per_core() {
+    let t = tables(1500);
+    let mut config = PipelineConfig::default();
+    config.flow_table.capacity = 1024;
+    config.icmp_per_second = 10;
+    config.icmp_burst = 5;
+    let mut p = Pipeline::new(config).unwrap();
+    let ping = FrameSpec::echo("198.18.0.1", "203.0.113.10").build();
+    let verdicts: Vec<Verdict> = (0..8).map(|_| run(&mut p, &t, &ping, 1_000).0).collect();
+    assert_eq!(
+        verdicts
+            .iter()
+            .filter(|v| matches!(v, Verdict::Forward { .. }))
+            .count(),
+        5,
+        "{verdicts:?}"
+    );
+    assert_eq!(verdicts[7], Verdict::Drop(DropReason::IcmpRateLimited));
+    // 10 per second: one more after 100 ms, none at 150 ms, one at 200 ms.
+    assert!(matches!(
+        run(&mut p, &t, &ping, 1_100).0,
+        Verdict::Forward { .. }
+    ));
+    assert_eq!(
+        run(&mut p, &t, &ping, 1_150).0,
+        Verdict::Drop(DropReason::IcmpRateLimited)
+    );
+    assert!(matches!(
+        run(&mut p, &t, &ping, 1_200).0,
+        Verdict::Forward { .. }
+    ));
+    // Frag-needed replies share the budget.
+    let mut big = FrameSpec::tcp("198.18.0.1", "203.0.113.10", 40000, 80, ACK);
+    big.payload_len = 1460;
+    assert_eq!(
+        run(&mut p, &t, &big.build(), 1_200).0,
+        Verdict::Drop(DropReason::IcmpRateLimited)
+    );
+    assert!(matches!(
+        run(&mut p, &t, &big.build(), 1_300).0,
+        Verdict::Forward { .. }
+    ));
+    let s = CounterSnapshot::sum([&*p.counters()]);
+    assert_eq!(s.dropped(DropReason::IcmpRateLimited), 5);
+}
