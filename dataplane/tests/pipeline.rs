@@ -630,3 +630,65 @@ fn generated_icmp_is_rate_limited_per_core() {
     let s = CounterSnapshot::sum([&*p.counters()]);
     assert_eq!(s.dropped(DropReason::IcmpRateLimited), 5);
 }
+
+#[test]
+fn established_flows_survive_a_syn_flood_and_a_backend_change() {
+    // A small table so the flood is many times its capacity.
+    let mut config = PipelineConfig::default();
+    config.flow_table.capacity = 2048;
+    let mut p = Pipeline::new(config).unwrap();
+    let before = tables(1500);
+    let mut owners = Vec::new();
+    for i in 0..300u16 {
+        let syn = FrameSpec::tcp("198.18.2.1", "203.0.113.10", 10000 + i, 80, SYN).build();
+        let ack = FrameSpec::tcp("198.18.2.1", "203.0.113.10", 10000 + i, 80, ACK).build();
+        run(&mut p, &before, &syn, 0);
+        owners.push(outer_dst(run(&mut p, &before, &ack, 1).1.data()));
+    }
+    // 20,000 spoofed SYNs from distinct sources (10x the table), in bursts, 1 ms apart.
+    let mut burst: Vec<HeapPacket> = Vec::new();
+    let mut verdicts = vec![Verdict::ToKernel; 32];
+    for i in 0..20_000u32 {
+        let src = format!("100.{}.{}.{}", 64 + (i >> 16), (i >> 8) & 0xff, i & 0xff);
+        burst.push(HeapPacket::from_frame(
+            &FrameSpec::tcp(&src, "203.0.113.10", 4242, 80, SYN).build(),
+            128,
+        ));
+        if burst.len() == 32 {
+            p.process(&before, 0, &mut burst, &mut verdicts, 2 + u64::from(i / 32));
+            burst.clear();
+        }
+    }
+    // Now a fourth backend joins: Maglev moves about a quarter of the hash space to it.
+    let mut entries = entries([BackendState::Active; 3]);
+    entries[0]
+        .backends
+        .push(backend(7, "10.0.0.4", BackendState::Active));
+    let after = Tables::build(vec![port(1500)], &entries).unwrap();
+    let now = 2 + 20_000 / 32 + 1;
+    let mut would_move = 0;
+    for (i, owner) in owners.iter().enumerate() {
+        let i = i as u16;
+        let ack = FrameSpec::tcp("198.18.2.1", "203.0.113.10", 10000 + i, 80, ACK).build();
+        assert_eq!(
+            outer_dst(run(&mut p, &after, &ack, now).1.data()),
+            *owner,
+            "flow {i} kept its backend"
+        );
+        // Without the flow table, Maglev alone would send some of them elsewhere.
+        let fresh = FrameSpec::tcp("198.18.2.1", "203.0.113.10", 10000 + i, 80, ACK).build();
+        let mut q = pipeline();
+        if outer_dst(run(&mut q, &after, &fresh, now).1.data()) != *owner {
+            would_move += 1;
+        }
+    }
+    assert!(
+        would_move > 20,
+        "the backend change moves {would_move} of 300 untracked flows"
+    );
+    let s = CounterSnapshot::sum([&*p.counters()]);
+    assert!(
+        s.flow_insert_failed > 0 || p.flows().stats().evicted_new_flows > 0,
+        "the flood hit the budget"
+    );
+}
