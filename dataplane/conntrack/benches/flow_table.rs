@@ -1,5 +1,6 @@
 //! Flow table benchmarks: lookup hits at 1,000,000 flows (random order), new-flow insert rate,
-//! and a SYN flood against a table full of established flows.
+//! and a SYN flood against a table full of established flows, packet by packet and as the
+//! pipeline drives it (`warm` a burst of 32 hashes, then find and insert each).
 //!
 //! Run: `cargo bench -p conntrack --bench flow_table`
 
@@ -153,6 +154,32 @@ fn syn_flood(c: &mut Criterion) {
             }
         })
     });
+    group.bench_function(
+        "warm_burst32_miss_then_insert_1m_table_600k_established",
+        |b| {
+            // The pipeline's shape: `warm` a burst of 32 hashes, then find/insert each.
+            b.iter(|| {
+                for _ in 0..BATCH / 32 {
+                    let now_ms = packets / 1000;
+                    let start = next;
+                    let mut hashes = [0u64; 32];
+                    for hash in hashes.iter_mut() {
+                        *hash = flood[next].1;
+                        next = if next + 1 == flood.len() { 0 } else { next + 1 };
+                    }
+                    t.warm(&hashes);
+                    for i in 0..32 {
+                        let (key, hash) = &flood[(start + i) % flood.len()];
+                        if t.find(key, *hash, now_ms).is_none() {
+                            black_box(t.insert(key, *hash, 0, SYN, now_ms).ok());
+                        }
+                    }
+                    t.expire(now_ms, 64);
+                    packets += 32;
+                }
+            })
+        },
+    );
     group.finish();
     // Established flows are refreshed by the test's clock reading: none may be lost.
     let now_ms = packets / 1000;
