@@ -13,6 +13,8 @@
 #![warn(missing_docs)]
 
 pub mod counters;
+#[cfg(feature = "dpdk")]
+pub mod dpdk_io;
 pub mod encap;
 pub mod engine;
 pub mod flow;

@@ -1,0 +1,359 @@
+//! The DPDK backend of [`PacketIo`]: the engine's lcores polling real ethdev ports.
+//!
+//! This module owns the glue between the sans-IO engine and the `dpdk` crate's safe wrapper:
+//! [`PacketBuf`] for [`dpdk::Mbuf`] (so the pipeline encapsulates in the mbuf's headroom, in
+//! place), [`DpdkIo`] (one lcore's queue of every port, moving mbufs between DPDK's burst arrays
+//! and the engine's [`Burst`]s without allocating), and the set-up helpers that make the
+//! process-lifetime DPDK objects `'static` the way the `dpdk` crate documents: the mempool and
+//! the ports are leaked ([`leak_mempool`], [`start_port`]) and each started port is split into
+//! one [`PortQueue<'static>`] per lcore, which [`lcore_ios`] deals out.
+//!
+//! Not done yet: the exception path. [`PacketIo::to_kernel`] takes the frames, frees them and
+//! counts them in [`DpdkIoStats::kernel_discarded`]; a later change hands them to a TAP or
+//! virtio-user port instead.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use dpdk::{DpdkError, Eal, Mbuf, Mempool, Port, PortConfig, PortQueue};
+
+use crate::io::{Burst, PacketIo, MAX_BURST};
+use crate::packet::PacketBuf;
+
+/// The packet type of [`DpdkIo`]: an mbuf of a leaked (process-lifetime) mempool.
+pub type DpdkPacket = Mbuf<'static>;
+
+impl PacketBuf for Mbuf<'_> {
+    #[inline]
+    fn data(&self) -> &[u8] {
+        Mbuf::data(self)
+    }
+    #[inline]
+    fn data_mut(&mut self) -> &mut [u8] {
+        Mbuf::data_mut(self)
+    }
+    #[inline]
+    fn headroom(&self) -> usize {
+        Mbuf::headroom(self)
+    }
+    #[inline]
+    fn prepend(&mut self, len: usize) -> bool {
+        Mbuf::prepend(self, len)
+    }
+    #[inline]
+    fn adj(&mut self, len: usize) -> bool {
+        Mbuf::adj(self, len)
+    }
+    #[inline]
+    fn truncate(&mut self, len: usize) {
+        Mbuf::truncate(self, len)
+    }
+}
+
+/// Why a [`DpdkIo`] could not be assembled from port queues.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DpdkIoError {
+    /// No port queue given.
+    #[error("dpdk io: no port queue given; pass one queue of every port the lcore polls")]
+    NoQueues,
+    /// Two queues of the same port.
+    #[error("dpdk io: port {0} given twice; pass one queue per port")]
+    DuplicatePort(u16),
+    /// Queues with different indexes (an lcore uses the same queue index on every port).
+    #[error(
+        "dpdk io: port {port} queue {queue} given to the lcore of queue {expected}; an lcore uses \
+         the same queue index on every port"
+    )]
+    MixedQueues {
+        /// The port whose queue does not match.
+        port: u16,
+        /// Its queue index.
+        queue: u16,
+        /// The queue index of the first queue given.
+        expected: u16,
+    },
+    /// The ports were configured with different numbers of queues.
+    #[error(
+        "dpdk io: port {port} has {queues} queues but the first port has {expected}; configure \
+         every port with one queue per lcore"
+    )]
+    QueueCounts {
+        /// The port with a different queue count.
+        port: u16,
+        /// Its queue count.
+        queues: usize,
+        /// The first port's queue count.
+        expected: usize,
+    },
+}
+
+/// Creates a packet mempool for the rest of the process (see [`Mempool::new`] for the
+/// arguments) and leaks it, so ports and mbufs borrowing it are `'static`.
+pub fn leak_mempool(
+    eal: &'static Eal,
+    name: &str,
+    mbufs: u32,
+    cache: u32,
+    data_room: u16,
+) -> Result<&'static Mempool<'static>, DpdkError> {
+    let pool = Mempool::new(eal, name, mbufs, cache, data_room)?;
+    Ok(Box::leak(Box::new(pool)))
+}
+
+/// Configures and starts port `port_id` (receive queues refilling from `pool`), leaks it (it is
+/// never stopped or closed: it lives as long as the process) and returns its queues, index `i`
+/// for lcore `i` (`config.rx_queues.max(config.tx_queues)` of them).
+pub fn start_port(
+    pool: &'static Mempool<'static>,
+    port_id: u16,
+    config: &PortConfig,
+) -> Result<Vec<PortQueue<'static>>, DpdkError> {
+    let mut port = Port::configure(pool, port_id, config)?;
+    port.start()?;
+    let port: &'static mut Port<'static> = Box::leak(Box::new(port));
+    port.queues()
+}
+
+/// Deals the queues of started ports out to lcores: `ports[p][i]` (queue `i` of port `p`) goes
+/// to lcore `i`. Returns one [`DpdkIo`] per lcore, in queue order, for
+/// [`crate::Engine::start`]'s factory.
+pub fn lcore_ios(ports: Vec<Vec<PortQueue<'static>>>) -> Result<Vec<DpdkIo>, DpdkIoError> {
+    let expected = ports.first().map_or(0, Vec::len);
+    let mut per_lcore: Vec<Vec<PortQueue<'static>>> = (0..expected).map(|_| Vec::new()).collect();
+    for queues in ports {
+        if queues.len() != expected {
+            return Err(DpdkIoError::QueueCounts {
+                port: queues.first().map_or(0, PortQueue::port_id),
+                queues: queues.len(),
+                expected,
+            });
+        }
+        for (lcore, queue) in per_lcore.iter_mut().zip(queues) {
+            lcore.push(queue);
+        }
+    }
+    if per_lcore.is_empty() {
+        return Err(DpdkIoError::NoQueues);
+    }
+    per_lcore.into_iter().map(DpdkIo::new).collect()
+}
+
+/// Figures of one [`DpdkIo`], written by its lcore only (relaxed load + store) and readable
+/// from any thread.
+#[derive(Debug, Default)]
+pub struct DpdkIoStats {
+    kernel_discarded: AtomicU64,
+}
+
+impl DpdkIoStats {
+    /// Frames for the kernel that were freed because there is no exception path yet (the
+    /// engine counts them as `kernel_packets`).
+    pub fn kernel_discarded(&self) -> u64 {
+        self.kernel_discarded.load(Relaxed)
+    }
+}
+
+/// Received mbufs not yet handed to the engine: DPDK receives a fixed `MAX_BURST` per call and
+/// the engine may ask for fewer.
+struct RxStash {
+    mbufs: [Option<DpdkPacket>; MAX_BURST],
+    /// First slot not yet handed out.
+    next: usize,
+    /// Slots filled by the last receive.
+    len: usize,
+}
+
+/// One port's queue of this lcore.
+struct PortSlot {
+    queue: PortQueue<'static>,
+    stash: RxStash,
+}
+
+/// One lcore's queue of every port it polls, as a [`PacketIo`].
+///
+/// Frames received and sent are moved between the engine's [`Burst`]s and fixed arrays of
+/// [`MAX_BURST`] mbufs that DPDK fills and drains: no allocation per burst. Frames a full TX
+/// queue refuses are left at the front of the burst, in order, as the trait asks.
+/// [`PacketIo::to_kernel`] frees and counts (there is no exception path yet).
+pub struct DpdkIo {
+    queue: u16,
+    /// By port id; `None` for ports this lcore does not poll.
+    ports: Box<[Option<PortSlot>]>,
+    tx: [Option<DpdkPacket>; MAX_BURST],
+    stats: Arc<DpdkIoStats>,
+}
+
+impl std::fmt::Debug for DpdkIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ports: Vec<u16> = self
+            .ports
+            .iter()
+            .flatten()
+            .map(|slot| slot.queue.port_id())
+            .collect();
+        f.debug_struct("DpdkIo")
+            .field("queue", &self.queue)
+            .field("ports", &ports)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DpdkIo {
+    /// The I/O of the lcore that owns `queues`: one queue of each port it polls, all with the
+    /// same queue index (the lcore's).
+    pub fn new(queues: Vec<PortQueue<'static>>) -> Result<DpdkIo, DpdkIoError> {
+        let first = queues.first().ok_or(DpdkIoError::NoQueues)?;
+        let queue = first.queue();
+        let highest = queues.iter().map(PortQueue::port_id).max().unwrap_or(0);
+        let mut ports: Box<[Option<PortSlot>]> = (0..=usize::from(highest)).map(|_| None).collect();
+        for q in queues {
+            let port = q.port_id();
+            if q.queue() != queue {
+                return Err(DpdkIoError::MixedQueues {
+                    port,
+                    queue: q.queue(),
+                    expected: queue,
+                });
+            }
+            // `port <= highest`, the last index of `ports`.
+            let Some(slot) = ports.get_mut(usize::from(port)) else {
+                continue;
+            };
+            if slot.is_some() {
+                return Err(DpdkIoError::DuplicatePort(port));
+            }
+            *slot = Some(PortSlot {
+                queue: q,
+                stash: RxStash {
+                    mbufs: std::array::from_fn(|_| None),
+                    next: 0,
+                    len: 0,
+                },
+            });
+        }
+        Ok(DpdkIo {
+            queue,
+            ports,
+            tx: std::array::from_fn(|_| None),
+            stats: Arc::new(DpdkIoStats::default()),
+        })
+    }
+
+    /// The queue index this lcore owns on every port.
+    pub fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    /// The ports this lcore polls, in id order.
+    pub fn port_ids(&self) -> impl Iterator<Item = u16> + '_ {
+        self.ports.iter().flatten().map(|slot| slot.queue.port_id())
+    }
+
+    /// This I/O's figures (keep the handle to read them after the engine took the I/O).
+    pub fn stats(&self) -> Arc<DpdkIoStats> {
+        Arc::clone(&self.stats)
+    }
+
+    #[inline]
+    fn slot(&mut self, port: u16, queue: u16) -> Option<&mut PortSlot> {
+        if queue != self.queue {
+            return None;
+        }
+        self.ports.get_mut(usize::from(port))?.as_mut()
+    }
+}
+
+impl PacketIo for DpdkIo {
+    type Packet = DpdkPacket;
+
+    #[inline]
+    fn rx_burst(
+        &mut self,
+        port: u16,
+        queue: u16,
+        out: &mut Burst<DpdkPacket>,
+        max: usize,
+    ) -> usize {
+        let want = max.min(out.room()).min(MAX_BURST);
+        let Some(slot) = self.slot(port, queue) else {
+            return 0;
+        };
+        if want == 0 {
+            return 0;
+        }
+        let stash = &mut slot.stash;
+        if stash.next >= stash.len {
+            // Every slot was handed out (taken), so the receive overwrites only `None`s.
+            stash.next = 0;
+            stash.len = slot.queue.rx_burst(&mut stash.mbufs);
+        }
+        let mut got = 0;
+        while got < want && stash.next < stash.len {
+            let Some(entry) = stash.mbufs.get_mut(stash.next) else {
+                break;
+            };
+            let Some(mbuf) = entry.take() else {
+                stash.next += 1;
+                continue;
+            };
+            // Cannot fail: `got < want <= out.room()` at the start of the call.
+            if let Err(mbuf) = out.push(mbuf) {
+                *entry = Some(mbuf);
+                break;
+            }
+            stash.next += 1;
+            got += 1;
+        }
+        got
+    }
+
+    #[inline]
+    fn tx_burst(&mut self, port: u16, queue: u16, packets: &mut Burst<DpdkPacket>) -> usize {
+        if queue != self.queue {
+            return 0;
+        }
+        let DpdkIo { ports, tx, .. } = self;
+        let Some(slot) = ports.get_mut(usize::from(port)).and_then(Option::as_mut) else {
+            return 0;
+        };
+        let mut sent_total = 0;
+        while !packets.is_empty() {
+            let n = packets.len().min(MAX_BURST);
+            // `self.tx` is all `None` between calls (refused mbufs go back below).
+            for (entry, packet) in tx.iter_mut().zip(packets.drain_front(n)) {
+                *entry = Some(packet);
+            }
+            let sent = slot.queue.tx_burst(tx);
+            sent_total += sent;
+            if sent >= n {
+                continue;
+            }
+            // The device took the first `sent`; the rest go back to the front of the burst, in
+            // order: append them (there is room, `n` were just removed) and rotate them forward.
+            let mut back = 0;
+            for entry in tx.iter_mut() {
+                if let Some(packet) = entry.take() {
+                    match packets.push(packet) {
+                        Ok(()) => back += 1,
+                        Err(packet) => drop(packet), // unreachable: see above
+                    }
+                }
+            }
+            packets.as_mut_slice().rotate_right(back);
+            break;
+        }
+        sent_total
+    }
+
+    #[inline]
+    fn to_kernel(&mut self, queue: u16, packets: &mut Burst<DpdkPacket>) -> usize {
+        if queue != self.queue {
+            return 0;
+        }
+        // No exception path yet: take, free and count.
+        let taken = packets.drain().count();
+        let counter = &self.stats.kernel_discarded;
+        counter.store(counter.load(Relaxed).wrapping_add(taken as u64), Relaxed);
+        taken
+    }
+}
