@@ -143,6 +143,7 @@ pub fn lcore_ios(ports: Vec<Vec<PortQueue<'static>>>) -> Result<Vec<DpdkIo>, Dpd
 #[derive(Debug, Default)]
 pub struct DpdkIoStats {
     kernel_discarded: AtomicU64,
+    rx_chained_dropped: AtomicU64,
 }
 
 impl DpdkIoStats {
@@ -150,6 +151,14 @@ impl DpdkIoStats {
     /// engine counts them as `kernel_packets`).
     pub fn kernel_discarded(&self) -> u64 {
         self.kernel_discarded.load(Relaxed)
+    }
+
+    /// Received frames dropped because they arrived in chained mbufs (several segments): the
+    /// pipeline works on one contiguous buffer. Real NICs never chain here (`Port::configure`
+    /// keeps the MTU within one mbuf); virtual devices such as `net_pcap` can, for frames larger
+    /// than the mempool's data room.
+    pub fn rx_chained_dropped(&self) -> u64 {
+        self.rx_chained_dropped.load(Relaxed)
     }
 }
 
@@ -253,14 +262,6 @@ impl DpdkIo {
     pub fn stats(&self) -> Arc<DpdkIoStats> {
         Arc::clone(&self.stats)
     }
-
-    #[inline]
-    fn slot(&mut self, port: u16, queue: u16) -> Option<&mut PortSlot> {
-        if queue != self.queue {
-            return None;
-        }
-        self.ports.get_mut(usize::from(port))?.as_mut()
-    }
 }
 
 impl PacketIo for DpdkIo {
@@ -275,7 +276,16 @@ impl PacketIo for DpdkIo {
         max: usize,
     ) -> usize {
         let want = max.min(out.room()).min(MAX_BURST);
-        let Some(slot) = self.slot(port, queue) else {
+        if queue != self.queue {
+            return 0;
+        }
+        // Split borrows: the port's slot mutably, the stats shared.
+        let stats = &self.stats;
+        let Some(slot) = self
+            .ports
+            .get_mut(usize::from(port))
+            .and_then(Option::as_mut)
+        else {
             return 0;
         };
         if want == 0 {
@@ -296,6 +306,14 @@ impl PacketIo for DpdkIo {
                 stash.next += 1;
                 continue;
             };
+            if !mbuf.is_contiguous() {
+                // Freed here (drop) and counted; see `DpdkIoStats::rx_chained_dropped`.
+                drop(mbuf);
+                let counter = &stats.rx_chained_dropped;
+                counter.store(counter.load(Relaxed) + 1, Relaxed);
+                stash.next += 1;
+                continue;
+            }
             // Cannot fail: `got < want <= out.room()` at the start of the call.
             if let Err(mbuf) = out.push(mbuf) {
                 *entry = Some(mbuf);

@@ -495,6 +495,20 @@ impl<'pool> Mbuf<'pool> {
         }
     }
 
+    /// Number of segments: 1 for a frame in one buffer. The wrapper's accessors see only the
+    /// first segment, so callers must not process a chained mbuf as a whole frame.
+    #[inline]
+    pub fn segments(&self) -> u16 {
+        // SAFETY: we own a live mbuf.
+        unsafe { sys::shim_rte_pktmbuf_nb_segs(self.m.as_ptr()) }
+    }
+
+    /// Whether the whole frame is in this one buffer (no chained segments).
+    #[inline]
+    pub fn is_contiguous(&self) -> bool {
+        self.segments() <= 1
+    }
+
     /// Length of the frame in bytes.
     #[inline]
     pub fn len(&self) -> usize {

@@ -16,6 +16,8 @@ fn mbufs_move_their_front_and_back() {
     let mut m = pool.alloc_frame(&frame).expect("alloc");
     assert_eq!(m.data(), &frame[..]);
     assert_eq!(m.len(), 100);
+    assert_eq!(m.segments(), 1);
+    assert!(m.is_contiguous());
     assert_eq!(m.headroom(), 128, "RTE_PKTMBUF_HEADROOM");
     assert_eq!(m.tailroom(), 2048 - 100);
 
