@@ -11,7 +11,7 @@ use std::fs::File;
 use std::time::{Duration, Instant};
 
 use dataplane::dpdk_io::{leak_mempool, start_port, DpdkIo};
-use dataplane::{Burst, PacketBuf, PacketIo, MAX_BURST};
+use dataplane::{Burst, PacketIo, MAX_BURST};
 use dpdk::{Mempool, PortConfig};
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 
