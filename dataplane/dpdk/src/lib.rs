@@ -357,6 +357,54 @@ impl Drop for Eal {
     }
 }
 
+/// EAL options for a process that uses only virtual devices (tests, pcap tools): no hugepages
+/// (256 MiB of ordinary memory), no PCI scan, no shared config, no telemetry, lcore 0, quiet
+/// logs, and `--file-prefix=<prefix>` so concurrent processes never share DPDK state. Append
+/// `--vdev=...` options to it.
+pub fn virtual_device_args(prefix: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--no-huge",
+        "-m",
+        "256",
+        "--no-pci",
+        "--no-shconf",
+        "--no-telemetry",
+        "-l",
+        "0",
+        "--log-level=*:error",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(format!("--file-prefix={prefix}"));
+    args
+}
+
+/// Removes DPDK's runtime directory for a file prefix when dropped, if it is empty: an EAL that
+/// is leaked (for `'static` lcore I/O) or failed to start never cleans up after itself.
+#[derive(Debug)]
+pub struct RuntimeDir(String);
+
+impl RuntimeDir {
+    /// Guards the runtime directory of `--file-prefix=<prefix>`.
+    pub fn new(prefix: &str) -> RuntimeDir {
+        RuntimeDir(prefix.to_string())
+    }
+}
+
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        let mut bases = vec!["/var/run/dpdk".to_string(), "/tmp/dpdk".to_string()];
+        if let Ok(xdg) = std::env::var("XDG_RUNTIME_DIR") {
+            bases.push(format!("{xdg}/dpdk"));
+        }
+        for base in bases {
+            // Only an empty directory is removed; anything else is left alone.
+            let _ = std::fs::remove_dir(format!("{base}/{}", self.0));
+        }
+    }
+}
+
 /// The EAL lcore id of the calling thread, or `None` for a thread DPDK did not create.
 pub fn lcore_id() -> Option<u32> {
     // SAFETY: reads a thread-local; no preconditions.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use dataplane::dpdk_io::{leak_mempool, start_port, DpdkIo};
 use dataplane::{setup, DropReason, Engine, EngineConfig, IdlePolicy, TablesHandle};
-use dpdk::{Eal, PortConfig};
+use dpdk::{Eal, PortConfig, RuntimeDir};
 
 /// Bytes per mbuf: the 128-byte headroom and a 16 KiB frame. net_pcap splits a frame longer than
 /// one mbuf into a chain, and the engine sees only the first segment of a chain (it would drop
@@ -71,21 +71,6 @@ fn parse_args() -> anyhow::Result<Args> {
     })
 }
 
-/// Removes DPDK's runtime directory `<base>/<file-prefix>`, if empty, on drop.
-struct RuntimeDir(String);
-
-impl Drop for RuntimeDir {
-    fn drop(&mut self) {
-        let mut bases = vec!["/var/run/dpdk".to_string(), "/tmp/dpdk".to_string()];
-        if let Ok(xdg) = std::env::var("XDG_RUNTIME_DIR") {
-            bases.push(format!("{xdg}/dpdk"));
-        }
-        for base in bases {
-            let _ = std::fs::remove_dir(format!("{base}/{}", self.0));
-        }
-    }
-}
-
 /// A vdev argument value cannot contain the separators of DPDK's `key=value,key=value` syntax.
 fn vdev_path(path: &str, flag: &str) -> anyhow::Result<String> {
     if path.is_empty() || path.contains([',', '=', ' ']) {
@@ -109,23 +94,12 @@ fn main() -> anyhow::Result<()> {
         vdev_path(&args.output, "--output")?
     );
     let prefix_name = format!("vipd-dpdk-pcap-{}", std::process::id());
-    let prefix = format!("--file-prefix={prefix_name}");
     // The leaked EAL is never cleaned up; remove the (empty) runtime directory it leaves, on
     // every exit from here on.
-    let _runtime_dir = RuntimeDir(prefix_name);
-    let eal_args = [
-        "--no-huge",
-        "-m",
-        "256",
-        "--no-pci",
-        "--no-shconf",
-        "--no-telemetry",
-        "-l",
-        "0",
-        "--log-level=*:error",
-        &prefix,
-        &vdev,
-    ];
+    let _runtime_dir = RuntimeDir::new(&prefix_name);
+    let mut eal_args = dpdk::virtual_device_args(&prefix_name);
+    eal_args.push(vdev);
+    let eal_args: Vec<&str> = eal_args.iter().map(String::as_str).collect();
     // The engine's I/O is 'static: the EAL, the pool and the port live until the process exits.
     let eal: &'static Eal = Box::leak(Box::new(
         Eal::init(&eal_args).context("starting the DPDK EAL with a net_pcap port")?,

@@ -6,41 +6,14 @@
 
 use dpdk::Eal;
 
-/// Removes `<base>/<file-prefix>` (only if empty) on drop, wherever DPDK put it.
-pub struct RuntimeDir(String);
-
-impl Drop for RuntimeDir {
-    fn drop(&mut self) {
-        let mut bases = vec!["/var/run/dpdk".to_string(), "/tmp/dpdk".to_string()];
-        if let Ok(xdg) = std::env::var("XDG_RUNTIME_DIR") {
-            bases.push(format!("{xdg}/dpdk"));
-        }
-        for base in bases {
-            let _ = std::fs::remove_dir(format!("{base}/{}", self.0));
-        }
-    }
-}
+pub use dpdk::RuntimeDir;
 
 /// Initialises the EAL for test `name` with `extra` arguments and leaks it.
 pub fn eal(name: &str, extra: &[&str]) -> (&'static Eal, RuntimeDir) {
     let prefix = format!("vipd-{name}-{}", std::process::id());
-    let mut args: Vec<String> = [
-        "--no-huge",
-        "-m",
-        "256",
-        "--no-pci",
-        "--no-shconf",
-        "--no-telemetry",
-        "-l",
-        "0",
-        "--log-level=*:error",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push(format!("--file-prefix={prefix}"));
+    let mut args = dpdk::virtual_device_args(&prefix);
     args.extend(extra.iter().map(|s| s.to_string()));
-    let dir = RuntimeDir(prefix);
+    let dir = RuntimeDir::new(&prefix);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let eal = Eal::init(&args).expect("EAL init");
     (Box::leak(Box::new(eal)), dir)

@@ -5,21 +5,7 @@
 
 /// EAL options for a test process named `name`, plus `extra` (e.g. `--vdev=net_ring0`).
 pub fn eal_args(name: &str, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--no-huge",
-        "-m",
-        "256",
-        "--no-pci",
-        "--no-shconf",
-        "--no-telemetry",
-        "-l",
-        "0",
-        "--log-level=*:error",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push(format!("--file-prefix=vipd-{name}-{}", std::process::id()));
+    let mut args = dpdk::virtual_device_args(&format!("vipd-{name}-{}", std::process::id()));
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }
