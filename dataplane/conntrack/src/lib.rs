@@ -5,9 +5,11 @@
 //! conntrack). The table has a fixed capacity allocated by [`FlowTable::new`] and never
 //! allocates, locks, makes a syscall or reads a clock afterwards: time comes in as `now_ms`.
 //! Backends reply directly to clients, so the TCP state is inferred from client packets only.
-//! New (SYN-only) flows live in a bounded budget, so a SYN flood can fill at most
-//! `new_flow_percent` of the table and can never evict a live established, closing, UDP or
-//! other flow.
+//! Every flow enters the table as a *new flow* (SynSent for a SYN, Unconfirmed for any other
+//! first packet) inside a bounded budget, and is confirmed (established, closing, UDP, other)
+//! only by its second packet. So a spoofed random-tuple flood of SYNs, ACKs, UDP datagrams or
+//! any other protocol can fill at most `new_flow_percent` of the table and can never evict a
+//! live confirmed flow.
 //!
 //! ```
 //! use conntrack::{FlowKey, FlowTable, FlowTableConfig, FlowState, PacketKind};
@@ -26,6 +28,14 @@
 //! table.touch(slot, PacketKind::Tcp { flags: 0x10 }, 10);
 //! assert_eq!(table.view(slot).state, FlowState::Established);
 //! assert_eq!(table.view(slot).backend, 7);
+//!
+//! // A non-SYN miss (a flow ECMP moved here, or a flood) waits for its second packet.
+//! let moved = FlowKey::v4(Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(198, 51, 100, 1), 1, 443, 6);
+//! let ack = PacketKind::Tcp { flags: 0x10 };
+//! let slot = table.insert(&moved, 0x9abc, 3, ack, 20)?;
+//! assert_eq!(table.view(slot).state, FlowState::Unconfirmed);
+//! table.touch(slot, ack, 30);
+//! assert_eq!(table.view(slot).state, FlowState::Established);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

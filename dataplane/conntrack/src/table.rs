@@ -5,7 +5,8 @@
 //!
 //! Slots are grouped in buckets of 16 lanes. Each bucket has 16 one-byte *tags* packed in a
 //! `u128` (0 = empty, `0x80 | 7 hash bits` = occupied, `BLOCKED` = a lane past the capacity)
-//! and a 16-bit mask of the lanes holding [`FlowState::SynSent`] entries. Entries (56 bytes: the
+//! and a 16-bit mask of the lanes holding new flows ([`FlowState::SynSent`] and
+//! [`FlowState::Unconfirmed`] entries). Entries (56 bytes: the
 //! 37-byte key, state, backend, last-seen and created times) live in a separate array indexed
 //! `bucket * 16 + lane`, exactly `capacity` of them. A flow may live in one of two buckets chosen
 //! from the caller's hash mixed with the table seed (two-choice hashing); a lookup compares the
@@ -36,13 +37,24 @@
 //!
 //! # Eviction and the new-flow budget
 //!
-//! At most `new_flow_percent` of the capacity may hold SynSent entries (the budget). An insert
-//! takes, in order: an empty lane of the less loaded candidate bucket, an expired entry of
-//! either bucket, the oldest SynSent entry of either bucket; otherwise it fails with
-//! `TableFull`. A SynSent insert with the budget full may only take the oldest SynSent entry of
-//! its buckets; if they hold none, it sweeps `RECLAIM_STEP_SLOTS` more slots for expired
-//! entries and, if the budget is still full, fails with `NewFlowBudgetExhausted`. So no insert, whatever its packet, ever evicts a live
-//! Established, Closing, Udp or Other entry: a SYN flood churns only the budget.
+//! Every insert is a *new flow*: a SYN without ACK creates a SynSent entry, any other first
+//! packet (a TCP segment without SYN, a UDP datagram, another protocol) an Unconfirmed one. A
+//! flow is *confirmed* (Established, Closing, Udp or Other) only by a second packet
+//! ([`FlowTable::touch`]), which a spoofed random-tuple flood never sends.
+//!
+//! At most `new_flow_percent` of the capacity may hold new flows (the budget). An insert takes,
+//! in order: an empty lane of the less loaded candidate bucket, an expired entry of either
+//! bucket, the oldest new flow of either bucket; otherwise it fails with `TableFull`. An insert
+//! with the budget full may only take the oldest new flow of its buckets; if they hold none, it
+//! sweeps `RECLAIM_STEP_SLOTS` more slots for expired entries and, if the budget is still full,
+//! fails with `NewFlowBudgetExhausted`. So no insert, whatever its packet, ever evicts a live
+//! confirmed entry, and a SYN, ACK, UDP or other flood of random tuples churns only the budget:
+//! the other `100 - new_flow_percent` % of the table stays free for flows that confirmed.
+//!
+//! The price is paid by flows whose first packet is not a SYN: a flow that ECMP moved here
+//! from another appliance, or a one-datagram UDP exchange, holds an Unconfirmed entry on the
+//! SYN timeout until its second packet, and during a flood it competes with the flood for the
+//! budget (a refused insert only means the packet is forwarded by Maglev untracked).
 
 //! # Fill
 //!
@@ -104,9 +116,10 @@ mod tcp_flags {
 /// Idle timeouts per flow state, in milliseconds.
 ///
 /// The defaults, and why:
-/// - `syn_ms` 5 s: a SYN-only entry is the cheapest thing an attacker can create, so it must
-///   drain fast; a real client either completes the handshake within one RTT or retransmits
-///   its SYN (Linux: after 1 s, then 2 s), which refreshes the entry.
+/// - `syn_ms` 5 s: a SYN-only or single-packet (Unconfirmed) entry is the cheapest thing an
+///   attacker can create, so it must drain fast; a real client either completes the handshake
+///   within one RTT or retransmits its SYN (Linux: after 1 s, then 2 s), which refreshes the
+///   entry, and a live flow sends its second packet well within 5 s.
 /// - `established_ms` 300 s: the entry only matters when the backend set changes (Maglev maps
 ///   an unchanged set to the same backend anyway); 5 minutes covers common application idle
 ///   periods and keepalives while bounding how long a dead flow holds memory.
@@ -116,7 +129,7 @@ mod tcp_flags {
 /// - `other_ms` 30 s: same reasoning as UDP for GRE, ESP and the rest.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Timeouts {
-    /// Idle timeout of [`FlowState::SynSent`] entries.
+    /// Idle timeout of [`FlowState::SynSent`] and [`FlowState::Unconfirmed`] entries.
     pub syn_ms: u64,
     /// Idle timeout of [`FlowState::Established`] entries.
     pub established_ms: u64,
@@ -145,7 +158,7 @@ impl Timeouts {
     #[inline]
     pub fn for_state(&self, state: FlowState) -> u64 {
         match state {
-            FlowState::SynSent => self.syn_ms,
+            FlowState::SynSent | FlowState::Unconfirmed => self.syn_ms,
             FlowState::Established => self.established_ms,
             FlowState::Closing => self.closing_ms,
             FlowState::Udp => self.udp_ms,
@@ -160,8 +173,9 @@ pub struct FlowTableConfig {
     /// Number of flows the table can hold, `MIN_CAPACITY..=MAX_CAPACITY`. Memory is about 58
     /// bytes per flow, all allocated by [`FlowTable::new`].
     pub capacity: usize,
-    /// Share of `capacity`, in percent (1..=100), that new (SYN-only) flows may occupy; the rest
-    /// is reserved for flows that proved they are not a SYN flood. Default 25.
+    /// Share of `capacity`, in percent (1..=100), that new flows (SynSent or Unconfirmed) may
+    /// occupy; the rest is reserved for flows that proved, by a second packet, that they are not
+    /// a spoofed flood. Default 25.
     pub new_flow_percent: u8,
     /// Idle timeouts per state.
     pub timeouts: Timeouts,
@@ -207,7 +221,7 @@ pub enum ConfigError {
         max: usize,
     },
     /// `new_flow_percent` outside 1..=100.
-    #[error("flow table new_flow_percent must be 1..=100 (share of capacity for SYN-only flows), got {0}")]
+    #[error("flow table new_flow_percent must be 1..=100 (share of capacity for new, unconfirmed flows), got {0}")]
     NewFlowPercent(u8),
     /// A timeout of zero would expire every entry at once.
     #[error("flow table timeout {0} must be at least 1 ms, got 0")]
@@ -215,12 +229,17 @@ pub enum ConfigError {
 }
 
 /// The inferred state of a flow, from client -> VIP packets only.
+///
+/// SynSent and Unconfirmed are *new flows*: they count against the new-flow budget, use the
+/// SYN timeout and may be evicted by other new flows. The other states are *confirmed* and are
+/// never evicted while live.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 #[repr(u8)]
 pub enum FlowState {
     /// Only SYNs (without ACK) seen so far; counts against the new-flow budget.
     SynSent,
-    /// A TCP packet without SYN was seen: the client completed (or is past) the handshake.
+    /// A TCP packet without SYN was seen after a SYN, or two packets of a flow whose first
+    /// packet was not a SYN: the client completed (or is past) the handshake.
     Established,
     /// FIN or RST seen; short timeout. Stays Closing until a new SYN reuses the ports.
     Closing,
@@ -228,6 +247,18 @@ pub enum FlowState {
     Udp,
     /// Any other IP protocol.
     Other,
+    /// One packet seen, and it was not a SYN without ACK (a TCP segment of a flow ECMP may have
+    /// moved here, a UDP datagram, another protocol); counts against the new-flow budget until
+    /// the flow's second packet confirms it.
+    Unconfirmed,
+}
+
+impl FlowState {
+    /// True for the states that count against the new-flow budget (SynSent, Unconfirmed).
+    #[inline]
+    pub fn is_new_flow(self) -> bool {
+        matches!(self, FlowState::SynSent | FlowState::Unconfirmed)
+    }
 }
 
 impl fmt::Display for FlowState {
@@ -238,6 +269,7 @@ impl fmt::Display for FlowState {
             FlowState::Closing => "closing",
             FlowState::Udp => "udp",
             FlowState::Other => "other",
+            FlowState::Unconfirmed => "unconfirmed",
         })
     }
 }
@@ -257,15 +289,23 @@ pub enum PacketKind {
 }
 
 impl PacketKind {
-    /// The state of an entry created by this packet.
+    /// The state of an entry created by this packet: always a new flow.
     fn initial_state(self) -> FlowState {
         match self {
             PacketKind::Tcp { flags } if is_new_syn(flags) => FlowState::SynSent,
+            // A non-SYN packet that misses may belong to a flow ECMP moved here from another
+            // appliance, or to a spoofed flood: only a second packet tells them apart.
+            _ => FlowState::Unconfirmed,
+        }
+    }
+
+    /// The state an Unconfirmed entry takes on its second packet.
+    fn confirmed_state(self) -> FlowState {
+        match self {
             PacketKind::Tcp { flags } if flags & (tcp_flags::FIN | tcp_flags::RST) != 0 => {
                 FlowState::Closing
             }
-            // A non-SYN packet that misses: the flow may have moved here from another appliance
-            // (ECMP rehash), so it is trusted like an established one.
+            PacketKind::Tcp { flags } if is_new_syn(flags) => FlowState::SynSent,
             PacketKind::Tcp { .. } => FlowState::Established,
             PacketKind::Udp => FlowState::Udp,
             PacketKind::Other => FlowState::Other,
@@ -303,10 +343,11 @@ pub enum InsertError {
     /// Both candidate buckets hold only live entries that may not be evicted.
     #[error("flow table full: both candidate buckets hold live flows; raise the capacity or lower timeouts")]
     TableFull,
-    /// A new (SYN-only) flow was refused because new flows already fill their share of the table
-    /// and none in the candidate buckets could be evicted (likely a SYN flood).
+    /// A new flow was refused because new (SynSent or Unconfirmed) flows already fill their
+    /// share of the table and none in the candidate buckets could be evicted (likely a SYN, ACK
+    /// or UDP flood of spoofed tuples).
     #[error(
-        "new-flow budget exhausted (SYN flood?); raise new_flow_percent or lower the syn timeout"
+        "new-flow budget exhausted (SYN/ACK/UDP flood?); raise new_flow_percent or lower the syn timeout"
     )]
     NewFlowBudgetExhausted,
 }
@@ -322,7 +363,7 @@ pub struct FlowTableStats {
     pub insert_failed_new_flow_budget: u64,
     /// Expired entries whose slot an insert reused.
     pub evicted_expired: u64,
-    /// Live new (SYN-only) entries evicted to make room.
+    /// Live new (SynSent or Unconfirmed) entries evicted to make room.
     pub evicted_new_flows: u64,
     /// Expired entries reclaimed by the sweep ([`FlowTable::expire`] and the insert path's
     /// bounded reclaim step).
@@ -444,8 +485,8 @@ fn mix64(mut h: u64) -> u64 {
 }
 
 /// The shift that turns milliseconds into the new-flow age ticks: the smallest one for which
-/// a SynSent entry's whole lifetime spans fewer than 128 ticks, so that wrapping `u8` ages of
-/// live (and recently expired) new flows compare correctly.
+/// a new flow's (SynSent or Unconfirmed entry's) whole lifetime spans fewer than 128 ticks, so
+/// that wrapping `u8` ages of live (and recently expired) new flows compare correctly.
 fn tick_shift(syn_ms: u64) -> u32 {
     let mut shift = 0;
     while shift < 63 && (syn_ms >> shift) >= 128 {
@@ -673,11 +714,15 @@ impl FlowTable {
     /// Records a packet on the flow behind `slot`: refreshes `last_seen_ms` and advances the
     /// client-side TCP state.
     ///
-    /// SynSent + SYN stays SynSent; any TCP packet without SYN makes SynSent Established; FIN or
-    /// RST makes any TCP state Closing. Closing is sticky (the client still ACKs the server's
-    /// data and FIN) until a SYN without ACK reuses the ports: then it becomes SynSent with the
-    /// same backend, if the new-flow budget has room, and otherwise stays Closing (the flow keeps
-    /// working on the short timeout rather than evicting anything).
+    /// Unconfirmed + any packet confirms the flow (it is the flow's second packet): a TCP
+    /// segment with FIN or RST makes it Closing, a SYN without ACK SynSent (still a new flow),
+    /// any other TCP segment Established; a UDP datagram makes it Udp and any other packet
+    /// Other. SynSent + SYN stays SynSent; any TCP packet without SYN makes SynSent Established;
+    /// FIN or RST makes any TCP state Closing. Closing is sticky (the client still ACKs the
+    /// server's data and FIN) until a SYN without ACK reuses the ports: then it becomes SynSent
+    /// with the same backend, if the new-flow budget has room, and otherwise stays Closing (the
+    /// flow keeps working on the short timeout rather than evicting anything). Udp and Other
+    /// entries keep their state.
     #[inline]
     pub fn touch(&mut self, slot: FlowSlot, packet: PacketKind, now_ms: u64) {
         let index = slot.0 as usize;
@@ -686,35 +731,40 @@ impl FlowTable {
             return;
         };
         entry.last_seen_ms = now_ms;
-        let PacketKind::Tcp { flags } = packet else {
-            return;
-        };
         let old = entry.state;
-        let new = match old {
+        let new = match (old, packet) {
+            (FlowState::Unconfirmed, _) => packet.confirmed_state(),
             // The key's protocol fixes the kind; a mismatched kind only refreshes the entry.
-            FlowState::Udp | FlowState::Other => return,
-            _ if flags & (tcp_flags::FIN | tcp_flags::RST) != 0 => FlowState::Closing,
-            FlowState::SynSent if flags & tcp_flags::SYN == 0 => FlowState::Established,
-            FlowState::Closing if is_new_syn(flags) && room => FlowState::SynSent,
+            (FlowState::Udp | FlowState::Other, _) => return,
+            (_, PacketKind::Udp | PacketKind::Other) => old,
+            (_, PacketKind::Tcp { flags }) if flags & (tcp_flags::FIN | tcp_flags::RST) != 0 => {
+                FlowState::Closing
+            }
+            (FlowState::SynSent, PacketKind::Tcp { flags }) if flags & tcp_flags::SYN == 0 => {
+                FlowState::Established
+            }
+            (FlowState::Closing, PacketKind::Tcp { flags }) if is_new_syn(flags) && room => {
+                FlowState::SynSent
+            }
             _ => old,
         };
-        if new == old {
-            if old == FlowState::SynSent {
-                // A retransmitted SYN: the flow is alive, so it is no longer the oldest.
+        entry.state = new;
+        match (old.is_new_flow(), new.is_new_flow()) {
+            // A retransmitted SYN, or an Unconfirmed flow's second packet being a SYN: the flow
+            // is alive, so it is no longer the oldest new flow.
+            (true, true) => self.set_syn_tick(index, now_ms),
+            (true, false) => {
+                self.new_flow_len -= 1;
+                self.set_syn_bit(index, false);
+            }
+            (false, true) => {
+                // Port reuse: the fresh connection is as unproven as any other SYN.
+                entry.created_lo = now_ms as u32;
+                self.new_flow_len += 1;
+                self.set_syn_bit(index, true);
                 self.set_syn_tick(index, now_ms);
             }
-            return;
-        }
-        entry.state = new;
-        if new == FlowState::SynSent {
-            // Port reuse: the fresh connection is as unproven as any other SYN.
-            entry.created_lo = now_ms as u32;
-            self.new_flow_len += 1;
-            self.set_syn_bit(index, true);
-            self.set_syn_tick(index, now_ms);
-        } else if old == FlowState::SynSent {
-            self.new_flow_len -= 1;
-            self.set_syn_bit(index, false);
+            (false, false) => {}
         }
     }
 
@@ -729,13 +779,13 @@ impl FlowTable {
     /// Creates the entry for `key` from its first packet (an existing entry for `key`, live or
     /// expired, is replaced).
     ///
-    /// The state comes from `packet`: SYN without ACK -> SynSent (a new flow, counted against
-    /// the new-flow budget), FIN/RST -> Closing, other TCP -> Established (the flow may have
-    /// been moved here by ECMP), UDP -> Udp, anything else -> Other. The slot is, in order of
-    /// preference: an empty lane in the less loaded candidate bucket, an expired entry, or the
-    /// oldest new flow in the two buckets. A new flow arriving while the budget is full may only
-    /// take the slot of the oldest new flow in its buckets. Live Established, Closing, Udp and
-    /// Other entries are never evicted.
+    /// Every inserted entry is a new flow, counted against the new-flow budget: SYN without ACK
+    /// -> SynSent, any other packet -> Unconfirmed (a TCP flow that ECMP may have moved here, a
+    /// UDP or other flow, or a spoofed flood), which its second packet confirms (see
+    /// [`FlowTable::touch`]). The slot is, in order of preference: an empty lane in the less
+    /// loaded candidate bucket, an expired entry, or the oldest new flow in the two buckets.
+    /// While the budget is full an insert may only take the slot of the oldest new flow in its
+    /// buckets. Live confirmed (Established, Closing, Udp, Other) entries are never evicted.
     pub fn insert(
         &mut self,
         key: &FlowKey,
@@ -750,7 +800,7 @@ impl FlowTable {
             self.vacate(index);
         }
         let state = packet.initial_state();
-        let index = match self.choose_slot(probe, state == FlowState::SynSent, now_ms) {
+        let index = match self.choose_slot(probe, state.is_new_flow(), now_ms) {
             Ok(index) => index,
             Err(error) => {
                 match error {
@@ -775,7 +825,7 @@ impl FlowTable {
             last_seen_ms: now_ms,
         };
         self.set_tag(index, probe.tag);
-        if state == FlowState::SynSent {
+        if state.is_new_flow() {
             self.set_syn_bit(index, true);
             self.set_syn_tick(index, now_ms);
             self.new_flow_len += 1;
@@ -838,8 +888,9 @@ impl FlowTable {
         core::iter::once(probe.first).chain(second)
     }
 
-    /// The new flow (SynSent entry) least recently seen in the candidate buckets, by the
-    /// coarse per-lane ticks (no entry is read: under a SYN flood this runs for every packet).
+    /// The new flow (SynSent or Unconfirmed entry) least recently seen in the candidate
+    /// buckets, by the coarse per-lane ticks (no entry is read: under a flood this runs for
+    /// every packet).
     /// Ties go to the first bucket, then the lowest lane.
     #[inline]
     fn oldest_new_flow(&self, probe: Probe, now_tick: u8) -> Option<usize> {
@@ -923,7 +974,7 @@ impl FlowTable {
         if self
             .entries
             .get(index)
-            .is_some_and(|e| e.state == FlowState::SynSent)
+            .is_some_and(|e| e.state.is_new_flow())
         {
             self.set_syn_bit(index, false);
             self.new_flow_len -= 1;
@@ -1023,14 +1074,14 @@ impl FlowTable {
         self.len == 0
     }
 
-    /// Occupied SynSent slots (new flows), including expired ones not yet reclaimed. Never
-    /// exceeds [`FlowTable::new_flow_budget`].
+    /// Occupied new-flow (SynSent and Unconfirmed) slots, including expired ones not yet
+    /// reclaimed. Never exceeds [`FlowTable::new_flow_budget`].
     pub fn new_flow_len(&self) -> usize {
         self.new_flow_len
     }
 
-    /// How many SynSent entries the table admits: `capacity * new_flow_percent / 100`, at
-    /// least 1.
+    /// How many new-flow (SynSent and Unconfirmed) entries the table admits:
+    /// `capacity * new_flow_percent / 100`, at least 1.
     pub fn new_flow_budget(&self) -> usize {
         self.new_flow_budget
     }
@@ -1132,15 +1183,15 @@ mod tests {
                 2,
                 17,
             );
-            if t.insert(
+            // Confirmed by a second datagram, so the entries live on the UDP timeout.
+            if let Ok(slot) = t.insert(
                 &key,
                 i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
                 0,
                 PacketKind::Udp,
                 0,
-            )
-            .is_ok()
-            {
+            ) {
+                t.touch(slot, PacketKind::Udp, 0);
                 inserted += 1;
             }
         }
