@@ -504,6 +504,27 @@ pub struct EngineReport {
 }
 
 impl Engine {
+    /// Starts an engine with exactly one lcore that polls through `io` (`config.lcores` is set
+    /// to 1): what tools and tests driving a single queue need.
+    pub fn start_one<Io: PacketIo>(
+        mut config: EngineConfig,
+        io: Io,
+        tables: TablesHandle,
+    ) -> Result<Engine, EngineError> {
+        config.lcores = 1;
+        let mut io = Some(io);
+        // With one lcore the factory runs once; a second call would get an I/O-less lcore,
+        // which cannot happen.
+        Engine::start(
+            config,
+            |_| {
+                io.take()
+                    .unwrap_or_else(|| unreachable!("one lcore, one call"))
+            },
+            tables,
+        )
+    }
+
     /// Starts `config.lcores` polling threads. `io_factory(n)` makes lcore `n`'s I/O (queue `n`
     /// of every port); it runs here, on the calling thread. Returns once every lcore has built
     /// its pipeline and is polling; if any lcore fails, the others are stopped and the first

@@ -244,14 +244,8 @@ fn main() -> anyhow::Result<()> {
         },
         ..EngineConfig::default()
     };
-    let mut io = Some(io);
-    let engine = Engine::start(
-        config,
-        // Called once per lcore, and there is one lcore.
-        |_| io.take().unwrap_or_else(|| unreachable!("one lcore")),
-        TablesHandle::new(tables),
-    )
-    .context("starting the engine")?;
+    let engine =
+        Engine::start_one(config, io, TablesHandle::new(tables)).context("starting the engine")?;
     let engine_pinned = engine.pinned().first().copied().unwrap_or(false);
 
     std::thread::sleep(Duration::from_millis(args.warmup_ms));
