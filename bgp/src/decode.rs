@@ -425,14 +425,7 @@ mod tests {
     use crate::codes::{error, header, open, update};
     use crate::encode;
 
-    /// Parses whitespace-separated hex, so vectors can be laid out like the RFC diagrams.
-    fn hex(s: &str) -> Vec<u8> {
-        let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        digits
-            .chunks(2)
-            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-            .collect()
-    }
+    use crate::test_util::hex;
 
     /// Frames `body` as a message of type `type_code` with a correct length field.
     fn frame(type_code: u8, body: &[u8]) -> Vec<u8> {

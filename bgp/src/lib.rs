@@ -48,3 +48,16 @@ pub use message::{
     Safi, Update, AS_TRANS, BGP_VERSION, HEADER_LEN, MARKER, MAX_MESSAGE_LEN,
 };
 pub use update::{parse_update, ParsedUpdate, UpdateBuilder, UpdateError};
+
+/// Helpers shared by the unit tests of several modules.
+#[cfg(test)]
+mod test_util {
+    /// Parses whitespace-separated hex, so vectors can be laid out like the RFC diagrams.
+    pub(crate) fn hex(s: &str) -> Vec<u8> {
+        let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        digits
+            .chunks(2)
+            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+            .collect()
+    }
+}

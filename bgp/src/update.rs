@@ -606,13 +606,7 @@ mod tests {
     use crate::{decode, encode, Message};
     use std::net::{IpAddr, Ipv6Addr};
 
-    fn hex(s: &str) -> Vec<u8> {
-        let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        digits
-            .chunks(2)
-            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-            .collect()
-    }
+    use crate::test_util::hex;
 
     fn wire(update: &Update) -> Vec<u8> {
         let mut out = Vec::new();
