@@ -19,6 +19,7 @@ use dpdk::{DpdkError, Eal, Mbuf, Mempool, Port, PortConfig, PortQueue};
 
 use crate::io::{Burst, PacketIo, MAX_BURST};
 use crate::packet::PacketBuf;
+use crate::rss::{RssMode, SYMMETRIC_RSS_KEY};
 
 /// The packet type of [`DpdkIo`]: an mbuf of a leaked (process-lifetime) mempool.
 pub type DpdkPacket = Mbuf<'static>;
@@ -85,6 +86,37 @@ pub enum DpdkIoError {
         /// The first port's queue count.
         expected: usize,
     },
+}
+
+/// The wrapper's RSS settings for an [`RssMode`]: the symmetric key where the mode asks for it,
+/// and whether a device without RSS is an error.
+pub fn rss_config(mode: RssMode) -> Option<dpdk::Rss> {
+    let symmetric: &'static [u8] = &SYMMETRIC_RSS_KEY;
+    match mode {
+        RssMode::Auto => Some(dpdk::Rss {
+            key: Some(symmetric),
+            required: false,
+        }),
+        RssMode::Symmetric => Some(dpdk::Rss {
+            key: Some(symmetric),
+            required: true,
+        }),
+        RssMode::DeviceKey => Some(dpdk::Rss {
+            key: None,
+            required: true,
+        }),
+        RssMode::Off => None,
+    }
+}
+
+/// A port configuration for `lcores` polling cores (one RX and one TX queue each) with `rss`.
+pub fn lcore_port_config(lcores: u16, rss: RssMode) -> PortConfig {
+    PortConfig {
+        rx_queues: lcores,
+        tx_queues: lcores,
+        rss: rss_config(rss),
+        ..PortConfig::default()
+    }
 }
 
 /// Creates a packet mempool for the rest of the process (see [`Mempool::new`] for the

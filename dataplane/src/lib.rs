@@ -23,6 +23,7 @@ pub mod io;
 pub mod packet;
 pub mod pipeline;
 pub mod publish;
+pub mod rss;
 pub mod setup;
 pub mod tables;
 pub mod testing;

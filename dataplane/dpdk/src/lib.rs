@@ -679,9 +679,9 @@ pub struct PortConfig {
     pub rx_queues: u16,
     /// Transmit queues (one per polling lcore).
     pub tx_queues: u16,
-    /// Spread received flows over the receive queues by an IP/TCP/UDP hash (needs RSS support
-    /// when `rx_queues > 1`; ignored for one queue).
-    pub rss: bool,
+    /// Spread received flows over the receive queues by an IP/TCP/UDP hash (ignored for one
+    /// queue); `None` = no RSS.
+    pub rss: Option<Rss>,
     /// MTU in bytes (L3 payload; the frame adds 14-22 bytes of Ethernet, VLAN and FCS).
     pub mtu: u16,
     /// Descriptors per receive queue (DPDK rounds to what the device supports).
@@ -695,12 +695,24 @@ impl Default for PortConfig {
         PortConfig {
             rx_queues: 1,
             tx_queues: 1,
-            rss: false,
+            rss: None,
             mtu: 1500,
             rx_descriptors: 1024,
             tx_descriptors: 1024,
         }
     }
+}
+
+/// Receive-side scaling settings of a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rss {
+    /// The Toeplitz key; `None` keeps the device's own. A key longer than the device's key size
+    /// is cut to it (a key repeating a 16-bit pattern, the symmetric kind, stays symmetric).
+    pub key: Option<&'static [u8]>,
+    /// When the device has no RSS (e.g. `net_af_packet`, which spreads over its queues by
+    /// itself): `true` makes that a configuration error, `false` configures the port without
+    /// RSS ([`Port::rss_enabled`] tells which happened).
+    pub required: bool,
 }
 
 /// Link state of a port.
@@ -742,6 +754,7 @@ pub struct Port<'pool> {
     rx_queues: u16,
     tx_queues: u16,
     started: bool,
+    rss_enabled: bool,
     _pool: PhantomData<&'pool Mempool<'pool>>,
 }
 
@@ -798,7 +811,10 @@ impl<'pool> Port<'pool> {
 
         let mut conf = sys::rte_eth_conf::default();
         conf.rxmode.mtu = u32::from(config.mtu);
-        if config.rss && config.rx_queues > 1 {
+        // The key must outlive rte_eth_dev_configure, which copies it.
+        let mut rss_key = [0u8; 64];
+        let mut rss_enabled = false;
+        if let (Some(rss), true) = (config.rss, config.rx_queues > 1) {
             // SAFETY: constant getters.
             let wanted = unsafe {
                 sys::shim_rte_eth_rss_ip()
@@ -806,15 +822,35 @@ impl<'pool> Port<'pool> {
                     | sys::shim_rte_eth_rss_udp()
             };
             let hash = wanted & info.flow_type_rss_offloads;
-            if hash == 0 {
+            if hash == 0 && rss.required {
                 return Err(bad(
-                    "the device does not support RSS over IP/TCP/UDP; use one rx queue or \
-                     rss = false"
+                    "the device does not support RSS over IP/TCP/UDP; use one rx queue or an \
+                     rss mode that does not require it (auto, off)"
                         .to_string(),
                 ));
             }
-            conf.rxmode.mq_mode = sys::RTE_ETH_MQ_RX_RSS;
-            conf.rx_adv_conf.rss_conf.rss_hf = hash;
+            if hash != 0 {
+                conf.rxmode.mq_mode = sys::RTE_ETH_MQ_RX_RSS;
+                conf.rx_adv_conf.rss_conf.rss_hf = hash;
+                if let Some(key) = rss.key {
+                    // Devices that do not say use the common 40-byte key.
+                    let size = match usize::from(info.hash_key_size) {
+                        0 => 40,
+                        n => n,
+                    };
+                    if key.len() < size || size > rss_key.len() {
+                        return Err(bad(format!(
+                            "the RSS key has {} bytes but the device wants {size}; give a key \
+                             of at least {size} bytes",
+                            key.len()
+                        )));
+                    }
+                    rss_key[..size].copy_from_slice(&key[..size]);
+                    conf.rx_adv_conf.rss_conf.rss_key = rss_key.as_mut_ptr();
+                    conf.rx_adv_conf.rss_conf.rss_key_len = size as u8; // size <= 64
+                }
+                rss_enabled = true;
+            }
         }
         // SAFETY: id is valid, conf is a fully initialised configuration.
         check("rte_eth_dev_configure", unsafe {
@@ -826,8 +862,22 @@ impl<'pool> Port<'pool> {
             rx_queues: config.rx_queues,
             tx_queues: config.tx_queues,
             started: false,
+            rss_enabled,
             _pool: PhantomData,
         };
+        if rss_enabled && !conf.rx_adv_conf.rss_conf.rss_key.is_null() {
+            // Some PMDs (net_null among them) ignore the key given to rte_eth_dev_configure;
+            // setting it again explicitly makes every device use it.
+            let mut rss_conf = conf.rx_adv_conf.rss_conf;
+            // SAFETY: id is configured; rss_conf points at rss_key (alive for this scope).
+            let ret = unsafe { sys::rte_eth_dev_rss_hash_update(id, &mut rss_conf) };
+            if ret < 0 {
+                return Err(bad(format!(
+                    "the device did not accept the RSS key ({}); use rss mode device-key or off",
+                    strerror(-ret)
+                )));
+            }
+        }
         let (mut nb_rx, mut nb_tx) = (config.rx_descriptors, config.tx_descriptors);
         // SAFETY: id is configured; both are valid in/out pointers.
         check("rte_eth_dev_adjust_nb_rx_tx_desc", unsafe {
@@ -855,6 +905,55 @@ impl<'pool> Port<'pool> {
     /// The port id.
     pub fn id(&self) -> u16 {
         self.id
+    }
+
+    /// Whether the port was configured with RSS (asked for, several RX queues, and supported
+    /// by the device).
+    pub fn rss_enabled(&self) -> bool {
+        self.rss_enabled
+    }
+
+    /// The RSS key the device is using (read back from the device; empty without RSS).
+    pub fn rss_key(&self) -> Result<Vec<u8>, DpdkError> {
+        if !self.rss_enabled {
+            return Ok(Vec::new());
+        }
+        let mut key = [0u8; 64];
+        let mut conf = sys::rte_eth_rss_conf {
+            rss_key: key.as_mut_ptr(),
+            rss_key_len: 64,
+            ..Default::default()
+        };
+        // SAFETY: valid port; conf points at a 64-byte buffer, larger than any device key
+        // (DPDK copies at most the device's hash_key_size into it).
+        check("rte_eth_dev_rss_hash_conf_get", unsafe {
+            sys::rte_eth_dev_rss_hash_conf_get(self.id, &mut conf)
+        })?;
+        let mut info = sys::rte_eth_dev_info::default();
+        // SAFETY: valid port; info is a valid out-pointer.
+        check("rte_eth_dev_info_get", unsafe {
+            sys::rte_eth_dev_info_get(self.id, &mut info)
+        })?;
+        let len = match usize::from(info.hash_key_size) {
+            0 => 40,
+            n => n.min(key.len()),
+        };
+        Ok(key[..len].to_vec())
+    }
+
+    /// The name of the device's driver (e.g. `net_af_packet`, `net_ring`).
+    pub fn driver_name(&self) -> String {
+        let mut info = sys::rte_eth_dev_info::default();
+        // SAFETY: id is a valid port; info is a valid out-pointer.
+        if unsafe { sys::rte_eth_dev_info_get(self.id, &mut info) } < 0
+            || info.driver_name.is_null()
+        {
+            return String::new();
+        }
+        // SAFETY: driver_name points at the driver's static NUL-terminated name.
+        unsafe { CStr::from_ptr(info.driver_name) }
+            .to_string_lossy()
+            .into_owned()
     }
 
     /// Starts the port (its queues begin to receive and send).
