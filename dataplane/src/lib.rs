@@ -20,6 +20,7 @@ pub mod engine;
 pub mod flow;
 pub mod fuzzing;
 pub mod io;
+pub mod nexthop;
 pub mod packet;
 pub mod pipeline;
 pub mod publish;

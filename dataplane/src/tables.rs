@@ -518,6 +518,14 @@ impl Tables {
         self.ports.get(usize::from(id))
     }
 
+    /// A copy of these tables whose port `id` sends to gateway `mac` (the next-hop resolver's
+    /// change, published like any other); `None` when there is no such port.
+    pub fn with_gateway_mac(&self, id: u16, mac: EthernetAddress) -> Option<Tables> {
+        let mut tables = self.clone();
+        tables.ports.get_mut(usize::from(id))?.gateway_mac = mac;
+        Some(tables)
+    }
+
     /// All VIPs, in the order of the entries.
     pub fn vips(&self) -> &[Vip] {
         &self.vips
