@@ -8,9 +8,17 @@
 //! the ports are leaked ([`leak_mempool`], [`start_port`]) and each started port is split into
 //! one [`PortQueue<'static>`] per lcore, which [`lcore_ios`] deals out.
 //!
-//! Not done yet: the exception path. [`PacketIo::to_kernel`] takes the frames, frees them and
-//! counts them in [`DpdkIoStats::kernel_discarded`]; a later change hands them to a TAP or
-//! virtio-user port instead.
+//! The exception path ([`DpdkIo::with_kernel_path`]): frames the pipeline hands to the kernel
+//! (ARP, ND, BGP, SSH, pings to the appliance: anything not for a VIP) go out on this lcore's
+//! queue of a TAP port (`net_tap`), whose kernel interface holds the appliance's own addresses,
+//! and whatever the kernel sends into that TAP is relayed out of the uplink port by the same
+//! lcore, a burst per poll, without touching the pipeline. Without a kernel path,
+//! [`PacketIo::to_kernel`] frees and counts ([`DpdkIoStats::kernel_discarded`]).
+//!
+//! Next hop ([`DpdkIo::with_neighbors`]): lcores post a copy of every ARP/ND frame bound for the
+//! kernel to a [`NeighborChannel`] and send the requests the [`crate::nexthop::NeighborService`]
+//! queues there, so the gateway's MAC is resolved from the dataplane and published into the
+//! tables.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -18,6 +26,7 @@ use std::sync::Arc;
 use dpdk::{DpdkError, Eal, Mbuf, Mempool, Port, PortConfig, PortQueue};
 
 use crate::io::{Burst, PacketIo, MAX_BURST};
+use crate::nexthop::{is_neighbor_frame, NeighborChannel};
 use crate::packet::PacketBuf;
 use crate::rss::{RssMode, SYMMETRIC_RSS_KEY};
 
@@ -176,10 +185,20 @@ pub fn lcore_ios(ports: Vec<Vec<PortQueue<'static>>>) -> Result<Vec<DpdkIo>, Dpd
 pub struct DpdkIoStats {
     kernel_discarded: AtomicU64,
     rx_chained_dropped: AtomicU64,
+    from_kernel: AtomicU64,
+    from_kernel_dropped: AtomicU64,
+    neighbor_sent: AtomicU64,
+    neighbor_send_failed: AtomicU64,
+}
+
+/// Single-writer add (the owning lcore is the only writer).
+#[inline]
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
 }
 
 impl DpdkIoStats {
-    /// Frames for the kernel that were freed because there is no exception path yet (the
+    /// Frames for the kernel that were freed because this lcore has no exception path (the
     /// engine counts them as `kernel_packets`).
     pub fn kernel_discarded(&self) -> u64 {
         self.kernel_discarded.load(Relaxed)
@@ -192,6 +211,40 @@ impl DpdkIoStats {
     pub fn rx_chained_dropped(&self) -> u64 {
         self.rx_chained_dropped.load(Relaxed)
     }
+
+    /// Frames the kernel sent into the TAP that this lcore relayed out of the uplink port.
+    pub fn from_kernel(&self) -> u64 {
+        self.from_kernel.load(Relaxed)
+    }
+
+    /// Frames from the kernel that a full uplink TX queue refused (freed).
+    pub fn from_kernel_dropped(&self) -> u64 {
+        self.from_kernel_dropped.load(Relaxed)
+    }
+
+    /// ARP/ND requests of the neighbour service sent on the port.
+    pub fn neighbor_sent(&self) -> u64 {
+        self.neighbor_sent.load(Relaxed)
+    }
+
+    /// ARP/ND requests that could not be sent (no mbuf, or a full TX queue).
+    pub fn neighbor_send_failed(&self) -> u64 {
+        self.neighbor_send_failed.load(Relaxed)
+    }
+}
+
+/// This lcore's queue of the TAP port and the uplink it relays the kernel's frames to.
+struct KernelPath {
+    tap: PortQueue<'static>,
+    uplink: u16,
+    relay: [Option<DpdkPacket>; MAX_BURST],
+}
+
+/// Where this lcore posts ARP/ND frames and finds requests to send.
+struct Neighbors {
+    channel: Arc<NeighborChannel>,
+    pool: &'static Mempool<'static>,
+    port: u16,
 }
 
 /// Received mbufs not yet handed to the engine: DPDK receives a fixed `MAX_BURST` per call and
@@ -215,12 +268,15 @@ struct PortSlot {
 /// Frames received and sent are moved between the engine's [`Burst`]s and fixed arrays of
 /// [`MAX_BURST`] mbufs that DPDK fills and drains: no allocation per burst. Frames a full TX
 /// queue refuses are left at the front of the burst, in order, as the trait asks.
-/// [`PacketIo::to_kernel`] frees and counts (there is no exception path yet).
+/// [`PacketIo::to_kernel`] sends to the TAP of [`DpdkIo::with_kernel_path`], or frees and counts
+/// without one.
 pub struct DpdkIo {
     queue: u16,
     /// By port id; `None` for ports this lcore does not poll.
     ports: Box<[Option<PortSlot>]>,
     tx: [Option<DpdkPacket>; MAX_BURST],
+    kernel: Option<KernelPath>,
+    neighbors: Option<Neighbors>,
     stats: Arc<DpdkIoStats>,
 }
 
@@ -276,8 +332,85 @@ impl DpdkIo {
             queue,
             ports,
             tx: std::array::from_fn(|_| None),
+            kernel: None,
+            neighbors: None,
             stats: Arc::new(DpdkIoStats::default()),
         })
+    }
+
+    /// Gives this lcore an exception path: frames for the kernel go out on `tap` (this lcore's
+    /// queue of a started `net_tap` port) and what the kernel sends into the TAP leaves through
+    /// port `uplink`, which this lcore must poll.
+    pub fn with_kernel_path(mut self, tap: PortQueue<'static>, uplink: u16) -> DpdkIo {
+        self.kernel = Some(KernelPath {
+            tap,
+            uplink,
+            relay: std::array::from_fn(|_| None),
+        });
+        self
+    }
+
+    /// Connects this lcore to the neighbour service of port `port`: it posts the ARP/ND frames
+    /// it hands to the kernel to `channel` and sends the service's requests on `port`, in mbufs
+    /// from `pool`.
+    pub fn with_neighbors(
+        mut self,
+        channel: Arc<NeighborChannel>,
+        pool: &'static Mempool<'static>,
+        port: u16,
+    ) -> DpdkIo {
+        self.neighbors = Some(Neighbors {
+            channel,
+            pool,
+            port,
+        });
+        self
+    }
+
+    /// Sends what is waiting for `port` outside the pipeline: the kernel's frames from the TAP
+    /// and the neighbour service's requests.
+    #[inline]
+    fn send_side_traffic(&mut self, port: u16) {
+        let DpdkIo {
+            ports,
+            kernel,
+            neighbors,
+            stats,
+            ..
+        } = self;
+        let Some(slot) = ports.get_mut(usize::from(port)).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Some(k) = kernel.as_mut().filter(|k| k.uplink == port) {
+            let n = k.tap.rx_burst(&mut k.relay);
+            if n > 0 {
+                let sent = slot.queue.tx_burst(&mut k.relay);
+                let mut refused = 0u64;
+                for entry in k.relay.iter_mut() {
+                    if entry.take().is_some() {
+                        refused += 1; // freed by the drop
+                    }
+                }
+                bump(&stats.from_kernel, sent as u64);
+                bump(&stats.from_kernel_dropped, refused);
+            }
+        }
+        if let Some(nb) = neighbors.as_ref().filter(|nb| nb.port == port) {
+            // Rare (one request a second at most): one frame per poll is plenty.
+            if let Some(request) = nb.channel.take_outgoing() {
+                let mut out: [Option<DpdkPacket>; 1] = [nb.pool.alloc_frame(request.data())];
+                let sent = if out[0].is_some() {
+                    slot.queue.tx_burst(&mut out)
+                } else {
+                    0
+                };
+                if sent == 1 {
+                    bump(&stats.neighbor_sent, 1);
+                } else {
+                    bump(&stats.neighbor_send_failed, 1);
+                }
+            }
+        }
     }
 
     /// The queue index this lcore owns on every port.
@@ -310,6 +443,9 @@ impl PacketIo for DpdkIo {
         let want = max.min(out.room()).min(MAX_BURST);
         if queue != self.queue {
             return 0;
+        }
+        if self.kernel.is_some() || self.neighbors.is_some() {
+            self.send_side_traffic(port);
         }
         // Split borrows: the port's slot mutably, the stats shared.
         let stats = &self.stats;
@@ -400,10 +536,44 @@ impl PacketIo for DpdkIo {
         if queue != self.queue {
             return 0;
         }
-        // No exception path yet: take, free and count.
-        let taken = packets.drain().count();
-        let counter = &self.stats.kernel_discarded;
-        counter.store(counter.load(Relaxed).wrapping_add(taken as u64), Relaxed);
+        if let Some(nb) = &self.neighbors {
+            for packet in packets.as_slice() {
+                if is_neighbor_frame(packet.data()) {
+                    nb.channel.post_seen(packet.data());
+                }
+            }
+        }
+        let Some(kernel) = self.kernel.as_mut() else {
+            // No exception path: take, free and count.
+            let taken = packets.drain().count();
+            bump(&self.stats.kernel_discarded, taken as u64);
+            return taken;
+        };
+        let mut taken = 0;
+        while !packets.is_empty() {
+            let n = packets.len().min(MAX_BURST);
+            for (entry, packet) in self.tx.iter_mut().zip(packets.drain_front(n)) {
+                *entry = Some(packet);
+            }
+            let sent = kernel.tap.tx_burst(&mut self.tx);
+            taken += sent;
+            if sent >= n {
+                continue;
+            }
+            // A full TAP queue: the rest go back to the front of the burst for the engine to
+            // free and count (kernel_dropped), in order, as in tx_burst.
+            let mut back = 0;
+            for entry in self.tx.iter_mut() {
+                if let Some(packet) = entry.take() {
+                    match packets.push(packet) {
+                        Ok(()) => back += 1,
+                        Err(packet) => drop(packet), // unreachable: n were just removed
+                    }
+                }
+            }
+            packets.as_mut_slice().rotate_right(back);
+            break;
+        }
         taken
     }
 }

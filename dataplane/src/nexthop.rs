@@ -396,6 +396,172 @@ pub fn neighbor_solicitation(
     f
 }
 
+/// Longest neighbour frame kept (ARP is 42-60 bytes, an NA with options well under this).
+pub const NEIGHBOR_FRAME_MAX: usize = 128;
+
+/// A copy of one ARP/ND frame, passed between lcores and the neighbour service without
+/// allocating.
+#[derive(Clone, Copy)]
+pub struct NeighborFrame {
+    len: u8,
+    bytes: [u8; NEIGHBOR_FRAME_MAX],
+}
+
+impl NeighborFrame {
+    /// Copies `frame` (cut to [`NEIGHBOR_FRAME_MAX`] bytes).
+    #[inline]
+    pub fn new(frame: &[u8]) -> NeighborFrame {
+        let len = frame.len().min(NEIGHBOR_FRAME_MAX);
+        let mut bytes = [0u8; NEIGHBOR_FRAME_MAX];
+        bytes[..len].copy_from_slice(&frame[..len]);
+        NeighborFrame {
+            len: len as u8, // <= 128
+            bytes,
+        }
+    }
+
+    /// The frame.
+    pub fn data(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for NeighborFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NeighborFrame({} bytes)", self.len)
+    }
+}
+
+/// The lock-free mailbox between the lcores and the neighbour service: lcores post copies of
+/// the ARP/ND frames they receive ([`NeighborChannel::post_seen`]) and send the requests the
+/// service queues ([`NeighborChannel::take_outgoing`]). Both sides are bounded queues; a full
+/// one drops (and counts) rather than waits.
+#[derive(Debug)]
+pub struct NeighborChannel {
+    seen: crossbeam_queue::ArrayQueue<NeighborFrame>,
+    outgoing: crossbeam_queue::ArrayQueue<NeighborFrame>,
+    seen_dropped: std::sync::atomic::AtomicU64,
+}
+
+impl NeighborChannel {
+    /// A channel holding up to `capacity` frames each way (at least 1).
+    pub fn new(capacity: usize) -> NeighborChannel {
+        NeighborChannel {
+            seen: crossbeam_queue::ArrayQueue::new(capacity.max(1)),
+            outgoing: crossbeam_queue::ArrayQueue::new(capacity.max(1)),
+            seen_dropped: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Lcore side: posts a received ARP/ND frame for the resolver (dropped when full).
+    #[inline]
+    pub fn post_seen(&self, frame: &[u8]) {
+        if self.seen.push(NeighborFrame::new(frame)).is_err() {
+            self.seen_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Lcore side: the next request to send on the port, if any.
+    #[inline]
+    pub fn take_outgoing(&self) -> Option<NeighborFrame> {
+        self.outgoing.pop()
+    }
+
+    /// Frames lcores could not post because the service was behind.
+    pub fn seen_dropped(&self) -> u64 {
+        self.seen_dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The control-plane side of next-hop resolution for one port: runs a [`NeighborResolver`]
+/// against a [`NeighborChannel`] and publishes each new gateway MAC into the tables.
+#[derive(Debug)]
+pub struct NeighborService {
+    resolver: NeighborResolver,
+    channel: std::sync::Arc<NeighborChannel>,
+    tables: crate::publish::TablesHandle,
+    port: u16,
+    published: u64,
+}
+
+impl NeighborService {
+    /// Resolves for `port` (whose tables entry gets the MAC) through `channel`.
+    pub fn new(
+        resolver: NeighborResolver,
+        channel: std::sync::Arc<NeighborChannel>,
+        tables: crate::publish::TablesHandle,
+        port: u16,
+    ) -> NeighborService {
+        NeighborService {
+            resolver,
+            channel,
+            tables,
+            port,
+            published: 0,
+        }
+    }
+
+    /// One round at `now_ms`: feeds every posted frame to the resolver, queues a due request,
+    /// and publishes tables with the new MAC when it changed. Returns the round's events.
+    pub fn run_once(&mut self, now_ms: u64) -> Vec<NeighborEvent> {
+        let mut events = Vec::new();
+        while let Some(frame) = self.channel.seen.pop() {
+            if let Some(event) = self.resolver.handle_frame(frame.data(), now_ms) {
+                events.push(event);
+            }
+        }
+        let (request, event) = self.resolver.poll(now_ms);
+        events.extend(event);
+        if let Some(request) = request {
+            // A full queue means the lcores are not sending: the next retry tries again.
+            let _ = self.channel.outgoing.push(NeighborFrame::new(&request));
+        }
+        for event in &events {
+            // A lost gateway keeps its last MAC in the tables (nothing better to send to) while
+            // the resolver broadcasts for a new one.
+            if let NeighborEvent::Resolved(mac) = event {
+                let current = self.tables.current();
+                if let Some(tables) = current.with_gateway_mac(self.port, *mac) {
+                    self.tables.publish(tables);
+                    self.published += 1;
+                }
+            }
+        }
+        events
+    }
+
+    /// The resolver (state, MAC).
+    pub fn resolver(&self) -> &NeighborResolver {
+        &self.resolver
+    }
+
+    /// How many table versions this service published.
+    pub fn published(&self) -> u64 {
+        self.published
+    }
+
+    /// Runs [`NeighborService::run_once`] every `interval` on a thread named `vipd-neighbor`
+    /// until `stop` is set; returns the service when joined.
+    pub fn spawn(
+        mut self,
+        interval: std::time::Duration,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::io::Result<std::thread::JoinHandle<NeighborService>> {
+        std::thread::Builder::new()
+            .name("vipd-neighbor".into())
+            .spawn(move || {
+                let epoch = std::time::Instant::now();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let now_ms = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    self.run_once(now_ms);
+                    std::thread::sleep(interval);
+                }
+                self
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,6 +775,35 @@ mod tests {
             NeighborResolver::new(zero).unwrap_err(),
             ResolverError::ZeroInterval
         );
+    }
+
+    #[test]
+    fn the_service_asks_through_the_channel_and_publishes_the_answer() {
+        use crate::testing::port;
+        let tables = crate::TablesHandle::new(crate::Tables::build(vec![port(1500)], &[]).unwrap());
+        let channel = std::sync::Arc::new(NeighborChannel::new(8));
+        let resolver = NeighborResolver::new(v4()).unwrap();
+        let mut service =
+            NeighborService::new(resolver, std::sync::Arc::clone(&channel), tables.clone(), 0);
+        assert!(service.run_once(0).is_empty());
+        let request = channel
+            .take_outgoing()
+            .expect("a request for an lcore to send");
+        assert_eq!(&request.data()[12..14], &[0x08, 0x06]);
+        // An lcore sees unrelated traffic and the answer.
+        channel.post_seen(&[0u8; 60]);
+        channel.post_seen(&arp_reply([192, 0, 2, 254], GW_MAC));
+        assert_eq!(
+            service.run_once(5),
+            vec![NeighborEvent::Resolved(EthernetAddress(GW_MAC))]
+        );
+        assert_eq!(service.published(), 1);
+        assert_eq!(tables.current().port(0).unwrap().gateway_mac.0, GW_MAC);
+        // A full channel drops and counts instead of blocking the lcore.
+        for _ in 0..10 {
+            channel.post_seen(&[1u8; 200]);
+        }
+        assert_eq!(channel.seen_dropped(), 2);
     }
 
     proptest::proptest! {
