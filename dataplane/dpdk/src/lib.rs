@@ -94,6 +94,18 @@ pub enum DpdkError {
         /// What is wrong and what to change.
         what: String,
     },
+    /// The port's link stayed down.
+    #[error(
+        "port {port_id}: the link is down after waiting {waited_ms} ms; check the cable or the \
+         peer (for net_af_packet / net_tap: the kernel interface and its peer must be up), or \
+         wait longer"
+    )]
+    LinkDown {
+        /// The port.
+        port_id: u16,
+        /// How long it was given.
+        waited_ms: u64,
+    },
     /// A DPDK call returned an error.
     #[error("{call} failed: {reason} (errno {errno})")]
     Call {
@@ -143,6 +155,22 @@ fn strerror(errno: i32) -> String {
     unsafe { CStr::from_ptr(msg) }
         .to_string_lossy()
         .into_owned()
+}
+
+/// DPDK reports "no hugepages reserved" as EACCES; this is the hint when that is the cause.
+const NO_HUGEPAGES_HINT: &str = "no free hugepages (HugePages_Free is 0 in /proc/meminfo): \
+     reserve some (echo 512 > /proc/sys/vm/nr_hugepages, with hugetlbfs mounted on /dev/hugepages) \
+     or run without them: --no-huge -m 256";
+
+/// `HugePages_Free` of /proc/meminfo, if readable.
+fn free_hugepages() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn eal_hint(errno: i32) -> &'static str {
@@ -246,10 +274,16 @@ impl Eal {
         let ret = unsafe { sys::rte_eal_init(argc_c, argv.as_mut_ptr()) };
         if ret < 0 {
             let errno = rte_errno();
+            let no_huge = args.contains(&"--no-huge");
+            let hint = if errno == libc_errno::EACCES && !no_huge && free_hugepages() == Some(0) {
+                NO_HUGEPAGES_HINT
+            } else {
+                eal_hint(errno)
+            };
             return Err(DpdkError::EalInit {
                 errno,
                 reason: strerror(errno),
-                hint: eal_hint(errno),
+                hint,
             });
         }
         let eal = Eal {
@@ -976,6 +1010,20 @@ impl<'pool> Port<'pool> {
         Ok(())
     }
 
+    /// Sets the link administratively up or down (`rte_eth_dev_set_link_up/down`); not every
+    /// driver supports it.
+    pub fn set_link(&mut self, up: bool) -> Result<(), DpdkError> {
+        // SAFETY: the port is configured; &mut self means no burst runs concurrently.
+        let ret = unsafe {
+            if up {
+                sys::rte_eth_dev_set_link_up(self.id)
+            } else {
+                sys::rte_eth_dev_set_link_down(self.id)
+            }
+        };
+        check("rte_eth_dev_set_link_up/down", ret).map(drop)
+    }
+
     /// Accepts frames for any destination MAC (or stops doing so).
     pub fn set_promiscuous(&mut self, on: bool) -> Result<(), DpdkError> {
         // SAFETY: the port is configured.
@@ -1001,6 +1049,25 @@ impl<'pool> Port<'pool> {
             speed_mbps: link.link_speed,
             full_duplex: u32::from(link.link_duplex()) == sys::RTE_ETH_LINK_FULL_DUPLEX,
         })
+    }
+
+    /// Polls the link every 10 ms until it is up or `timeout` passed; a link still down is
+    /// [`DpdkError::LinkDown`], naming what to check.
+    pub fn wait_for_link(&self, timeout: std::time::Duration) -> Result<Link, DpdkError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let link = self.link()?;
+            if link.up {
+                return Ok(link);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(DpdkError::LinkDown {
+                    port_id: self.id,
+                    waited_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     /// The port's counters since start (or the last reset).
