@@ -7,6 +7,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod config;
+pub mod daemon;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod health;
+pub mod metrics;
 pub mod model;
