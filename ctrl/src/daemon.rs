@@ -117,7 +117,7 @@ struct DryRun {
 }
 
 enum Dataplane {
-    DryRun(DryRun),
+    DryRun(Box<DryRun>),
     #[cfg(feature = "dpdk")]
     Engine(Mutex<Option<dataplane::Engine>>),
 }
@@ -172,11 +172,11 @@ impl Daemon {
                 .map_err(|e| StartError::Dataplane(e.to_string()))?;
             let lcore = Lcore::new(0, &engine_config, ports.io(0), tables.clone(), epoch)
                 .map_err(|e| StartError::Dataplane(e.to_string()))?;
-            Dataplane::DryRun(DryRun {
+            Dataplane::DryRun(Box::new(DryRun {
                 ports,
                 lcore: Mutex::new(lcore),
                 epoch,
-            })
+            }))
         } else {
             start_dpdk(&config, engine_config, tables.clone())?
         };
