@@ -38,6 +38,9 @@ use std::str::FromStr;
 use serde::Deserialize;
 use toml::Spanned;
 
+/// Largest config file accepted.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
 /// Where vipd reads its configuration unless told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/vipd/vipd.toml";
 
@@ -509,10 +512,19 @@ pub fn load_with(
     bgp_check: Option<BgpCheck>,
 ) -> Result<ValidConfig, ConfigError> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let read_error = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // Not a device or a FIFO (which could block or never end), and not absurdly large.
+    let meta = std::fs::metadata(path).map_err(read_error)?;
+    if !meta.is_file() || meta.len() > MAX_FILE_BYTES {
+        return Err(read_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not a regular file of at most {MAX_FILE_BYTES} bytes"),
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(read_error)?;
     parse_with(&text, &path.display().to_string(), bgp_check)
 }
 
@@ -1644,6 +1656,8 @@ mod tests {
 
     #[test]
     fn load_reports_unreadable_file() {
+        let err = load("/dev/zero").unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
         let err = load("/nonexistent/vipd.toml").unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
         assert!(err

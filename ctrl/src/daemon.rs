@@ -1094,6 +1094,141 @@ fn start_dpdk(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::path::Path;
+
+    const CONFIG: &str = "[[vip]]\naddress = \"192.0.2.10\"\nport = 80\nprotocol = \"tcp\"\nencap_source_v4 = \"10.0.0.1\"\n\
+        [[vip.backend]]\naddress = \"10.0.1.1\"\n[[vip.backend]]\naddress = \"10.0.1.2\"\n";
+
+    fn dry_run_daemon(dir: &Path) -> Daemon {
+        let path = dir.join("vipd.toml");
+        std::fs::write(&path, CONFIG).unwrap();
+        Daemon::new(Options {
+            config_path: path,
+            dry_run: true,
+            admin_socket: Some(dir.join("admin.sock")),
+            bgp_check: None,
+            drain: Duration::ZERO,
+        })
+        .unwrap()
+    }
+
+    const COMMANDS: &[&str] = &[
+        "status",
+        "vip.list",
+        "vip.show",
+        "vip.add",
+        "vip.del",
+        "backend.add",
+        "backend.del",
+        "backend.weight",
+        "backend.drain",
+        "backend.undrain",
+        "health.show",
+        "stats",
+        "flows.count",
+        "flows.lookup",
+        "config.show",
+        "config.validate",
+        "config.reload",
+        "bgp.summary",
+        "bgp.routes",
+        "traffic.send",
+    ];
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u16>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "\\PC{0,24}".prop_map(Value::from),
+            prop::sample::select(vec![
+                "tcp 192.0.2.10:80",
+                "192.0.2.10",
+                "10.0.1.1",
+                "10.0.1.9",
+                "udp [::1]:53",
+                "tcp",
+                "syn",
+                "/",
+                "fd00::1"
+            ])
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            let key = prop_oneof![
+                prop::sample::select(vec![
+                    "vip", "backend", "weight", "mac", "address", "port", "protocol", "toml",
+                    "path", "packets", "src", "dst", "src_port", "dst_port", "flags"
+                ])
+                .prop_map(String::from),
+                "\\PC{0,8}",
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(key, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Random commands with random JSON arguments, and random request lines, against the real
+    /// daemon: every one gets a structured reply (and the daemon keeps answering).
+    #[test]
+    fn random_requests_get_structured_replies() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let daemon = runtime.block_on(async { dry_run_daemon(dir.path()) });
+        let check = |reply: Vec<u8>| -> Result<(), TestCaseError> {
+            let v: Value =
+                serde_json::from_slice(&reply).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&v["v"], &json!(1));
+            match v["ok"].as_bool() {
+                Some(true) => prop_assert!(v.get("result").is_some()),
+                Some(false) => {
+                    prop_assert!(v["error"]["code"].as_str().is_some_and(|c| !c.is_empty()));
+                    prop_assert!(v["error"]["message"].is_string());
+                }
+                None => prop_assert!(false, "no ok field: {}", v),
+            }
+            Ok(())
+        };
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 256,
+            ..ProptestConfig::default()
+        });
+        runner
+            .run(
+                &(
+                    prop_oneof![
+                        prop::sample::select(COMMANDS.to_vec()).prop_map(String::from),
+                        "\\PC{0,12}"
+                    ],
+                    json_value(),
+                ),
+                |(cmd, args)| {
+                    let line = json!({"v": 1, "id": 1, "cmd": cmd, "args": args}).to_string();
+                    check(runtime.block_on(admin::answer(&daemon, line.as_bytes())))
+                },
+            )
+            .unwrap();
+        runner
+            .run(&prop::collection::vec(any::<u8>(), 0..200), |bytes| {
+                check(runtime.block_on(admin::answer(&daemon, &bytes)))
+            })
+            .unwrap();
+        // Still serving, still consistent.
+        let status = runtime.block_on(admin::answer(&daemon, br#"{"v":1,"cmd":"status"}"#));
+        let v: Value = serde_json::from_slice(&status).unwrap();
+        assert_eq!(v["ok"], true);
+        runtime.block_on(async { daemon.inner.tables.current() });
+    }
 
     #[test]
     fn vip_keys_parse_in_every_listed_form() {
