@@ -404,4 +404,143 @@ mod tests {
         assert!(delays.iter().all(|d| (100..=150).contains(d)));
         assert!(delays.iter().any(|d| *d != delays[0]), "jitter varies");
     }
+
+    fn check(text: &str) -> HealthCheck {
+        let toml = format!(
+            "[[vip]]\naddress = \"192.0.2.1\"\nport = 80\nprotocol = \"tcp\"\n[vip.health]\n{text}"
+        );
+        crate::config::parse(&toml, "x").unwrap().vips()[0]
+            .health
+            .clone()
+            .unwrap()
+    }
+
+    /// Serves `status` to every HTTP request on 127.0.0.1, over TLS when `tls` is given.
+    async fn server(status: u16, tls: Option<Arc<rustls::ServerConfig>>) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    async fn respond<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+                        mut s: S,
+                        status: u16,
+                    ) {
+                        let mut buf = vec![0u8; 4096];
+                        let mut got = Vec::new();
+                        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => got.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        assert!(
+                            got.starts_with(b"GET /healthz HTTP/1.1\r\n"),
+                            "{}",
+                            String::from_utf8_lossy(&got)
+                        );
+                        let _ = s
+                            .write_all(
+                                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n")
+                                    .as_bytes(),
+                            )
+                            .await;
+                        let _ = s.shutdown().await;
+                    }
+                    match tls {
+                        Some(config) => {
+                            if let Ok(s) =
+                                tokio_rustls::TlsAcceptor::from(config).accept(stream).await
+                            {
+                                respond(s, status).await;
+                            }
+                        }
+                        None => respond(stream, status).await,
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn self_signed() -> Arc<rustls::ServerConfig> {
+        let cert = rcgen::generate_simple_self_signed(vec!["backend.test".to_string()]).unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+        Arc::new(config)
+    }
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[tokio::test]
+    async fn tcp_and_http_probes() {
+        let ok_port = server(200, None).await;
+        let bad_port = server(503, None).await;
+        let tcp = check("type = \"tcp\"\n");
+        assert_eq!(probe(&tcp, LOCAL, ok_port, None).await, Ok(()));
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        assert!(probe(&tcp, LOCAL, closed, None)
+            .await
+            .unwrap_err()
+            .contains("connect 127.0.0.1"));
+        let http = check("type = \"http\"\npath = \"/healthz\"\n");
+        assert_eq!(probe(&http, LOCAL, ok_port, None).await, Ok(()));
+        assert_eq!(
+            probe(&http, LOCAL, bad_port, None).await,
+            Err("HTTP status 503, expected 200".into())
+        );
+        let expect_503 = check("type = \"http\"\npath = \"/healthz\"\nexpect_status = 503\n");
+        assert_eq!(probe(&expect_503, LOCAL, bad_port, None).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn https_probe_accepts_self_signed_only_when_told() {
+        let port = server(200, Some(self_signed())).await;
+        let insecure = check("type = \"https\"\npath = \"/healthz\"\ninsecure_skip_verify = true\nhost = \"backend.test\"\n");
+        assert_eq!(
+            probe(&insecure, LOCAL, port, Some(&tls_config(true))).await,
+            Ok(())
+        );
+        let strict = check("type = \"https\"\npath = \"/healthz\"\nhost = \"backend.test\"\n");
+        let err = probe(&strict, LOCAL, port, Some(&tls_config(false)))
+            .await
+            .unwrap_err();
+        assert!(err.contains("TLS handshake"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_backend_times_out() {
+        // Accepts TCP but never answers HTTP.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let http = check("type = \"http\"\ninterval_ms = 1000\ntimeout_ms = 100\n");
+        let started = std::time::Instant::now();
+        assert_eq!(
+            probe(&http, LOCAL, port, None).await,
+            Err("timed out after 100 ms".into())
+        );
+        assert!(started.elapsed() < Duration::from_millis(900));
+        hold.abort();
+    }
 }
