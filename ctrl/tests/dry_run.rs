@@ -437,6 +437,65 @@ fn dry_run_health_drain_reload_metrics_sigterm() {
         "bad_args"
     );
 
+    // vipctl over the same socket: tables, --json, exit codes.
+    let vipctl = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vipctl"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = vipctl(&["status"]);
+    assert_eq!(code, Some(0));
+    assert!(out.lines().next().unwrap().starts_with("vipd "), "{out}");
+    assert!(
+        out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()
+            == ["tcp", "192.0.2.10:80", "up", "3/3", "-"]),
+        "{out}"
+    );
+    let (code, out, _) = vipctl(&["--json", "vip", "list"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        serde_json::from_str::<Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let (code, out, _) = vipctl(&["vip", "show", VIP]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("127.0.0.7") && out.contains("healthy"),
+        "{out}"
+    );
+    let (code, _, err) = vipctl(&["backend", "drain", VIP, "10.9.9.9"]);
+    assert_eq!(code, Some(1), "error reply");
+    assert!(err.contains("not_found"), "{err}");
+    assert_eq!(vipctl(&["backend", "weight", VIP]).0, Some(2), "usage");
+    let out = Command::new(env!("CARGO_BIN_EXE_vipctl"))
+        .args(["--socket", "/nonexistent/admin.sock", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "cannot connect");
+    let out = Command::new(env!("CARGO_BIN_EXE_vipctl"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("vipctl"));
+    let (code, _, _) = vipctl(&["backend", "weight", VIP, "127.0.0.4", "5"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        ok(&socket, "config.show", json!({}))["vips"][0]["backends"][1]["weight"],
+        5
+    );
+
     // SIGTERM: graceful, exit 0, socket removed.
     send_signal(vipd.0.id(), "TERM");
     let deadline = Instant::now() + Duration::from_secs(10);
