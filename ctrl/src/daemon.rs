@@ -244,7 +244,7 @@ impl Daemon {
     /// Rebuilds and publishes the tables, then updates announcements and alarms.
     fn publish(&self) {
         let model = lock(&self.inner.model);
-        match model.tables() {
+        match model.tables_reusing(&self.inner.tables.current()) {
             Ok(tables) => self.inner.tables.publish(tables),
             // The model only accepts changes whose tables build; this is a bug if reached.
             Err(e) => tracing::error!(error = %e, "cannot build tables; keeping the previous ones"),
@@ -355,17 +355,18 @@ impl Daemon {
         })
         .and_then(|new| {
             let mut model = lock(&self.inner.model);
-            // Try on a copy first: a reload that would make bad tables changes nothing.
-            let now = self.now_ms();
-            let diff = model
-                .reload(new, now)
+            // Apply to a copy first: a reload that would make bad tables changes nothing.
+            let mut next = model.clone();
+            let diff = next
+                .reload(new, self.now_ms())
                 .map_err(|e| AdminError::new("invalid_config", e.to_string()))?;
-            if let Err(e) = model.tables() {
+            if let Err(e) = next.tables() {
                 return Err(AdminError::new(
                     "invalid_config",
-                    format!("{e}; the running tables stay until the file is fixed"),
+                    format!("{e}; the running config stays until the file is fixed"),
                 ));
             }
+            *model = next;
             Ok(diff)
         });
         let mut counts = lock(&self.inner.reloads);

@@ -103,7 +103,7 @@ pub enum ModelError {
 }
 
 /// The runtime model; see the module docs.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Model {
     config: ValidConfig,
     vips: Vec<VipRt>,
@@ -328,6 +328,12 @@ impl Model {
     /// Builds the dataplane tables (every VIP's Maglev table).
     pub fn tables(&self) -> Result<Tables, TablesError> {
         Tables::build(self.ports.clone(), &self.entries())
+    }
+
+    /// As [`Model::tables`], reusing the Maglev table of every VIP whose backend set did not
+    /// change since `previous`: a health change rebuilds only its own VIP's table.
+    pub fn tables_reusing(&self, previous: &Tables) -> Result<Tables, TablesError> {
+        Tables::build_reusing(self.ports.clone(), &self.entries(), Some(previous))
     }
 
     /// VIP address -> (up, the VIP's raw BGP policy). An address is up when any of its VIPs is.
