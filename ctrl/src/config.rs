@@ -29,7 +29,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU16;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -38,13 +38,29 @@ use std::str::FromStr;
 use serde::Deserialize;
 use toml::Spanned;
 
+/// Largest config file accepted.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
 /// Where vipd reads its configuration unless told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/vipd/vipd.toml";
 
 /// A configuration that passed every check. Only [`parse`] and [`load`] build one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ValidConfig {
     vips: Vec<Vip>,
+    /// Polling cores and DPDK EAL settings (`[dataplane]`).
+    pub dataplane: DataplaneSettings,
+    /// Ports in port-id order (`[[port]]`); empty means one default port (dry-run).
+    pub ports: Vec<PortConfig>,
+    /// Admin socket settings (`[admin]`).
+    pub admin: AdminSettings,
+    /// Prometheus listen address (`[metrics] address`), if any.
+    pub metrics: Option<SocketAddr>,
+    /// Percentage of a VIP's backends that may fail together before the panic mode keeps them
+    /// all (`[health] panic_threshold`, default 50).
+    pub panic_threshold: u8,
+    /// The raw `[bgp]` table, for the BGP speaker to parse.
+    bgp: Option<toml::Value>,
 }
 
 impl ValidConfig {
@@ -57,10 +73,109 @@ impl ValidConfig {
     pub fn backend_count(&self) -> usize {
         self.vips.iter().map(|v| v.backends.len()).sum()
     }
+
+    /// The raw `[bgp]` table, unparsed (the BGP crate owns its schema).
+    pub fn bgp(&self) -> Option<&toml::Value> {
+        self.bgp.as_ref()
+    }
+
+    /// Replaces the VIP list (used by the admin socket's `vip.add` / `vip.del`).
+    pub fn set_vips(&mut self, vips: Vec<Vip>) {
+        self.vips = vips;
+    }
+}
+
+/// `[dataplane]`: polling cores and DPDK settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataplaneSettings {
+    /// Polling cores (lcores), 1..=128; default 1.
+    pub lcores: u16,
+    /// CPU to pin lcore N to (`cpus[N]`); may be empty.
+    pub cpus: Vec<usize>,
+    /// DPDK EAL arguments, e.g. `["-l", "2-3", "--file-prefix", "vipd"]`.
+    pub eal_args: Vec<String>,
+    /// Flow-table entries per lcore, 1024..=2^26; default 1,048,576.
+    pub flow_table_capacity: usize,
+}
+
+impl Default for DataplaneSettings {
+    fn default() -> Self {
+        DataplaneSettings {
+            lcores: 1,
+            cpus: Vec::new(),
+            eal_args: Vec::new(),
+            flow_table_capacity: 1 << 20,
+        }
+    }
+}
+
+/// One `[[port]]`: a DPDK port (its id is its index in the file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortConfig {
+    /// The port's MAC (source of frames sent).
+    pub mac: MacAddr,
+    /// The next hop's MAC for encapsulated traffic.
+    pub gateway_mac: MacAddr,
+    /// IP MTU, 576..=9216; default 1500.
+    pub mtu: u16,
+    /// 802.1Q VLAN id towards the backends, 1..=4094.
+    pub vlan: Option<u16>,
+}
+
+/// `[admin]`: the admin socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Socket path; default `/run/vipd/admin.sock`.
+    pub socket: PathBuf,
+    /// Largest request line in bytes, 256..=16 MiB; default 65536.
+    pub max_request_bytes: usize,
+    /// A connection idle this long is closed (ms), 100..=3,600,000; default 30,000.
+    pub idle_timeout_ms: u64,
+}
+
+/// Where the admin socket lives unless configured.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/vipd/admin.sock";
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            socket: PathBuf::from(DEFAULT_ADMIN_SOCKET),
+            max_request_bytes: 65_536,
+            idle_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// A VIP's active health check (`[vip.health]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HealthCheck {
+    /// TCP connect, or HTTP(S) GET.
+    pub kind: CheckKind,
+    /// Port probed on each backend; defaults to the VIP's port (required for all-ports VIPs).
+    pub port: NonZeroU16,
+    /// HTTP path, starting with `/`; default `/`.
+    pub path: String,
+    /// Expected HTTP status, 100..=599; default 200.
+    pub expect_status: u16,
+    /// Milliseconds between probes, 10..=3,600,000; default 2000.
+    pub interval_ms: u64,
+    /// Probe timeout in ms, 1..=interval; default 1000 (or the interval if shorter).
+    pub timeout_ms: u64,
+    /// Up to this many ms added at random to each interval, 0..=interval; default 0.
+    pub jitter_ms: u64,
+    /// Consecutive successes to become healthy, 1..=100; default 2.
+    pub rise: u8,
+    /// Consecutive failures to become unhealthy, 1..=100; default 3.
+    pub fall: u8,
+    /// HTTPS only: accept any certificate (self-signed backends). Default false.
+    pub insecure_skip_verify: bool,
+    /// HTTP `Host` header; default the backend address.
+    pub host: Option<String>,
 }
 
 /// One virtual IP service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Vip {
     /// Address announced over BGP and matched by the dataplane.
@@ -83,6 +198,10 @@ pub struct Vip {
     pub encap_source_v6: Option<Ipv6Addr>,
     /// Backends, in file order, with distinct addresses.
     pub backends: Vec<Backend>,
+    /// Active health check; none means every backend is healthy unless drained.
+    pub health: Option<HealthCheck>,
+    /// The VIP's raw `[vip.bgp]` policy table (communities, MED...), for the BGP speaker.
+    pub bgp: Option<toml::Value>,
 }
 
 impl Vip {
@@ -132,6 +251,20 @@ pub struct Backend {
     pub weight: NonZeroU16,
     /// Destination MAC for `l2dsr`; always present when the VIP uses `l2dsr`.
     pub mac: Option<MacAddr>,
+    /// Port the health check probes on this backend instead of the check's port.
+    pub health_port: Option<NonZeroU16>,
+}
+
+impl Backend {
+    /// A backend of weight 1 without MAC (for the admin socket's `backend.add`).
+    pub fn new(address: IpAddr, weight: NonZeroU16, mac: Option<MacAddr>) -> Backend {
+        Backend {
+            address,
+            weight,
+            mac,
+            health_port: None,
+        }
+    }
 }
 
 /// Declares a config enum with its spellings, `as_str` and the "must be ..." message.
@@ -168,6 +301,18 @@ macro_rules! choice_enum {
             }
         }
     };
+}
+
+choice_enum! {
+    /// Kind of health probe.
+    CheckKind {
+        /// TCP connect.
+        Tcp = "tcp",
+        /// HTTP GET, status compared.
+        Http = "http",
+        /// HTTPS GET, status compared.
+        Https = "https",
+    }
 }
 
 choice_enum! {
@@ -352,18 +497,48 @@ fn one_of(items: impl Iterator<Item = String>) -> String {
     }
 }
 
+/// Checks the raw `[bgp]` table; returns one message per problem (empty when valid). The BGP
+/// speaker's config parser plugs in here so `vipd --check` covers `[bgp]` too.
+pub type BgpCheck = fn(&toml::Value) -> Vec<String>;
+
 /// Reads and validates the config file at `path`.
 pub fn load(path: impl AsRef<Path>) -> Result<ValidConfig, ConfigError> {
+    load_with(path, None)
+}
+
+/// As [`load`], also checking `[bgp]` with `bgp_check`.
+pub fn load_with(
+    path: impl AsRef<Path>,
+    bgp_check: Option<BgpCheck>,
+) -> Result<ValidConfig, ConfigError> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let read_error = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
-    parse(&text, &path.display().to_string())
+    };
+    // Not a device or a FIFO (which could block or never end), and not absurdly large.
+    let meta = std::fs::metadata(path).map_err(read_error)?;
+    if !meta.is_file() || meta.len() > MAX_FILE_BYTES {
+        return Err(read_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not a regular file of at most {MAX_FILE_BYTES} bytes"),
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(read_error)?;
+    parse_with(&text, &path.display().to_string(), bgp_check)
 }
 
 /// Validates config `text`; `file_name` is used in error messages only.
 pub fn parse(text: &str, file_name: &str) -> Result<ValidConfig, ConfigError> {
+    parse_with(text, file_name, None)
+}
+
+/// As [`parse`], also checking `[bgp]` with `bgp_hook`.
+pub fn parse_with(
+    text: &str,
+    file_name: &str,
+    bgp_hook: Option<BgpCheck>,
+) -> Result<ValidConfig, ConfigError> {
     let mut checker = Checker {
         file: file_name,
         text,
@@ -387,8 +562,64 @@ pub fn parse(text: &str, file_name: &str) -> Result<ValidConfig, ConfigError> {
             vips.push(vip);
         }
     }
+    let dataplane = checker.dataplane(raw.dataplane.as_ref());
+    let ports: Vec<PortConfig> = raw
+        .port
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| checker.port(i, p))
+        .collect();
+    let admin = checker.admin(raw.admin.as_ref());
+    let metrics = raw.metrics.as_ref().and_then(|m| {
+        checker.field(
+            m.span(),
+            "metrics.address".to_string(),
+            m.get_ref().address.as_ref(),
+            Err("required in [metrics]: host:port to serve Prometheus metrics on, e.g. address = \"127.0.0.1:9110\""),
+            |text| {
+                text.parse::<SocketAddr>().map_err(|_| {
+                    format!("must be an address and port like \"127.0.0.1:9110\" or \"[::1]:9110\", got {text:?}")
+                })
+            },
+        )
+    });
+    let panic_threshold = match raw.health.as_ref() {
+        None => Some(50),
+        Some(h) => checker.field(
+            h.span(),
+            "health.panic_threshold".to_string(),
+            h.get_ref().panic_threshold.as_ref(),
+            Ok(50),
+            |&v| {
+                u8::try_from(v).ok().filter(|v| *v <= 100).ok_or_else(|| {
+                    format!("must be a percentage 0..=100 (0 disables the panic mode), got {v}")
+                })
+            },
+        ),
+    };
+    if let Some(bgp) = &raw.bgp {
+        if !bgp.get_ref().is_table() {
+            checker.report(
+                bgp.span(),
+                "bgp".to_string(),
+                "must be a table: [bgp]".to_string(),
+            );
+        } else if let Some(hook) = bgp_hook {
+            for message in hook(bgp.get_ref()) {
+                checker.report(bgp.span(), "bgp".to_string(), message);
+            }
+        }
+    }
     if checker.problems.is_empty() {
-        Ok(ValidConfig { vips })
+        Ok(ValidConfig {
+            vips,
+            dataplane: dataplane.unwrap_or_default(),
+            ports,
+            admin: admin.unwrap_or_default(),
+            metrics,
+            panic_threshold: panic_threshold.unwrap_or(50),
+            bgp: raw.bgp.map(Spanned::into_inner),
+        })
     } else {
         checker.problems.sort_by_key(|p| p.line);
         Err(ConfigError::Invalid {
@@ -402,6 +633,68 @@ pub fn parse(text: &str, file_name: &str) -> Result<ValidConfig, ConfigError> {
 struct RawConfig {
     #[serde(default)]
     vip: Vec<Spanned<RawVip>>,
+    dataplane: Option<Spanned<RawDataplane>>,
+    #[serde(default)]
+    port: Vec<Spanned<RawPort>>,
+    admin: Option<Spanned<RawAdmin>>,
+    metrics: Option<Spanned<RawMetrics>>,
+    health: Option<Spanned<RawHealthDefaults>>,
+    bgp: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataplane {
+    lcores: Option<Spanned<i64>>,
+    cpus: Option<Spanned<Vec<i64>>>,
+    eal_args: Option<Spanned<Vec<String>>>,
+    flow_table_capacity: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPort {
+    mac: Option<Spanned<String>>,
+    gateway_mac: Option<Spanned<String>>,
+    mtu: Option<Spanned<i64>>,
+    vlan: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    socket: Option<Spanned<String>>,
+    max_request_bytes: Option<Spanned<i64>>,
+    idle_timeout_ms: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    address: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthDefaults {
+    panic_threshold: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct RawHealth {
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    port: Option<Spanned<i64>>,
+    path: Option<Spanned<String>>,
+    expect_status: Option<Spanned<i64>>,
+    interval_ms: Option<Spanned<i64>>,
+    timeout_ms: Option<Spanned<i64>>,
+    jitter_ms: Option<Spanned<i64>>,
+    rise: Option<Spanned<i64>>,
+    fall: Option<Spanned<i64>>,
+    insecure_skip_verify: Option<Spanned<bool>>,
+    host: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -417,6 +710,8 @@ struct RawVip {
     encap_source_v6: Option<Spanned<String>>,
     #[serde(default)]
     backend: Vec<Spanned<RawBackend>>,
+    health: Option<Spanned<RawHealth>>,
+    bgp: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -425,6 +720,7 @@ struct RawBackend {
     address: Option<Spanned<String>>,
     weight: Option<Spanned<i64>>,
     mac: Option<Spanned<String>>,
+    health_port: Option<Spanned<i64>>,
 }
 
 /// Validation state: the source for line numbers, and the problems found so far.
@@ -476,6 +772,311 @@ impl Checker<'_> {
                 }
             },
         }
+    }
+
+    /// An integer field within `range`, default `default`.
+    fn int<T: TryFrom<i64> + Copy>(
+        &mut self,
+        table_span: Range<usize>,
+        path: String,
+        raw: Option<&Spanned<i64>>,
+        default: Result<T, &str>,
+        range: std::ops::RangeInclusive<i64>,
+        what: &str,
+    ) -> Option<T> {
+        self.field(table_span, path, raw, default, |&v| {
+            if range.contains(&v) {
+                T::try_from(v).map_err(|_| {
+                    format!("must be {}..={}{what}, got {v}", range.start(), range.end())
+                })
+            } else {
+                Err(format!(
+                    "must be {}..={}{what}, got {v}",
+                    range.start(),
+                    range.end()
+                ))
+            }
+        })
+    }
+
+    fn dataplane(&mut self, raw: Option<&Spanned<RawDataplane>>) -> Option<DataplaneSettings> {
+        let Some(raw) = raw else {
+            return Some(DataplaneSettings::default());
+        };
+        let span = raw.span();
+        let raw = raw.get_ref();
+        let defaults = DataplaneSettings::default();
+        let lcores = self.int(
+            span.clone(),
+            "dataplane.lcores".into(),
+            raw.lcores.as_ref(),
+            Ok(1u16),
+            1..=128,
+            " polling cores",
+        );
+        let cpus = self.field(
+            span.clone(),
+            "dataplane.cpus".into(),
+            raw.cpus.as_ref(),
+            Ok(Vec::new()),
+            |list| {
+                list.iter()
+                    .map(|&c| {
+                        usize::try_from(c)
+                            .ok()
+                            .filter(|c| *c < 4096)
+                            .ok_or_else(|| format!("must list CPU ids 0..=4095, got {c}"))
+                    })
+                    .collect()
+            },
+        );
+        let eal_args = self.field(
+            span.clone(),
+            "dataplane.eal_args".into(),
+            raw.eal_args.as_ref(),
+            Ok(Vec::new()),
+            |list| Ok(list.clone()),
+        );
+        let flow_table_capacity = self.int(
+            span,
+            "dataplane.flow_table_capacity".into(),
+            raw.flow_table_capacity.as_ref(),
+            Ok(defaults.flow_table_capacity),
+            1024..=(1 << 26),
+            " flow entries per lcore",
+        );
+        Some(DataplaneSettings {
+            lcores: lcores?,
+            cpus: cpus?,
+            eal_args: eal_args?,
+            flow_table_capacity: flow_table_capacity?,
+        })
+    }
+
+    fn mac_field(
+        &mut self,
+        span: Range<usize>,
+        path: String,
+        raw: Option<&Spanned<String>>,
+        absent: Result<Option<MacAddr>, &str>,
+    ) -> Option<Option<MacAddr>> {
+        self.field(span, path, raw, absent, |text| {
+            let mac = text.parse::<MacAddr>()?;
+            if mac.is_unicast() {
+                Ok(Some(mac))
+            } else {
+                Err(format!(
+                    "must be a unicast MAC address (not multicast, broadcast or all zeros), got {text:?}"
+                ))
+            }
+        })
+    }
+
+    fn port(&mut self, index: usize, raw: &Spanned<RawPort>) -> Option<PortConfig> {
+        let span = raw.span();
+        let raw = raw.get_ref();
+        let path = format!("port[{index}]");
+        let mac = self.mac_field(
+            span.clone(),
+            format!("{path}.mac"),
+            raw.mac.as_ref(),
+            Err("required: the port's MAC address, e.g. mac = \"02:00:00:00:00:01\""),
+        );
+        let gateway_mac = self.mac_field(span.clone(), format!("{path}.gateway_mac"), raw.gateway_mac.as_ref(), Err("required: the next hop's MAC address towards the backends, e.g. gateway_mac = \"02:00:00:00:00:fe\""));
+        let mtu = self.int(
+            span.clone(),
+            format!("{path}.mtu"),
+            raw.mtu.as_ref(),
+            Ok(1500u16),
+            576..=9216,
+            "",
+        );
+        let vlan = self.field(
+            span,
+            format!("{path}.vlan"),
+            raw.vlan.as_ref(),
+            Ok(None),
+            |&v| {
+                if (1..=4094).contains(&v) {
+                    Ok(Some(v as u16))
+                } else {
+                    Err(format!(
+                        "must be a VLAN id 1..=4094, or absent for untagged, got {v}"
+                    ))
+                }
+            },
+        );
+        Some(PortConfig {
+            mac: mac??,
+            gateway_mac: gateway_mac??,
+            mtu: mtu?,
+            vlan: vlan?,
+        })
+    }
+
+    fn admin(&mut self, raw: Option<&Spanned<RawAdmin>>) -> Option<AdminSettings> {
+        let Some(raw) = raw else {
+            return Some(AdminSettings::default());
+        };
+        let span = raw.span();
+        let raw = raw.get_ref();
+        let d = AdminSettings::default();
+        let socket = self.field(span.clone(), "admin.socket".into(), raw.socket.as_ref(), Ok(d.socket), |text| {
+            if text.starts_with('/') && text.len() < 108 {
+                Ok(PathBuf::from(text))
+            } else {
+                Err(format!("must be an absolute path shorter than 108 bytes (a Unix socket limit), got {text:?}"))
+            }
+        });
+        let max_request_bytes = self.int(
+            span.clone(),
+            "admin.max_request_bytes".into(),
+            raw.max_request_bytes.as_ref(),
+            Ok(d.max_request_bytes),
+            256..=(16 << 20),
+            " bytes",
+        );
+        let idle_timeout_ms = self.int(
+            span,
+            "admin.idle_timeout_ms".into(),
+            raw.idle_timeout_ms.as_ref(),
+            Ok(d.idle_timeout_ms),
+            100..=3_600_000,
+            " ms",
+        );
+        Some(AdminSettings {
+            socket: socket?,
+            max_request_bytes: max_request_bytes?,
+            idle_timeout_ms: idle_timeout_ms?,
+        })
+    }
+
+    fn health(
+        &mut self,
+        path: &str,
+        vip_port: Option<NonZeroU16>,
+        raw: &Spanned<RawHealth>,
+    ) -> Option<HealthCheck> {
+        let span = raw.span();
+        let raw = raw.get_ref();
+        let path = format!("{path}.health");
+        let kind = self.field(
+            span.clone(),
+            format!("{path}.type"),
+            raw.kind.as_ref(),
+            Err("required: \"tcp\", \"http\" or \"https\""),
+            |t| t.parse::<CheckKind>(),
+        );
+        let port = match vip_port {
+            Some(p) => self.int(span.clone(), format!("{path}.port"), raw.port.as_ref(), Ok(p.get()), 1..=65535, ""),
+            None => self.int(span.clone(), format!("{path}.port"), raw.port.as_ref(), Err("required for an all-ports VIP: the port to probe on each backend, e.g. port = 80"), 1..=65535, ""),
+        }
+        .and_then(NonZeroU16::new);
+        let is_http = matches!(kind, Some(CheckKind::Http | CheckKind::Https));
+        if !is_http {
+            for (name, present) in [
+                ("path", raw.path.is_some()),
+                ("expect_status", raw.expect_status.is_some()),
+                ("host", raw.host.is_some()),
+                ("insecure_skip_verify", raw.insecure_skip_verify.is_some()),
+            ] {
+                if present && kind.is_some() {
+                    self.report(
+                        span.clone(),
+                        format!("{path}.{name}"),
+                        "only allowed with type = \"http\" or \"https\"; remove it or change type"
+                            .to_string(),
+                    );
+                }
+            }
+        }
+        if kind == Some(CheckKind::Http) && raw.insecure_skip_verify.is_some() {
+            self.report(
+                span.clone(),
+                format!("{path}.insecure_skip_verify"),
+                "only allowed with type = \"https\"".to_string(),
+            );
+        }
+        let url_path = self.field(span.clone(), format!("{path}.path"), raw.path.as_ref(), Ok("/".to_string()), |p| {
+            if p.starts_with('/') && p.len() <= 1024 && p.bytes().all(|b| b.is_ascii_graphic()) {
+                Ok(p.clone())
+            } else {
+                Err(format!("must start with \"/\", be printable ASCII without spaces and at most 1024 bytes, got {p:?}"))
+            }
+        });
+        let expect_status = self.int(
+            span.clone(),
+            format!("{path}.expect_status"),
+            raw.expect_status.as_ref(),
+            Ok(200u16),
+            100..=599,
+            " (an HTTP status)",
+        );
+        let interval_ms = self.int(
+            span.clone(),
+            format!("{path}.interval_ms"),
+            raw.interval_ms.as_ref(),
+            Ok(2000u64),
+            10..=3_600_000,
+            " ms",
+        );
+        let iv = interval_ms.unwrap_or(3_600_000);
+        let timeout_ms = self.int(
+            span.clone(),
+            format!("{path}.timeout_ms"),
+            raw.timeout_ms.as_ref(),
+            Ok(1000u64.min(iv)),
+            1..=iv as i64,
+            " ms (at most interval_ms)",
+        );
+        let jitter_ms = self.int(
+            span.clone(),
+            format!("{path}.jitter_ms"),
+            raw.jitter_ms.as_ref(),
+            Ok(0u64),
+            0..=iv as i64,
+            " ms (at most interval_ms)",
+        );
+        let rise = self.int(
+            span.clone(),
+            format!("{path}.rise"),
+            raw.rise.as_ref(),
+            Ok(2u8),
+            1..=100,
+            " consecutive successes",
+        );
+        let fall = self.int(
+            span.clone(),
+            format!("{path}.fall"),
+            raw.fall.as_ref(),
+            Ok(3u8),
+            1..=100,
+            " consecutive failures",
+        );
+        let insecure = raw
+            .insecure_skip_verify
+            .as_ref()
+            .is_some_and(|v| *v.get_ref());
+        let host = self.field(span, format!("{path}.host"), raw.host.as_ref(), Ok(None), |h| {
+            if !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)) {
+                Ok(Some(h.clone()))
+            } else {
+                Err(format!("must be a host name (letters, digits, '-', '.', at most 255 bytes), got {h:?}"))
+            }
+        });
+        Some(HealthCheck {
+            kind: kind?,
+            port: port?,
+            path: url_path?,
+            expect_status: expect_status?,
+            interval_ms: interval_ms?,
+            timeout_ms: timeout_ms?,
+            jitter_ms: jitter_ms?,
+            rise: rise?,
+            fall: fall?,
+            insecure_skip_verify: insecure,
+            host: host?,
+        })
     }
 
     fn vip(
@@ -674,16 +1275,58 @@ impl Checker<'_> {
                 }
             }
 
-            if let (Some(address), Some(weight), Some(mac)) = (b_address, weight, mac) {
+            let health_port = self.field(
+                b_span.clone(),
+                format!("{b_path}.health_port"),
+                raw_backend.health_port.as_ref(),
+                Ok(None),
+                |&p| {
+                    u16::try_from(p)
+                        .ok()
+                        .and_then(NonZeroU16::new)
+                        .map(Some)
+                        .ok_or_else(|| format!("must be 1..=65535, got {p}"))
+                },
+            );
+            if raw_backend.health_port.is_some() && raw.health.is_none() {
+                self.report(
+                    b_span.clone(),
+                    format!("{b_path}.health_port"),
+                    format!("only allowed when {path} has a [vip.health] check"),
+                );
+            }
+
+            if let (Some(address), Some(weight), Some(mac), Some(health_port)) =
+                (b_address, weight, mac, health_port)
+            {
                 backends.push(Backend {
                     address,
                     weight,
                     mac,
+                    health_port,
                 });
             }
         }
 
+        // Outer None: invalid (reported); inner None: no check configured.
+        let health: Option<Option<HealthCheck>> = match (&raw.health, port) {
+            (None, _) => Some(None),
+            (Some(h), Some(vip_port)) => self.health(&path, vip_port, h).map(Some),
+            (Some(_), None) => None,
+        };
+        if let Some(bgp) = &raw.bgp {
+            if !bgp.get_ref().is_table() {
+                self.report(
+                    bgp.span(),
+                    format!("{path}.bgp"),
+                    "must be a table: [vip.bgp]".to_string(),
+                );
+            }
+        }
+
         Some(Vip {
+            health: health?,
+            bgp: raw.bgp.as_ref().map(|b| b.get_ref().clone()),
             address: address?,
             port: port?,
             protocol: protocol?,
@@ -1013,11 +1656,139 @@ mod tests {
 
     #[test]
     fn load_reports_unreadable_file() {
+        let err = load("/dev/zero").unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
         let err = load("/nonexistent/vipd.toml").unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
         assert!(err
             .to_string()
             .starts_with("/nonexistent/vipd.toml: cannot read config file"));
+    }
+
+    /// Every new section's validation errors, each located and saying what is allowed.
+    #[test]
+    fn section_errors_name_line_field_and_allowed_values() {
+        let cases: &[(&str, &str)] = &[
+            ("[dataplane]\nlcores = 0\n", "vipd.toml:2: dataplane.lcores: must be 1..=128 polling cores, got 0"),
+            ("[dataplane]\ncpus = [1, -2]\n", "vipd.toml:2: dataplane.cpus: must list CPU ids 0..=4095, got -2"),
+            ("[dataplane]\nflow_table_capacity = 10\n", "vipd.toml:2: dataplane.flow_table_capacity: must be 1024..=67108864 flow entries per lcore, got 10"),
+            ("[dataplane]\neal_args = [1]\n", "vipd.toml:2: invalid type: integer `1`, expected a string"),
+            ("[[port]]\ngateway_mac = \"02:00:00:00:00:fe\"\n", "vipd.toml:1: port[0].mac: required: the port's MAC address"),
+            ("[[port]]\nmac = \"02:00:00:00:00:01\"\n", "vipd.toml:1: port[0].gateway_mac: required"),
+            ("[[port]]\nmac = \"ff:ff:ff:ff:ff:ff\"\ngateway_mac = \"02:00:00:00:00:fe\"\n", "vipd.toml:2: port[0].mac: must be a unicast MAC"),
+            ("[[port]]\nmac = \"02:00:00:00:00:01\"\ngateway_mac = \"02:00:00:00:00:fe\"\nmtu = 100\n", "vipd.toml:4: port[0].mtu: must be 576..=9216, got 100"),
+            ("[[port]]\nmac = \"02:00:00:00:00:01\"\ngateway_mac = \"02:00:00:00:00:fe\"\nvlan = 4095\n", "vipd.toml:4: port[0].vlan: must be a VLAN id 1..=4094, or absent for untagged, got 4095"),
+            ("[admin]\nsocket = \"admin.sock\"\n", "vipd.toml:2: admin.socket: must be an absolute path shorter than 108 bytes"),
+            ("[admin]\nmax_request_bytes = 1\n", "vipd.toml:2: admin.max_request_bytes: must be 256..=16777216 bytes, got 1"),
+            ("[admin]\nidle_timeout_ms = 5\n", "vipd.toml:2: admin.idle_timeout_ms: must be 100..=3600000 ms, got 5"),
+            ("[admin]\nsokcet = \"/x\"\n", "vipd.toml:2: unknown field `sokcet`, expected one of"),
+            ("[metrics]\naddress = \"localhost\"\n", "vipd.toml:2: metrics.address: must be an address and port like"),
+            ("[metrics]\n", "vipd.toml:1: metrics.address: required in [metrics]"),
+            ("[health]\npanic_threshold = 101\n", "vipd.toml:2: health.panic_threshold: must be a percentage 0..=100"),
+            ("bgp = 3\n", "vipd.toml:1: bgp: must be a table: [bgp]"),
+        ];
+        for (text, expected) in cases {
+            let got = problems(text);
+            assert_eq!(got.len(), 1, "{text}: {got:?}");
+            assert!(
+                got[0].starts_with(expected),
+                "{text}:\n got  {}\n want {expected}",
+                got[0]
+            );
+        }
+    }
+
+    #[test]
+    fn health_check_errors() {
+        let h = |extra: &str| format!("{TCP_VIP}[vip.health]\n{extra}");
+        let cases: Vec<(String, &str)> = vec![
+            (h("port = 80\n"), "vipd.toml:6: vip[0].health.type: required: \"tcp\", \"http\" or \"https\""),
+            (h("type = \"icmp\"\n"), "vipd.toml:7: vip[0].health.type: must be \"tcp\", \"http\" or \"https\", got \"icmp\""),
+            (h("type = \"tcp\"\npath = \"/x\"\n"), "vipd.toml:6: vip[0].health.path: only allowed with type = \"http\" or \"https\""),
+            (h("type = \"http\"\ninsecure_skip_verify = true\n"), "vipd.toml:6: vip[0].health.insecure_skip_verify: only allowed with type = \"https\""),
+            (h("type = \"http\"\npath = \"healthz\"\n"), "vipd.toml:8: vip[0].health.path: must start with \"/\""),
+            (h("type = \"http\"\nexpect_status = 99\n"), "vipd.toml:8: vip[0].health.expect_status: must be 100..=599 (an HTTP status), got 99"),
+            (h("type = \"tcp\"\ninterval_ms = 5\n"), "vipd.toml:8: vip[0].health.interval_ms: must be 10..=3600000 ms, got 5"),
+            (h("type = \"tcp\"\ninterval_ms = 100\ntimeout_ms = 200\n"), "vipd.toml:9: vip[0].health.timeout_ms: must be 1..=100 ms (at most interval_ms), got 200"),
+            (h("type = \"tcp\"\ninterval_ms = 100\njitter_ms = 101\n"), "vipd.toml:9: vip[0].health.jitter_ms: must be 0..=100 ms (at most interval_ms), got 101"),
+            (h("type = \"tcp\"\nrise = 0\n"), "vipd.toml:8: vip[0].health.rise: must be 1..=100 consecutive successes, got 0"),
+            (h("type = \"tcp\"\nfall = 101\n"), "vipd.toml:8: vip[0].health.fall: must be 1..=100 consecutive failures, got 101"),
+            (h("type = \"tcp\"\nport = 0\n"), "vipd.toml:8: vip[0].health.port: must be 1..=65535, got 0"),
+            (h("type = \"http\"\nhost = \"a b\"\n"), "vipd.toml:8: vip[0].health.host: must be a host name"),
+            (h("type = \"tcp\"\nretries = 1\n"), "vipd.toml:8: unknown field `retries`"),
+            (format!("{}[vip.health]\ntype = \"tcp\"\n", TCP_VIP.replace("port = 80\n", "")), "vipd.toml:5: vip[0].health.port: required for an all-ports VIP"),
+            (format!("{TCP_VIP}[[vip.backend]]\naddress = \"10.0.1.1\"\nhealth_port = 80\n"), "vipd.toml:6: vip[0].backend[0].health_port: only allowed when vip[0] has a [vip.health] check"),
+            (format!("{TCP_VIP}[vip.health]\ntype = \"tcp\"\n[[vip.backend]]\naddress = \"10.0.1.1\"\nhealth_port = 70000\n"), "vipd.toml:10: vip[0].backend[0].health_port: must be 1..=65535, got 70000"),
+            (format!("{TCP_VIP}bgp = 1\n"), "vipd.toml:6: vip[0].bgp: must be a table: [vip.bgp]"),
+        ];
+        for (text, expected) in &cases {
+            let got = problems(text);
+            assert_eq!(got.len(), 1, "{text}: {got:?}");
+            assert!(
+                got[0].starts_with(expected),
+                "{text}:\n got  {}\n want {expected}",
+                got[0]
+            );
+        }
+    }
+
+    #[test]
+    fn health_defaults_and_sections_parse() {
+        let text = format!("{TCP_VIP}[vip.health]\ntype = \"http\"\n[vip.bgp]\nmed = 10\n[bgp]\nlocal_as = 65001\n[dataplane]\nlcores = 2\ncpus = [2, 3]\n[[port]]\nmac = \"02:00:00:00:00:01\"\ngateway_mac = \"02:00:00:00:00:fe\"\n");
+        let c = parse(&text, "x").unwrap();
+        let h = c.vips()[0].health.clone().unwrap();
+        assert_eq!(
+            (h.kind, h.port.get(), h.path.as_str(), h.expect_status),
+            (CheckKind::Http, 80, "/", 200)
+        );
+        assert_eq!(
+            (h.interval_ms, h.timeout_ms, h.jitter_ms, h.rise, h.fall),
+            (2000, 1000, 0, 2, 3)
+        );
+        assert!(!h.insecure_skip_verify);
+        assert_eq!(
+            c.vips()[0]
+                .bgp
+                .as_ref()
+                .and_then(|b| b.get("med"))
+                .and_then(|v| v.as_integer()),
+            Some(10)
+        );
+        assert_eq!(
+            c.bgp()
+                .and_then(|b| b.get("local_as"))
+                .and_then(|v| v.as_integer()),
+            Some(65001)
+        );
+        assert_eq!(
+            (c.dataplane.lcores, c.dataplane.cpus.as_slice()),
+            (2, &[2usize, 3][..])
+        );
+        assert_eq!(c.ports.len(), 1);
+        assert_eq!(c.panic_threshold, 50);
+        assert_eq!(c.admin, AdminSettings::default());
+        assert_eq!(c.metrics, None);
+    }
+
+    #[test]
+    fn bgp_hook_problems_are_located_at_the_bgp_table() {
+        fn hook(v: &toml::Value) -> Vec<String> {
+            if v.get("local_as").is_none() {
+                vec!["local_as: required".to_string()]
+            } else {
+                Vec::new()
+            }
+        }
+        let err = parse_with("# c\n[bgp]\nrouter_id = \"1.2.3.4\"\n", "f", Some(hook)).unwrap_err();
+        assert_eq!(
+            err.problems()[0].to_string(),
+            "f:2: bgp: local_as: required"
+        );
+        assert!(parse_with("[bgp]\nlocal_as = 1\n", "f", Some(hook)).is_ok());
+        assert!(
+            parse_with("", "f", Some(hook)).is_ok(),
+            "no [bgp]: BGP disabled"
+        );
     }
 
     proptest::proptest! {

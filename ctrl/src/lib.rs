@@ -1,10 +1,17 @@
-//! Control plane of the vipd appliance: configuration now; health checks, the admin socket,
-//! metrics and the BGP speaker's wiring come next.
+//! Control plane of the vipd appliance: configuration, backend health, the runtime model that
+//! turns both into dataplane tables, the admin socket, metrics and the daemon that runs them.
 //!
-//! The binaries `vipd` (daemon) and, later, `vipctl` (operator CLI) are thin shells over this
-//! library so everything that can be tested without a process is tested here.
+//! The binaries `vipd` (daemon) and `vipctl` (operator CLI) are thin shells over this library so
+//! everything that can be tested without a process is tested here.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod config;
+pub mod daemon;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
+pub mod health;
+pub mod metrics;
+pub mod model;

@@ -171,6 +171,8 @@ pub struct Vip {
     /// Maglev slot value -> backend id.
     pub(crate) members: Box<[BackendId]>,
     pub(crate) maglev: MaglevTable,
+    /// What `maglev` was built from: (id, address, weight in the table) per backend.
+    pub(crate) maglev_input: Box<[(BackendId, IpAddr, u32)]>,
 }
 
 impl Vip {
@@ -261,6 +263,17 @@ pub struct Tables {
 impl Tables {
     /// Validates the entries and builds every VIP's Maglev table.
     pub fn build(ports: Vec<Port>, entries: &[VipEntry]) -> Result<Tables, TablesError> {
+        Tables::build_reusing(ports, entries, None)
+    }
+
+    /// As [`Tables::build`], but a VIP whose id, address, protocol, port, table size and
+    /// backends (ids, addresses, weights in the table) are the same as in `previous` reuses its
+    /// Maglev table instead of building it again: a health change rebuilds only its own VIP.
+    pub fn build_reusing(
+        ports: Vec<Port>,
+        entries: &[VipEntry],
+        previous: Option<&Tables>,
+    ) -> Result<Tables, TablesError> {
         let mut t = Tables {
             ports,
             ..Tables::default()
@@ -287,7 +300,7 @@ impl Tables {
             {
                 return Err(TablesError::DuplicateVip(name));
             }
-            let vip = t.build_vip(e, &name)?;
+            let vip = t.build_vip(e, &name, previous)?;
             t.vips.push(vip);
             let slot = if e.protocol == ip_protocol::TCP { 0 } else { 1 };
             let addr = t.by_address.entry(e.address).or_insert(AddressVips {
@@ -330,7 +343,12 @@ impl Tables {
         }
     }
 
-    fn build_vip(&mut self, e: &VipEntry, name: &str) -> Result<Vip, TablesError> {
+    fn build_vip(
+        &mut self,
+        e: &VipEntry,
+        name: &str,
+        previous: Option<&Tables>,
+    ) -> Result<Vip, TablesError> {
         let mut keys: Vec<Vec<u8>> = Vec::with_capacity(e.backends.len());
         let mut members = Vec::with_capacity(e.backends.len());
         let mut weights = Vec::with_capacity(e.backends.len());
@@ -362,13 +380,32 @@ impl Tables {
                 0
             });
         }
-        let specs: Vec<BackendSpec<'_>> = keys
+        let maglev_input: Box<[(BackendId, IpAddr, u32)]> = e
+            .backends
             .iter()
             .zip(&weights)
-            .map(|(key, &weight)| BackendSpec { key, weight })
+            .map(|(b, &w)| (b.id, b.address, w))
             .collect();
-        let maglev = MaglevTable::build(&specs, e.table_size)
-            .map_err(|err| TablesError::Maglev(name.to_string(), err))?;
+        let reusable = previous
+            .and_then(|p| p.vip(e.address, e.protocol, e.port))
+            .filter(|v| {
+                v.id == e.id
+                    && v.port == e.port
+                    && v.maglev.size() == e.table_size
+                    && v.maglev_input == maglev_input
+            });
+        let maglev = match reusable {
+            Some(v) => v.maglev.clone(),
+            None => {
+                let specs: Vec<BackendSpec<'_>> = keys
+                    .iter()
+                    .zip(&weights)
+                    .map(|(key, &weight)| BackendSpec { key, weight })
+                    .collect();
+                MaglevTable::build(&specs, e.table_size)
+                    .map_err(|err| TablesError::Maglev(name.to_string(), err))?
+            }
+        };
         Ok(Vip {
             id: e.id,
             address: e.address,
@@ -381,6 +418,7 @@ impl Tables {
             egress_port: e.egress_port,
             members: members.into_boxed_slice(),
             maglev,
+            maglev_input,
         })
     }
 
@@ -709,6 +747,35 @@ mod tests {
             Tables::build(vec![port()], &[icmp]),
             Err(TablesError::BadProtocol(_, 1))
         ));
+    }
+
+    #[test]
+    fn build_reusing_matches_a_fresh_build() {
+        let entries = |state: BackendState| {
+            let mut a = vip(0, "203.0.113.1", 80, &[("10.0.0.1", 0), ("10.0.0.2", 1)]);
+            a.backends[1].state = state;
+            vec![
+                a,
+                vip(1, "203.0.113.2", 80, &[("10.0.0.3", 2), ("10.0.0.4", 3)]),
+            ]
+        };
+        let first = Tables::build(vec![port()], &entries(BackendState::Active)).unwrap();
+        for state in [BackendState::Active, BackendState::Down] {
+            let fresh = Tables::build(vec![port()], &entries(state)).unwrap();
+            let reused =
+                Tables::build_reusing(vec![port()], &entries(state), Some(&first)).unwrap();
+            for (f, r) in fresh.vips().iter().zip(reused.vips()) {
+                assert_eq!(f.maglev().slots(), r.maglev().slots());
+                assert_eq!(f.members, r.members);
+            }
+        }
+        let changed =
+            Tables::build_reusing(vec![port()], &entries(BackendState::Down), Some(&first))
+                .unwrap();
+        assert_ne!(
+            changed.vips()[0].maglev().slots(),
+            first.vips()[0].maglev().slots()
+        );
     }
 
     #[test]

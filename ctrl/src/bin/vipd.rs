@@ -1,80 +1,72 @@
-//! `vipd`, the appliance daemon. So far only `vipd --check [--config FILE]` exists: validate the
-//! config file and exit 0 when it is valid, or print every problem to stderr and exit 1.
+//! `vipd`, the appliance daemon.
 //!
-//! Arguments are parsed by hand for now; the full CLI (clap) comes with the daemon proper.
+//! `vipd --config FILE [--dry-run] [--admin-socket PATH] [--log-format json|text]` runs the
+//! dataplane (DPDK ports from the config, or the in-memory backend with `--dry-run`), health
+//! checks, the admin socket and metrics until SIGTERM (graceful, exit 0). SIGHUP reloads.
+//! `vipd --check --config FILE` validates the file and exits: 0 valid, 1 invalid, 2 usage.
 
 #![forbid(unsafe_code)]
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use ctrl::config;
+use clap::{Parser, ValueEnum};
+use ctrl::config::{self, BgpCheck};
+use ctrl::daemon::{Daemon, Options};
 
-const USAGE: &str = "\
-usage: vipd --check [--config FILE]
-
-  --check          validate the configuration and exit (0 = valid, 1 = invalid)
-  --config FILE    configuration file (default: /etc/vipd/vipd.toml)
-  -h, --help       show this help
-  -V, --version    show the version";
-
-/// What the command line asked for.
-#[derive(Debug, PartialEq, Eq)]
-enum Command {
-    Check { config_path: String },
-    Help,
-    Version,
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
-fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
-    let mut check = false;
-    let mut config_path = None;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--check" => check = true,
-            "--config" | "-c" => {
-                let value = args
-                    .next()
-                    .ok_or_else(|| format!("{arg} needs a file name"))?;
-                config_path = Some(value);
-            }
-            "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
-            _ => match arg.strip_prefix("--config=") {
-                Some(value) => config_path = Some(value.to_string()),
-                None => return Err(format!("unknown argument {arg:?}")),
-            },
-        }
-    }
-    if !check {
-        return Err("only --check is implemented so far".to_string());
-    }
-    Ok(Command::Check {
-        config_path: config_path.unwrap_or_else(|| config::DEFAULT_PATH.to_string()),
-    })
+/// vipd: anycast L4 load balancer daemon.
+#[derive(Parser, Debug)]
+#[command(name = "vipd", version, about)]
+struct Cli {
+    /// Configuration file.
+    #[arg(short, long, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Validate the configuration and exit (0 = valid, 1 = invalid).
+    #[arg(long)]
+    check: bool,
+    /// Run the dataplane on the in-memory backend instead of DPDK ports (no NIC needed;
+    /// enables the `traffic.send` admin command).
+    #[arg(long)]
+    dry_run: bool,
+    /// Admin socket path (overrides [admin] socket).
+    #[arg(long)]
+    admin_socket: Option<PathBuf>,
+    /// Log format on stderr. Filter with RUST_LOG (default info).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Milliseconds between withdrawing the VIPs on SIGTERM and stopping the dataplane.
+    #[arg(long, default_value_t = 2000)]
+    drain_ms: u64,
+}
+
+/// The `[bgp]` validator `--check` and reload use. The BGP speaker's config parser plugs in
+/// here (e.g. `Some(|v| bgp::BgpConfig::check(v))`); `None` accepts any `[bgp]` table.
+fn bgp_check() -> Option<BgpCheck> {
+    None
 }
 
 fn main() -> ExitCode {
-    let command = match parse_args(std::env::args().skip(1)) {
-        Ok(command) => command,
-        Err(message) => {
-            eprintln!("vipd: {message}\n\n{USAGE}");
-            return ExitCode::from(2);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
         }
     };
-    match command {
-        Command::Help => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Command::Version => {
-            println!("vipd {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Command::Check { config_path } => match config::load(&config_path) {
+    if cli.check {
+        return match config::load_with(&cli.config, bgp_check()) {
             Ok(config) => {
                 println!(
-                    "{config_path}: OK ({} VIPs, {} backends)",
+                    "{}: OK ({} VIPs, {} backends)",
+                    cli.config.display(),
                     config.vips().len(),
                     config.backend_count()
                 );
@@ -84,36 +76,50 @@ fn main() -> ExitCode {
                 eprintln!("{err}");
                 ExitCode::FAILURE
             }
-        },
+        };
+    }
+    init_logs(cli.log_format);
+    let options = Options {
+        config_path: cli.config,
+        dry_run: cli.dry_run,
+        admin_socket: cli.admin_socket,
+        bgp_check: bgp_check(),
+        drain: Duration::from_millis(cli.drain_ms),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("vipd-ctrl")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vipd: cannot start the control threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let daemon = Daemon::new(options)?;
+        daemon.run().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "vipd failed");
+            eprintln!("vipd: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(list: &[&str]) -> Result<Command, String> {
-        parse_args(list.iter().map(|s| s.to_string()))
-    }
-
-    #[test]
-    fn parses_check_forms() {
-        let check = |path: &str| {
-            Ok(Command::Check {
-                config_path: path.to_string(),
-            })
-        };
-        assert_eq!(args(&["--check", "--config", "a.toml"]), check("a.toml"));
-        assert_eq!(args(&["--config=b.toml", "--check"]), check("b.toml"));
-        assert_eq!(args(&["--check"]), check(config::DEFAULT_PATH));
-        assert_eq!(args(&["--help"]), Ok(Command::Help));
-    }
-
-    #[test]
-    fn rejects_what_is_not_implemented_or_malformed() {
-        assert!(args(&[]).is_err());
-        assert!(args(&["--config", "a.toml"]).is_err());
-        assert!(args(&["--check", "--config"]).is_err());
-        assert!(args(&["--check", "--frobnicate"]).is_err());
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
     }
 }

@@ -1,0 +1,1280 @@
+//! The vipd daemon: the dataplane (in-memory with `--dry-run`, DPDK otherwise), health
+//! checkers, the admin socket, metrics, reload and graceful shutdown, on a tokio runtime whose
+//! threads are not the polling cores.
+//!
+//! BGP hooks: [`Daemon::announcements`] (VIP address -> up/down, with the VIP's raw `[vip.bgp]`
+//! policy, and `shutting_down`), [`Daemon::dataplane_health`], [`Daemon::set_bgp`] (a
+//! [`BgpAdmin`] answering `bgp.summary` / `bgp.routes`, and called on SIGTERM before draining),
+//! and [`Daemon::config`] for the raw `[bgp]` table.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::num::NonZeroU16;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use dataplane::io::{MemoryConfig, MemoryIo, MemoryPorts};
+use dataplane::{
+    CounterSnapshot, DropReason, EngineConfig, Lcore, LcoreStatsSnapshot, TablesHandle,
+};
+use serde_json::{json, Value};
+use tokio::sync::{watch, Notify};
+
+use crate::admin::{self, AdminError, BoxFuture, Handler};
+use crate::config::{self, Backend, BgpCheck, HealthCheck, MacAddr, ValidConfig, VipKey};
+use crate::health;
+use crate::model::{self, Model, ModelError};
+
+/// What the BGP speaker should announce.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Announcements {
+    /// VIP address -> whether it is up (some VIP on it has a healthy backend), with the VIP's
+    /// raw `[vip.bgp]` policy table.
+    pub vips: BTreeMap<IpAddr, VipAnnouncement>,
+    /// SIGTERM received: withdraw everything gracefully.
+    pub shutting_down: bool,
+}
+
+/// One VIP address's announcement.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VipAnnouncement {
+    /// Announce (true) or withdraw (false).
+    pub up: bool,
+    /// The raw `[vip.bgp]` table, if the VIP has one.
+    pub policy: Option<toml::Value>,
+}
+
+/// Whether the dataplane forwards: unhealthy when an lcore stops making progress or a port
+/// link is down (the BGP speaker then withdraws everything).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataplaneHealth {
+    /// Forwarding works.
+    pub healthy: bool,
+    /// Why not, when unhealthy.
+    pub reason: Option<String>,
+}
+
+impl Default for DataplaneHealth {
+    fn default() -> Self {
+        DataplaneHealth {
+            healthy: true,
+            reason: None,
+        }
+    }
+}
+
+/// The BGP speaker as the admin socket and shutdown see it.
+pub trait BgpAdmin: Send + Sync {
+    /// `bgp.summary`: sessions and their states.
+    fn summary(&self) -> BoxFuture<'_, Value>;
+    /// `bgp.routes`: what is announced to whom.
+    fn routes(&self) -> BoxFuture<'_, Value>;
+    /// Graceful shutdown (RFC 8326 community, withdraw, close); called on SIGTERM.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+}
+
+/// How the daemon was started.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Config file.
+    pub config_path: PathBuf,
+    /// In-memory dataplane instead of DPDK.
+    pub dry_run: bool,
+    /// Admin socket path overriding the config's.
+    pub admin_socket: Option<PathBuf>,
+    /// Validates `[bgp]` on load and reload.
+    pub bgp_check: Option<BgpCheck>,
+    /// Time between SIGTERM (after BGP withdrawal) and stopping the dataplane.
+    pub drain: Duration,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad config.
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    /// The config's VIPs do not make valid tables.
+    #[error("{0}")]
+    Model(#[from] ModelError),
+    /// The dataplane did not start.
+    #[error("dataplane: {0}")]
+    Dataplane(String),
+    /// The admin socket could not be bound.
+    #[error("admin socket: {0}")]
+    Admin(std::io::Error),
+    /// The metrics address could not be bound.
+    #[error("metrics: {0}")]
+    Metrics(std::io::Error),
+}
+
+/// The in-memory dataplane of `--dry-run`: one lcore, polled on demand by `traffic.send`.
+struct DryRun {
+    ports: MemoryPorts,
+    lcore: Mutex<Lcore<MemoryIo>>,
+    epoch: Instant,
+}
+
+enum Dataplane {
+    DryRun(Box<DryRun>),
+    #[cfg(feature = "dpdk")]
+    Engine(Mutex<Option<dataplane::Engine>>),
+}
+
+struct Checker {
+    task: tokio::task::AbortHandle,
+    spec: (HealthCheck, u16, u16),
+}
+
+struct Inner {
+    options: Options,
+    model: Mutex<Model>,
+    tables: TablesHandle,
+    dataplane: Dataplane,
+    epoch: Instant,
+    announcements: watch::Sender<Announcements>,
+    dataplane_health: watch::Sender<DataplaneHealth>,
+    bgp: Mutex<Option<Arc<dyn BgpAdmin>>>,
+    checkers: Mutex<HashMap<(VipKey, IpAddr), Checker>>,
+    shutdown: Notify,
+    reloads: Mutex<(u64, u64)>,
+    alarms: Mutex<Vec<String>>,
+}
+
+/// The running daemon. Clone it freely (a handle).
+#[derive(Clone)]
+pub struct Daemon {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its data consistent, so a panic elsewhere does not poison it.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Daemon {
+    /// Loads the config and builds the dataplane; nothing is served until [`Daemon::run`].
+    pub fn new(options: Options) -> Result<Daemon, StartError> {
+        let config = config::load_with(&options.config_path, options.bgp_check)?;
+        let epoch = Instant::now();
+        let model = Model::new(config.clone(), 0)?;
+        let tables = TablesHandle::new(
+            model
+                .tables()
+                .map_err(|e| ModelError::Invalid(e.to_string()))?,
+        );
+        let mut engine_config = EngineConfig::default();
+        engine_config.pipeline.flow_table.capacity = config.dataplane.flow_table_capacity;
+        let dataplane = if options.dry_run {
+            engine_config.lcores = 1;
+            let ports = MemoryPorts::new(MemoryConfig::default())
+                .map_err(|e| StartError::Dataplane(e.to_string()))?;
+            let lcore = Lcore::new(0, &engine_config, ports.io(0), tables.clone(), epoch)
+                .map_err(|e| StartError::Dataplane(e.to_string()))?;
+            Dataplane::DryRun(Box::new(DryRun {
+                ports,
+                lcore: Mutex::new(lcore),
+                epoch,
+            }))
+        } else {
+            start_dpdk(&config, engine_config, tables.clone())?
+        };
+        let (announcements, _) = watch::channel(Announcements::default());
+        let (dataplane_health, _) = watch::channel(DataplaneHealth::default());
+        let daemon = Daemon {
+            inner: Arc::new(Inner {
+                options,
+                model: Mutex::new(model),
+                tables,
+                dataplane,
+                epoch,
+                announcements,
+                dataplane_health,
+                bgp: Mutex::new(None),
+                checkers: Mutex::new(HashMap::new()),
+                shutdown: Notify::new(),
+                reloads: Mutex::new((0, 0)),
+                alarms: Mutex::new(Vec::new()),
+            }),
+        };
+        daemon.update_announcements();
+        Ok(daemon)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// VIP announcements for the BGP speaker; updated on every health or config change.
+    pub fn announcements(&self) -> watch::Receiver<Announcements> {
+        self.inner.announcements.subscribe()
+    }
+
+    /// Dataplane health for the BGP speaker.
+    pub fn dataplane_health(&self) -> watch::Receiver<DataplaneHealth> {
+        self.inner.dataplane_health.subscribe()
+    }
+
+    /// Installs the BGP speaker: `bgp.summary` / `bgp.routes` answer through it and SIGTERM
+    /// calls its `shutdown` before draining.
+    pub fn set_bgp(&self, bgp: Box<dyn BgpAdmin>) {
+        *lock(&self.inner.bgp) = Some(Arc::from(bgp));
+    }
+
+    /// The running configuration (its `bgp()` is the raw `[bgp]` table).
+    pub fn config(&self) -> ValidConfig {
+        lock(&self.inner.model).config().clone()
+    }
+
+    /// The admin socket path in use.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.inner
+            .options
+            .admin_socket
+            .clone()
+            .unwrap_or_else(|| lock(&self.inner.model).config().admin.socket.clone())
+    }
+
+    /// Asks [`Daemon::run`] to shut down gracefully (what SIGTERM does).
+    pub fn request_shutdown(&self) {
+        self.inner.shutdown.notify_one();
+    }
+
+    /// Rebuilds and publishes the tables, then updates announcements and alarms.
+    fn publish(&self) {
+        let model = lock(&self.inner.model);
+        match model.tables_reusing(&self.inner.tables.current()) {
+            Ok(tables) => self.inner.tables.publish(tables),
+            // The model only accepts changes whose tables build; this is a bug if reached.
+            Err(e) => tracing::error!(error = %e, "cannot build tables; keeping the previous ones"),
+        }
+        let mut alarms = Vec::new();
+        for vip in model.vips() {
+            let s = model.status(vip);
+            if s.panic {
+                alarms.push(format!(
+                    "{}: panic mode: {} of {} backends failed, all kept in the table",
+                    vip.spec.key(),
+                    s.total - s.healthy,
+                    s.total
+                ));
+            }
+        }
+        drop(model);
+        let mut current = lock(&self.inner.alarms);
+        for alarm in &alarms {
+            if !current.contains(alarm) {
+                tracing::warn!(alarm = %alarm, "health panic threshold exceeded");
+            }
+        }
+        *current = alarms;
+        drop(current);
+        self.update_announcements();
+    }
+
+    fn update_announcements(&self) {
+        let map = lock(&self.inner.model).announcements();
+        self.inner.announcements.send_modify(|a| {
+            a.vips = map
+                .into_iter()
+                .map(|(address, (up, policy))| (address, VipAnnouncement { up, policy }))
+                .collect();
+        });
+    }
+
+    /// Starts, restarts or stops health checkers to match the model.
+    fn sync_checkers(&self) {
+        let mut wanted: HashMap<(VipKey, IpAddr), (HealthCheck, u16, u16)> = HashMap::new();
+        for vip in lock(&self.inner.model).vips() {
+            let Some(check) = &vip.spec.health else {
+                continue;
+            };
+            for b in &vip.backends {
+                let port = b.spec.health_port.unwrap_or(check.port).get();
+                wanted.insert(
+                    (vip.spec.key(), b.spec.address),
+                    (check.clone(), port, b.generation),
+                );
+            }
+        }
+        let mut checkers = lock(&self.inner.checkers);
+        checkers.retain(|key, c| {
+            let keep = wanted.get(key) == Some(&c.spec);
+            if !keep {
+                c.task.abort();
+            }
+            keep
+        });
+        for (key, spec) in wanted {
+            if checkers.contains_key(&key) {
+                continue;
+            }
+            let task =
+                tokio::spawn(self.clone().check_loop(key.0, key.1, spec.clone())).abort_handle();
+            checkers.insert(key, Checker { task, spec });
+        }
+    }
+
+    async fn check_loop(
+        self,
+        vip: VipKey,
+        address: IpAddr,
+        (check, port, generation): (HealthCheck, u16, u16),
+    ) {
+        let tls = (check.kind == config::CheckKind::Https)
+            .then(|| health::tls_config(check.insecure_skip_verify));
+        let mut rng = fastrand::Rng::new();
+        // Spread the first probes of many backends over one interval.
+        tokio::time::sleep(Duration::from_millis(rng.u64(0..=check.interval_ms / 4))).await;
+        loop {
+            let result = health::probe(&check, address, port, tls.as_ref()).await;
+            let now = self.now_ms();
+            let transition =
+                lock(&self.inner.model).observe(&vip, address, generation, result.clone(), now);
+            if let Some(t) = transition {
+                tracing::info!(vip = %vip, backend = %address, from = t.from.as_str(), to = t.to.as_str(), error = result.err().unwrap_or_default(), "backend health changed");
+                self.publish();
+            }
+            tokio::time::sleep(health::next_delay(&check, &mut rng)).await;
+        }
+    }
+
+    /// Validates the config file again and applies what changed. The running config stays
+    /// when the file is invalid.
+    pub fn reload(&self) -> Result<model::Diff, AdminError> {
+        let result = config::load_with(
+            &self.inner.options.config_path,
+            self.inner.options.bgp_check,
+        )
+        .map_err(|e| {
+            AdminError::new(
+                "invalid_config",
+                format!("config not reloaded, the running config stays:\n{e}"),
+            )
+        })
+        .and_then(|new| {
+            let mut model = lock(&self.inner.model);
+            // Apply to a copy first: a reload that would make bad tables changes nothing.
+            let mut next = model.clone();
+            let diff = next
+                .reload(new, self.now_ms())
+                .map_err(|e| AdminError::new("invalid_config", e.to_string()))?;
+            if let Err(e) = next.tables() {
+                return Err(AdminError::new(
+                    "invalid_config",
+                    format!("{e}; the running config stays until the file is fixed"),
+                ));
+            }
+            *model = next;
+            Ok(diff)
+        });
+        let mut counts = lock(&self.inner.reloads);
+        match &result {
+            Ok(diff) => {
+                counts.0 += 1;
+                drop(counts);
+                tracing::info!(diff = %serde_json::to_string(diff).unwrap_or_default(), "config reloaded");
+                self.publish();
+                self.sync_checkers();
+            }
+            Err(e) => {
+                counts.1 += 1;
+                tracing::warn!(error = %e.message, "config reload rejected");
+            }
+        }
+        result
+    }
+
+    /// Serves the admin socket and metrics, runs health checks, and waits for SIGTERM / SIGINT
+    /// (graceful: BGP shutdown, drain, stop) or [`Daemon::request_shutdown`]. SIGHUP reloads.
+    pub async fn run(self) -> Result<(), StartError> {
+        let path = self.admin_socket();
+        let listener = admin::bind(&path).map_err(StartError::Admin)?;
+        let _socket_file = admin::SocketFile(path.clone());
+        let (limits, metrics) = {
+            let model = lock(&self.inner.model);
+            let c = model.config();
+            (
+                admin::Limits {
+                    max_request_bytes: c.admin.max_request_bytes,
+                    idle_timeout: Duration::from_millis(c.admin.idle_timeout_ms),
+                },
+                c.metrics,
+            )
+        };
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(admin::serve(
+            Arc::new(self.clone()),
+            listener,
+            limits,
+        )));
+        if let Some(address) = metrics {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(StartError::Metrics)?;
+            tracing::info!(%address, "metrics listening");
+            tasks.push(tokio::spawn(crate::metrics::serve(self.clone(), listener)));
+        }
+        tasks.push(tokio::spawn(self.clone().watchdog()));
+        self.sync_checkers();
+        self.publish();
+        tracing::info!(socket = %path.display(), dry_run = self.inner.options.dry_run, "vipd running");
+
+        let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    let _ = self.reload();
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = self.inner.shutdown.notified() => break,
+            }
+        }
+        tracing::info!("shutting down: withdrawing VIPs, then draining");
+        self.inner
+            .announcements
+            .send_modify(|a| a.shutting_down = true);
+        let bgp = lock(&self.inner.bgp).clone();
+        if let Some(bgp) = bgp {
+            if tokio::time::timeout(Duration::from_secs(10), bgp.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!("BGP graceful shutdown took over 10 s; stopping anyway");
+            }
+        }
+        tokio::time::sleep(self.inner.options.drain).await;
+        for (_, c) in lock(&self.inner.checkers).drain() {
+            c.task.abort();
+        }
+        for t in tasks {
+            t.abort();
+        }
+        self.stop_dataplane();
+        tracing::info!("vipd stopped");
+        Ok(())
+    }
+
+    fn stop_dataplane(&self) {
+        match &self.inner.dataplane {
+            Dataplane::DryRun(_) => {}
+            #[cfg(feature = "dpdk")]
+            Dataplane::Engine(engine) => {
+                if let Some(engine) = lock(engine).take() {
+                    match engine.stop() {
+                        Ok(report) => tracing::info!(
+                            rx = report.total.rx_packets,
+                            tx = report.total.tx_packets,
+                            "dataplane stopped"
+                        ),
+                        Err(e) => tracing::error!(error = %e, "dataplane stopped with an error"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks the dataplane unhealthy when an lcore stops polling.
+    async fn watchdog(self) {
+        let mut last: Vec<u64> = Vec::new();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let polls: Vec<u64> = self
+                .lcore_stats()
+                .iter()
+                .map(|s| s.busy_polls + s.idle_polls)
+                .collect();
+            // The dry-run lcore is polled on demand, never on its own.
+            let stalled = if self.inner.options.dry_run || last.is_empty() {
+                None
+            } else {
+                polls.iter().zip(&last).position(|(a, b)| a == b)
+            };
+            let health = match stalled {
+                Some(lcore) => DataplaneHealth {
+                    healthy: false,
+                    reason: Some(format!("lcore {lcore} made no progress for 1 s")),
+                },
+                None => DataplaneHealth::default(),
+            };
+            self.inner.dataplane_health.send_if_modified(|h| {
+                let changed = *h != health;
+                *h = health.clone();
+                changed
+            });
+            last = polls;
+        }
+    }
+
+    /// Per-lcore I/O figures.
+    pub fn lcore_stats(&self) -> Vec<LcoreStatsSnapshot> {
+        match &self.inner.dataplane {
+            Dataplane::DryRun(d) => vec![lock(&d.lcore).stats().snapshot()],
+            #[cfg(feature = "dpdk")]
+            Dataplane::Engine(e) => lock(e).as_ref().map(|e| e.stats()).unwrap_or_default(),
+        }
+    }
+
+    /// Pipeline counters, summed over lcores.
+    pub fn counters(&self) -> CounterSnapshot {
+        match &self.inner.dataplane {
+            Dataplane::DryRun(d) => {
+                let counters = lock(&d.lcore).counters();
+                CounterSnapshot::sum([&*counters])
+            }
+            #[cfg(feature = "dpdk")]
+            Dataplane::Engine(e) => lock(e).as_ref().map(|e| e.counters()).unwrap_or_default(),
+        }
+    }
+
+    /// (flows tracked, capacity) over lcores, where readable (dry-run).
+    pub fn flow_occupancy(&self) -> Option<(usize, usize)> {
+        match &self.inner.dataplane {
+            Dataplane::DryRun(d) => {
+                let lcore = lock(&d.lcore);
+                let flows = lcore.pipeline().flows();
+                Some((flows.len(), flows.capacity()))
+            }
+            #[cfg(feature = "dpdk")]
+            Dataplane::Engine(_) => None,
+        }
+    }
+
+    /// A snapshot of the model, for metrics.
+    pub(crate) fn with_model<T>(&self, f: impl FnOnce(&Model) -> T) -> T {
+        f(&lock(&self.inner.model))
+    }
+
+    fn vip_arg(&self, args: &Value) -> Result<VipKey, AdminError> {
+        if let Some(text) = args.get("vip").and_then(Value::as_str) {
+            return parse_vip_key(text).map_err(AdminError::bad_args);
+        }
+        let address = str_arg(args, "address")?;
+        let port = args.get("port").and_then(Value::as_u64).unwrap_or(0);
+        let port = u16::try_from(port)
+            .map_err(|_| AdminError::bad_args(format!("port must be 0..=65535, got {port}")))?;
+        let protocol = args
+            .get("protocol")
+            .and_then(Value::as_str)
+            .unwrap_or("tcp");
+        model::vip_key(address, port, protocol).map_err(AdminError::bad_args)
+    }
+
+    fn changed(&self, result: Result<(), ModelError>) -> Result<Value, AdminError> {
+        result.map_err(model_error)?;
+        self.publish();
+        self.sync_checkers();
+        Ok(json!({"changed": true}))
+    }
+
+    async fn dispatch(&self, cmd: &str, args: &Value) -> Result<Value, AdminError> {
+        let now = self.now_ms();
+        match cmd {
+            "status" => Ok(self.status()),
+            "vip.list" => {
+                let m = lock(&self.inner.model);
+                Ok(Value::Array(
+                    m.vips()
+                        .iter()
+                        .map(|v| {
+                            let mut j = m.vip_json(v, now);
+                            if let Some(o) = j.as_object_mut() {
+                                o.remove("backends");
+                            }
+                            j
+                        })
+                        .collect(),
+                ))
+            }
+            "vip.show" => {
+                let key = self.vip_arg(args)?;
+                let m = lock(&self.inner.model);
+                let vip = m
+                    .vip(&key)
+                    .ok_or_else(|| model_error(ModelError::NoVip(key.to_string())))?;
+                Ok(m.vip_json(vip, now))
+            }
+            "vip.add" => {
+                let text = str_arg(args, "toml")?;
+                let spec = model::vip_from_toml(text).map_err(|e| AdminError::new("invalid", e))?;
+                let r = lock(&self.inner.model).add_vip(spec, now);
+                self.changed(r)
+            }
+            "vip.del" => {
+                let key = self.vip_arg(args)?;
+                let r = lock(&self.inner.model).del_vip(&key);
+                self.changed(r)
+            }
+            "backend.add" => {
+                let key = self.vip_arg(args)?;
+                let address = ip_arg(args, "backend")?;
+                let weight = weight_arg(args)?.unwrap_or(NonZeroU16::MIN);
+                let mac = match args.get("mac").and_then(Value::as_str) {
+                    Some(m) => Some(m.parse::<MacAddr>().map_err(AdminError::bad_args)?),
+                    None => None,
+                };
+                let r = lock(&self.inner.model).add_backend(
+                    &key,
+                    Backend::new(address, weight, mac),
+                    now,
+                );
+                self.changed(r)
+            }
+            "backend.del" => {
+                let key = self.vip_arg(args)?;
+                let address = ip_arg(args, "backend")?;
+                let r = lock(&self.inner.model).del_backend(&key, address);
+                self.changed(r)
+            }
+            "backend.weight" => {
+                let key = self.vip_arg(args)?;
+                let address = ip_arg(args, "backend")?;
+                let weight = weight_arg(args)?
+                    .ok_or_else(|| AdminError::bad_args("weight is required: 1..=65535"))?;
+                let r = lock(&self.inner.model).set_weight(&key, address, weight);
+                self.changed(r)
+            }
+            "backend.drain" | "backend.undrain" => {
+                let key = self.vip_arg(args)?;
+                let address = ip_arg(args, "backend")?;
+                let r = lock(&self.inner.model).set_drained(&key, address, cmd == "backend.drain");
+                let changed = r.map_err(model_error)?;
+                if changed {
+                    tracing::info!(vip = %key, backend = %address, cmd, "operator change");
+                    self.publish();
+                }
+                Ok(json!({"changed": changed}))
+            }
+            "health.show" => {
+                let m = lock(&self.inner.model);
+                let mut out = Vec::new();
+                for v in m.vips() {
+                    let s = m.status(v);
+                    for b in &v.backends {
+                        let mut j = m.backend_json(b, s.panic, now);
+                        if let Some(o) = j.as_object_mut() {
+                            o.insert("vip".into(), json!(v.spec.key().to_string()));
+                            o.insert(
+                                "check".into(),
+                                json!(v.spec.health.as_ref().map(|h| h.kind.as_str())),
+                            );
+                        }
+                        out.push(j);
+                    }
+                }
+                Ok(Value::Array(out))
+            }
+            "stats" => Ok(self.stats()),
+            "flows.count" => match self.flow_occupancy() {
+                Some((flows, capacity)) => Ok(json!({"flows": flows, "capacity": capacity})),
+                None => Err(not_available("flow counts")),
+            },
+            "flows.lookup" => self.flow_lookup(args),
+            "config.show" => Ok(config_json(&lock(&self.inner.model).config().clone())),
+            "config.validate" => {
+                let path = args
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| self.inner.options.config_path.clone());
+                match config::load_with(&path, self.inner.options.bgp_check) {
+                    Ok(c) => Ok(
+                        json!({"valid": true, "path": path.display().to_string(), "vips": c.vips().len(), "backends": c.backend_count()}),
+                    ),
+                    Err(e) => Err(AdminError::new("invalid_config", e.to_string())),
+                }
+            }
+            "config.reload" => self
+                .reload()
+                .map(|d| serde_json::to_value(d).unwrap_or(Value::Null)),
+            "bgp.summary" | "bgp.routes" => {
+                let bgp = lock(&self.inner.bgp).clone();
+                let Some(bgp) = bgp else {
+                    return Err(AdminError::new(
+                        "bgp_disabled",
+                        "BGP is not running in this vipd (no [bgp] speaker configured)",
+                    ));
+                };
+                Ok(if cmd == "bgp.summary" {
+                    bgp.summary().await
+                } else {
+                    bgp.routes().await
+                })
+            }
+            "traffic.send" => self.traffic_send(args),
+            _ => Err(AdminError::new(
+                "unknown_command",
+                format!("unknown command {cmd:?}; try \"status\", \"vip.list\", \"stats\"..."),
+            )),
+        }
+    }
+
+    fn status(&self) -> Value {
+        let m = lock(&self.inner.model);
+        let vips: Vec<Value> = m.vips().iter().map(|v| {
+            let s = m.status(v);
+            json!({"vip": v.spec.key().to_string(), "up": s.up, "panic": s.panic, "healthy": s.healthy, "total": s.total})
+        }).collect();
+        drop(m);
+        let health = self.inner.dataplane_health.borrow().clone();
+        let (ok, failed) = *lock(&self.inner.reloads);
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "dataplane": if self.inner.options.dry_run { "memory (dry-run)" } else { "dpdk" },
+            "dataplane_healthy": health.healthy,
+            "dataplane_problem": health.reason,
+            "uptime_s": self.inner.epoch.elapsed().as_secs(),
+            "lcores": self.lcore_stats().len(),
+            "bgp": lock(&self.inner.bgp).is_some(),
+            "reloads": ok,
+            "reloads_failed": failed,
+            "alarms": lock(&self.inner.alarms).clone(),
+            "vips": vips,
+        })
+    }
+
+    fn stats(&self) -> Value {
+        let counters = self.counters();
+        let m = lock(&self.inner.model);
+        let traffic = |list: &[dataplane::counters::Traffic], id: u16| {
+            list.get(usize::from(id))
+                .map_or((0, 0), |t| (t.packets, t.bytes))
+        };
+        let mut vips = Vec::new();
+        let mut backends = Vec::new();
+        for v in m.vips() {
+            let (packets, bytes) = traffic(&counters.vips, v.id);
+            vips.push(json!({"vip": v.spec.key().to_string(), "packets": packets, "bytes": bytes}));
+            for b in &v.backends {
+                let (packets, bytes) = traffic(&counters.backends, b.id);
+                backends.push(json!({"vip": v.spec.key().to_string(), "backend": b.spec.address.to_string(), "packets": packets, "bytes": bytes}));
+            }
+        }
+        let drops: serde_json::Map<String, Value> = DropReason::ALL
+            .iter()
+            .map(|r| (r.as_str().to_string(), json!(counters.dropped(*r))))
+            .collect();
+        let lcores: Vec<Value> = self.lcore_stats().iter().enumerate().map(|(i, s)| json!({
+            "lcore": i, "rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes, "tx_packets": s.tx_packets,
+            "tx_bytes": s.tx_bytes, "tx_dropped": s.tx_dropped, "kernel_packets": s.kernel_packets,
+            "dropped": s.dropped, "busy_polls": s.busy_polls, "idle_polls": s.idle_polls,
+        })).collect();
+        json!({
+            "lcores": lcores,
+            "vips": vips,
+            "backends": backends,
+            "drops": drops,
+            "forwarded": counters.forwarded,
+            "to_kernel": counters.to_kernel,
+            "flows_rehashed": counters.flows_rehashed,
+            "flow_insert_failed": counters.flow_insert_failed,
+        })
+    }
+
+    fn backend_by_id(&self, id: u16, generation: u16) -> Option<IpAddr> {
+        let m = lock(&self.inner.model);
+        m.vips()
+            .iter()
+            .flat_map(|v| v.backends.iter())
+            .find(|b| b.id == id && b.generation == generation)
+            .map(|b| b.spec.address)
+    }
+
+    #[allow(irrefutable_let_patterns)] // refutable with the `dpdk` feature
+    fn flow_lookup(&self, args: &Value) -> Result<Value, AdminError> {
+        let Dataplane::DryRun(d) = &self.inner.dataplane else {
+            return Err(not_available("flow lookup"));
+        };
+        let t = tuple_arg(args)?;
+        let key = conntrack::FlowKey {
+            src_addr: dataplane::flow::v6_octets(t.src),
+            dst_addr: dataplane::flow::v6_octets(t.dst),
+            src_port: t.src_port,
+            dst_port: t.dst_port,
+            protocol: t.protocol,
+        };
+        let now = u64::try_from(d.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let found = {
+            let lcore = lock(&d.lcore);
+            let found = lcore
+                .pipeline()
+                .flows()
+                .iter(now)
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v);
+            found
+        };
+        let Some(view) = found else {
+            return Err(AdminError::new(
+                "not_found",
+                "no tracked flow with this 5-tuple",
+            ));
+        };
+        let (id, generation) = ((view.backend & 0xffff) as u16, (view.backend >> 16) as u16);
+        Ok(json!({
+            "lcore": 0,
+            "backend": self.backend_by_id(id, generation).map(|a| a.to_string()),
+            "backend_id": id,
+            "state": view.state.to_string(),
+            "age_ms": now.saturating_sub(view.created_ms),
+            "idle_ms": now.saturating_sub(view.last_seen_ms),
+        }))
+    }
+
+    /// `traffic.send` (dry-run only): builds frames for the given flows, runs each through the
+    /// in-memory lcore and reports its verdict and backend.
+    #[allow(irrefutable_let_patterns)] // refutable with the `dpdk` feature
+    fn traffic_send(&self, args: &Value) -> Result<Value, AdminError> {
+        let Dataplane::DryRun(d) = &self.inner.dataplane else {
+            return Err(not_available("traffic.send (dry-run only)"));
+        };
+        let packets = args.get("packets").and_then(Value::as_array).ok_or_else(|| AdminError::bad_args("packets: a list of {src, src_port, dst, dst_port, protocol, flags} is required"))?;
+        if packets.len() > 10_000 {
+            return Err(AdminError::bad_args("at most 10000 packets per call"));
+        }
+        let mut frames = Vec::with_capacity(packets.len());
+        for p in packets {
+            let t = tuple_arg(p)?;
+            if t.src.is_ipv4() != t.dst.is_ipv4() {
+                return Err(AdminError::bad_args(
+                    "src and dst must be of one address family",
+                ));
+            }
+            let flags = match p.get("flags").and_then(Value::as_str).unwrap_or("syn") {
+                "syn" => 0x02,
+                "ack" => 0x10,
+                "fin" => 0x11,
+                "rst" => 0x04,
+                other => {
+                    return Err(AdminError::bad_args(format!(
+                        "flags must be \"syn\", \"ack\", \"fin\" or \"rst\", got {other:?}"
+                    )))
+                }
+            };
+            let spec = dataplane::testing::FrameSpec {
+                vlan: None,
+                src: t.src,
+                dst: t.dst,
+                l4: if t.protocol == wire::ip_protocol::UDP {
+                    dataplane::testing::L4::Udp {
+                        src_port: t.src_port,
+                        dst_port: t.dst_port,
+                    }
+                } else {
+                    dataplane::testing::L4::Tcp {
+                        src_port: t.src_port,
+                        dst_port: t.dst_port,
+                        flags,
+                    }
+                },
+                payload_len: 16,
+                tos: 0,
+                dont_frag: true,
+            };
+            frames.push(spec.build());
+        }
+        let macs: HashMap<[u8; 6], IpAddr> = {
+            let m = lock(&self.inner.model);
+            m.vips()
+                .iter()
+                .flat_map(|v| v.backends.iter())
+                .filter_map(|b| Some((b.spec.mac?.0, b.spec.address)))
+                .collect()
+        };
+        let mut lcore = lock(&d.lcore);
+        let mut results = Vec::with_capacity(frames.len());
+        for frame in frames {
+            if !d.ports.inject(0, 0, &frame) {
+                results.push(json!({"verdict": "drop", "reason": "rx_ring_full"}));
+                continue;
+            }
+            lcore.poll();
+            if let Some(out) = d.ports.take_tx(0, 0) {
+                let backend = outer_destination(dataplane::PacketBuf::data(&out), &macs);
+                results
+                    .push(json!({"verdict": "forward", "backend": backend.map(|a| a.to_string())}));
+                d.ports.recycle(out);
+            } else if let Some(out) = d.ports.take_kernel(0) {
+                results.push(json!({"verdict": "kernel"}));
+                d.ports.recycle(out);
+            } else {
+                results.push(json!({"verdict": "drop"}));
+            }
+        }
+        Ok(json!({"results": results}))
+    }
+}
+
+/// The backend a frame sent by the pipeline goes to: the outer IP destination (IPIP, GUE), or
+/// the backend owning the destination MAC (L2 DSR).
+fn outer_destination(frame: &[u8], macs: &HashMap<[u8; 6], IpAddr>) -> Option<IpAddr> {
+    let dst_mac: [u8; 6] = frame.get(..6)?.try_into().ok()?;
+    if let Some(a) = macs.get(&dst_mac) {
+        return Some(*a);
+    }
+    let mut offset = 12;
+    let mut ethertype = u16::from_be_bytes(frame.get(offset..offset + 2)?.try_into().ok()?);
+    while ethertype == 0x8100 || ethertype == 0x88a8 {
+        offset += 4;
+        ethertype = u16::from_be_bytes(frame.get(offset..offset + 2)?.try_into().ok()?);
+    }
+    let ip = offset + 2;
+    match ethertype {
+        0x0800 => {
+            let b: [u8; 4] = frame.get(ip + 16..ip + 20)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        0x86dd => {
+            let b: [u8; 16] = frame.get(ip + 24..ip + 40)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        _ => None,
+    }
+}
+
+struct Tuple {
+    src: IpAddr,
+    dst: IpAddr,
+    src_port: u16,
+    dst_port: u16,
+    protocol: u8,
+}
+
+fn tuple_arg(args: &Value) -> Result<Tuple, AdminError> {
+    let port = |name: &str| -> Result<u16, AdminError> {
+        let v = args
+            .get(name)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| AdminError::bad_args(format!("{name} is required: 0..=65535")))?;
+        u16::try_from(v)
+            .map_err(|_| AdminError::bad_args(format!("{name} must be 0..=65535, got {v}")))
+    };
+    let protocol = match args
+        .get("protocol")
+        .and_then(Value::as_str)
+        .unwrap_or("tcp")
+    {
+        "tcp" => wire::ip_protocol::TCP,
+        "udp" => wire::ip_protocol::UDP,
+        other => {
+            return Err(AdminError::bad_args(format!(
+                "protocol must be \"tcp\" or \"udp\", got {other:?}"
+            )))
+        }
+    };
+    Ok(Tuple {
+        src: ip_arg(args, "src")?,
+        dst: ip_arg(args, "dst")?,
+        src_port: port("src_port")?,
+        dst_port: port("dst_port")?,
+        protocol,
+    })
+}
+
+fn str_arg<'a>(args: &'a Value, name: &str) -> Result<&'a str, AdminError> {
+    args.get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| AdminError::bad_args(format!("{name} is required (a string)")))
+}
+
+fn ip_arg(args: &Value, name: &str) -> Result<IpAddr, AdminError> {
+    let text = str_arg(args, name)?;
+    text.parse().map_err(|_| {
+        AdminError::bad_args(format!(
+            "{name} must be an IPv4 or IPv6 address, got {text:?}"
+        ))
+    })
+}
+
+fn weight_arg(args: &Value) -> Result<Option<NonZeroU16>, AdminError> {
+    match args.get("weight") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|w| u16::try_from(w).ok())
+            .and_then(NonZeroU16::new)
+            .map(Some)
+            .ok_or_else(|| AdminError::bad_args(format!("weight must be 1..=65535, got {v}"))),
+    }
+}
+
+/// Parses `tcp 192.0.2.10:80`, `udp [2001:db8::1]:53` or `tcp 192.0.2.10:*` (as listed by
+/// `vip.list`), or the short `192.0.2.10:80` (TCP).
+pub fn parse_vip_key(text: &str) -> Result<VipKey, String> {
+    let bad = || {
+        format!("vip must look like \"tcp 192.0.2.10:80\", \"udp [2001:db8::1]:53\" or \"tcp 192.0.2.10:*\", got {text:?}")
+    };
+    let (protocol, rest) = match text.split_once(' ') {
+        Some((p, rest)) => (p, rest.trim()),
+        None => ("tcp", text),
+    };
+    let (address, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let address = address.trim_start_matches('[').trim_end_matches(']');
+    let port = match port {
+        "*" => 0,
+        p => p.parse::<u16>().map_err(|_| bad())?,
+    };
+    model::vip_key(address, port, protocol)
+}
+
+fn model_error(e: ModelError) -> AdminError {
+    let code = match e {
+        ModelError::NoVip(_) | ModelError::NoBackend(..) => "not_found",
+        ModelError::Exists(_) => "exists",
+        ModelError::Invalid(_) | ModelError::TooMany(_) => "invalid",
+    };
+    AdminError::new(code, e.to_string())
+}
+
+fn not_available(what: &str) -> AdminError {
+    AdminError::new("not_available", format!("{what} is not available on this dataplane (the DPDK lcores own their flow tables); use --dry-run or the metrics"))
+}
+
+fn signal(
+    kind: tokio::signal::unix::SignalKind,
+) -> Result<tokio::signal::unix::Signal, StartError> {
+    tokio::signal::unix::signal(kind)
+        .map_err(|e| StartError::Dataplane(format!("cannot install a signal handler: {e}")))
+}
+
+/// The running config as JSON (`config.show`).
+fn config_json(c: &ValidConfig) -> Value {
+    json!({
+        "dataplane": {"lcores": c.dataplane.lcores, "cpus": c.dataplane.cpus, "eal_args": c.dataplane.eal_args, "flow_table_capacity": c.dataplane.flow_table_capacity},
+        "ports": c.ports.iter().map(|p| json!({"mac": p.mac.to_string(), "gateway_mac": p.gateway_mac.to_string(), "mtu": p.mtu, "vlan": p.vlan})).collect::<Vec<_>>(),
+        "admin": {"socket": c.admin.socket.display().to_string(), "max_request_bytes": c.admin.max_request_bytes, "idle_timeout_ms": c.admin.idle_timeout_ms},
+        "metrics": c.metrics.map(|a| a.to_string()),
+        "panic_threshold": c.panic_threshold,
+        "bgp": c.bgp().map(|b| serde_json::to_value(b).unwrap_or(Value::Null)),
+        "vips": c.vips().iter().map(|v| json!({
+            "vip": v.key().to_string(),
+            "forwarding": v.forwarding.as_str(),
+            "hash": v.hash.as_str(),
+            "table_size": v.table_size.slots(),
+            "encap_source_v4": v.encap_source_v4.map(|a| a.to_string()),
+            "encap_source_v6": v.encap_source_v6.map(|a| a.to_string()),
+            "health": v.health.as_ref().map(|h| json!({"type": h.kind.as_str(), "port": h.port.get(), "path": h.path, "expect_status": h.expect_status, "interval_ms": h.interval_ms, "timeout_ms": h.timeout_ms, "jitter_ms": h.jitter_ms, "rise": h.rise, "fall": h.fall, "insecure_skip_verify": h.insecure_skip_verify})),
+            "backends": v.backends.iter().map(|b| json!({"address": b.address.to_string(), "weight": b.weight.get(), "mac": b.mac.map(|m| m.to_string())})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+impl Handler for Daemon {
+    fn handle<'a>(
+        &'a self,
+        cmd: &'a str,
+        args: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, AdminError>> {
+        Box::pin(self.dispatch(cmd, args))
+    }
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn start_dpdk(_: &ValidConfig, _: EngineConfig, _: TablesHandle) -> Result<Dataplane, StartError> {
+    Err(StartError::Dataplane(
+        "this vipd was built without DPDK support (cargo feature `dpdk`); run with --dry-run or rebuild with --features dpdk".into(),
+    ))
+}
+
+#[cfg(feature = "dpdk")]
+fn start_dpdk(
+    config: &ValidConfig,
+    engine_config: EngineConfig,
+    tables: TablesHandle,
+) -> Result<Dataplane, StartError> {
+    let engine =
+        crate::dpdk::start(config, engine_config, tables).map_err(StartError::Dataplane)?;
+    Ok(Dataplane::Engine(Mutex::new(Some(engine))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::path::Path;
+
+    const CONFIG: &str = "[[vip]]\naddress = \"192.0.2.10\"\nport = 80\nprotocol = \"tcp\"\nencap_source_v4 = \"10.0.0.1\"\n\
+        [[vip.backend]]\naddress = \"10.0.1.1\"\n[[vip.backend]]\naddress = \"10.0.1.2\"\n";
+
+    fn dry_run_daemon(dir: &Path) -> Daemon {
+        let path = dir.join("vipd.toml");
+        std::fs::write(&path, CONFIG).unwrap();
+        Daemon::new(Options {
+            config_path: path,
+            dry_run: true,
+            admin_socket: Some(dir.join("admin.sock")),
+            bgp_check: None,
+            drain: Duration::ZERO,
+        })
+        .unwrap()
+    }
+
+    const COMMANDS: &[&str] = &[
+        "status",
+        "vip.list",
+        "vip.show",
+        "vip.add",
+        "vip.del",
+        "backend.add",
+        "backend.del",
+        "backend.weight",
+        "backend.drain",
+        "backend.undrain",
+        "health.show",
+        "stats",
+        "flows.count",
+        "flows.lookup",
+        "config.show",
+        "config.validate",
+        "config.reload",
+        "bgp.summary",
+        "bgp.routes",
+        "traffic.send",
+    ];
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u16>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "\\PC{0,24}".prop_map(Value::from),
+            prop::sample::select(vec![
+                "tcp 192.0.2.10:80",
+                "192.0.2.10",
+                "10.0.1.1",
+                "10.0.1.9",
+                "udp [::1]:53",
+                "tcp",
+                "syn",
+                "/",
+                "fd00::1"
+            ])
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            let key = prop_oneof![
+                prop::sample::select(vec![
+                    "vip", "backend", "weight", "mac", "address", "port", "protocol", "toml",
+                    "path", "packets", "src", "dst", "src_port", "dst_port", "flags"
+                ])
+                .prop_map(String::from),
+                "\\PC{0,8}",
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(key, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Random commands with random JSON arguments, and random request lines, against the real
+    /// daemon: every one gets a structured reply (and the daemon keeps answering).
+    #[test]
+    fn random_requests_get_structured_replies() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let daemon = runtime.block_on(async { dry_run_daemon(dir.path()) });
+        let check = |reply: Vec<u8>| -> Result<(), TestCaseError> {
+            let v: Value =
+                serde_json::from_slice(&reply).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&v["v"], &json!(1));
+            match v["ok"].as_bool() {
+                Some(true) => prop_assert!(v.get("result").is_some()),
+                Some(false) => {
+                    prop_assert!(v["error"]["code"].as_str().is_some_and(|c| !c.is_empty()));
+                    prop_assert!(v["error"]["message"].is_string());
+                }
+                None => prop_assert!(false, "no ok field: {}", v),
+            }
+            Ok(())
+        };
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 256,
+            ..ProptestConfig::default()
+        });
+        runner
+            .run(
+                &(
+                    prop_oneof![
+                        prop::sample::select(COMMANDS.to_vec()).prop_map(String::from),
+                        "\\PC{0,12}"
+                    ],
+                    json_value(),
+                ),
+                |(cmd, args)| {
+                    let line = json!({"v": 1, "id": 1, "cmd": cmd, "args": args}).to_string();
+                    check(runtime.block_on(admin::answer(&daemon, line.as_bytes())))
+                },
+            )
+            .unwrap();
+        runner
+            .run(&prop::collection::vec(any::<u8>(), 0..200), |bytes| {
+                check(runtime.block_on(admin::answer(&daemon, &bytes)))
+            })
+            .unwrap();
+        // Still serving, still consistent.
+        let status = runtime.block_on(admin::answer(&daemon, br#"{"v":1,"cmd":"status"}"#));
+        let v: Value = serde_json::from_slice(&status).unwrap();
+        assert_eq!(v["ok"], true);
+        runtime.block_on(async { daemon.inner.tables.current() });
+    }
+
+    #[test]
+    fn vip_keys_parse_in_every_listed_form() {
+        assert_eq!(
+            parse_vip_key("tcp 192.0.2.10:80").unwrap().to_string(),
+            "tcp 192.0.2.10:80"
+        );
+        assert_eq!(
+            parse_vip_key("udp [2001:db8::1]:53").unwrap().to_string(),
+            "udp [2001:db8::1]:53"
+        );
+        assert_eq!(parse_vip_key("tcp 192.0.2.10:*").unwrap().port, None);
+        assert_eq!(
+            parse_vip_key("192.0.2.10:443").unwrap().to_string(),
+            "tcp 192.0.2.10:443"
+        );
+        for bad in [
+            "",
+            "tcp",
+            "sctp 1.2.3.4:1",
+            "tcp 1.2.3.4:70000",
+            "tcp host:80",
+        ] {
+            assert!(parse_vip_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn outer_destination_reads_ipv4_ipv6_and_macs() {
+        let mut f = vec![0u8; 14 + 40];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[30..34].copy_from_slice(&[10, 0, 1, 2]);
+        assert_eq!(
+            outer_destination(&f, &HashMap::new()),
+            Some("10.0.1.2".parse().unwrap())
+        );
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        assert!(outer_destination(&f, &HashMap::new()).is_some());
+        let mac = [2, 0, 0, 0, 0, 9];
+        f[..6].copy_from_slice(&mac);
+        let macs = HashMap::from([(mac, "10.9.9.9".parse().unwrap())]);
+        assert_eq!(
+            outer_destination(&f, &macs),
+            Some("10.9.9.9".parse().unwrap())
+        );
+        assert_eq!(outer_destination(&[1, 2], &macs), None);
+    }
+}

@@ -1,0 +1,111 @@
+//! `vipd` (not dry-run) starts the engine on the DPDK ports of its config: one `net_null`
+//! virtual port, no hugepages, a file prefix unique to this process. The lcore must be polling
+//! (its figures advance), `status` must report the DPDK dataplane, and SIGTERM must stop it with
+//! exit code 0.
+#![cfg(feature = "dpdk")]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Vipd(Child);
+
+impl Drop for Vipd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn call(socket: &Path, cmd: &str) -> Value {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    writeln!(stream, "{}", json!({"v": 1, "id": 1, "cmd": cmd})).unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    let reply: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    reply["result"].clone()
+}
+
+fn polls(stats: &Value) -> u64 {
+    let l = &stats["lcores"][0];
+    l["busy_polls"].as_u64().unwrap() + l["idle_polls"].as_u64().unwrap()
+}
+
+#[test]
+fn vipd_runs_the_engine_on_dpdk_ports_from_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    let prefix = format!("vipd-ctrl-{}", std::process::id());
+    let _runtime_dir = dpdk::RuntimeDir::new(&prefix);
+    let mut eal: Vec<String> = dpdk::virtual_device_args(&prefix);
+    eal.push("--vdev=net_null0".into());
+    let eal: Vec<String> = eal.iter().map(|a| format!("{a:?}")).collect();
+    let config = format!(
+        "[dataplane]\nlcores = 1\nflow_table_capacity = 4096\neal_args = [{}]\n\
+         [[port]]\nmac = \"02:00:00:00:00:01\"\ngateway_mac = \"02:00:00:00:00:fe\"\n\
+         [admin]\nsocket = \"{}\"\n\
+         [[vip]]\naddress = \"192.0.2.10\"\nport = 80\nprotocol = \"tcp\"\nencap_source_v4 = \"10.0.0.1\"\n\
+         [[vip.backend]]\naddress = \"10.0.1.1\"\n",
+        eal.join(", "),
+        socket.display()
+    );
+    let path = dir.path().join("vipd.toml");
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_vipd"))
+        .arg("--config")
+        .arg(&path)
+        .args(["--drain-ms", "50"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut vipd = Vipd(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while UnixStream::connect(&socket).is_err() {
+        if let Some(status) = vipd.0.try_wait().unwrap() {
+            let mut log = String::new();
+            std::io::Read::read_to_string(&mut vipd.0.stderr.take().unwrap(), &mut log).unwrap();
+            panic!("vipd exited with {status:?} before serving:\n{log}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vipd did not open its admin socket"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = call(&socket, "status");
+    assert_eq!(status["dataplane"], "dpdk");
+    assert_eq!(status["lcores"], 1);
+    assert_eq!(status["vips"][0]["up"], true);
+    let before = polls(&call(&socket, "stats"));
+    std::thread::sleep(Duration::from_millis(200));
+    let after = polls(&call(&socket, "stats"));
+    assert!(
+        after > before,
+        "the lcore polls the DPDK port ({before} -> {after})"
+    );
+
+    let pid = vipd.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(s) = vipd.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "vipd did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
+}
