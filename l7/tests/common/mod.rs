@@ -179,6 +179,11 @@ async fn upstream_handle(name: String, req: Request<Incoming>) -> Response<Body>
             .insert("content-type", HeaderValue::from_static("application/grpc"));
         return r;
     }
+    if path == "/flaky" && name.starts_with("bad") {
+        let mut r = Response::new(full(format!("broken {name}\n")));
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        return r;
+    }
     if path == "/big" {
         return Response::new(full(vec![b'x'; 1 << 20]));
     }
