@@ -16,8 +16,7 @@
 //! name = "web"
 //! address = "0.0.0.0:443"
 //! tls = true                            # https: needs [[listeners.certificates]]
-//! header_read_timeout_ms = 10000        # slowloris guard
-//! idle_timeout_ms = 60000
+//! header_read_timeout_ms = 10000        # slowloris guard; also closes idle h1 keep-alive
 //! max_header_bytes = 16384              # 431 above
 //! max_uri_bytes = 8192                  # 414 above
 //! [[listeners.certificates]]            # the first one is the default when SNI matches none
@@ -137,7 +136,6 @@ struct RawListener {
     #[serde(default)]
     certificates: Vec<RawCert>,
     header_read_timeout_ms: Option<u64>,
-    idle_timeout_ms: Option<u64>,
     max_header_bytes: Option<usize>,
     max_uri_bytes: Option<usize>,
 }
@@ -289,10 +287,9 @@ pub struct Listener {
     pub address: SocketAddr,
     /// Certificates for TLS (empty for plain HTTP); the first is the default.
     pub certificates: Vec<CertFiles>,
-    /// How long a client may take to send a request head.
+    /// How long a client may take to send a request head, counted from the end of the
+    /// previous response on a keep-alive connection (so it is also the h1 idle timeout).
     pub header_read_timeout: Duration,
-    /// Idle keep-alive timeout.
-    pub idle_timeout: Duration,
     /// Largest request head (431 above).
     pub max_header_bytes: usize,
     /// Longest request target (414 above).
@@ -617,7 +614,6 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
             address,
             certificates,
             header_read_timeout: ms(l.header_read_timeout_ms, 10_000),
-            idle_timeout: ms(l.idle_timeout_ms, 60_000),
             max_header_bytes,
             max_uri_bytes: l.max_uri_bytes.unwrap_or(8192),
         });

@@ -581,3 +581,116 @@ fn check_flag_validates_and_names_file_line_field() {
         "{err}"
     );
 }
+
+/// An upstream that speaks TLS (ALPN h2 and http/1.1) with `cert`/`key`.
+async fn tls_upstream(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(s) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let body = format!("tls upstream saw {:?}", req.version());
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(body)),
+                        ))
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_over_tls_h1_and_h2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path(), "up", &["up.test"]);
+    let (other, _) = write_cert(dir.path(), "other", &["other.test"]);
+    let (addr, task) = tls_upstream(&cert, &key).await;
+    let http = free_port();
+    let cfg = format!(
+        r#"
+[admin]
+socket = "ADMIN"
+[[listeners]]
+address = "127.0.0.1:{http}"
+[[routes]]
+path_prefix = "/h1"
+cluster = "h1"
+[[routes]]
+path_prefix = "/h2"
+cluster = "h2"
+[[routes]]
+path_prefix = "/wrongca"
+cluster = "wrongca"
+[clusters.h1]
+tls = {{ server_name = "up.test", ca = "{c}" }}
+[[clusters.h1.upstreams]]
+address = "{addr}"
+[clusters.h2]
+protocol = "h2"
+tls = {{ server_name = "up.test", ca = "{c}" }}
+[[clusters.h2.upstreams]]
+address = "{addr}"
+[clusters.wrongca]
+tls = {{ server_name = "up.test", ca = "{o}" }}
+retry = {{ attempts = 1 }}
+[[clusters.wrongca.upstreams]]
+address = "{addr}"
+"#,
+        c = cert.display(),
+        o = other.display()
+    );
+    let _l7 = L7::start_in(dir, &cfg, &[http]);
+    let (ok, out, err) = curl(&[&format!("http://127.0.0.1:{http}/h1")]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "tls upstream saw HTTP/1.1");
+    let (ok, out, err) = curl(&[&format!("http://127.0.0.1:{http}/h2")]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "tls upstream saw HTTP/2.0");
+    let (_, out, _) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("http://127.0.0.1:{http}/wrongca"),
+    ]);
+    assert_eq!(
+        out, "502",
+        "an upstream certificate from an untrusted CA must fail"
+    );
+    task.abort();
+}
