@@ -1,10 +1,25 @@
 //! vip-l7, the L7 proxy that sits behind the L4 tier as one of its backend pools.
 //!
-//! So far this crate holds request routing ([`route`]): a pure function from a request's host,
-//! path and headers to a cluster name. Listeners (tokio, hyper, rustls), clusters and balancing
-//! build on it.
+//! - [`config`]: the TOML file, validated with file/line/field errors;
+//! - [`route`]: host/path/header routing, a pure function;
+//! - [`balance`]: upstream state and the balancing policies (RR, WRR, least-request, P2C,
+//!   Maglev consistent hash, peak-EWMA), slow start and outlier ejection;
+//! - [`upstream`]: running clusters: pooled client, connector with circuit breaker, retry budget,
+//!   rate limits, active health checks;
+//! - [`proxy`]: the request path (headers, retries, WebSocket upgrades, trailers);
+//! - [`tls`]: SNI certificates (reloadable) and upstream TLS;
+//! - [`server`]: listeners, signals, graceful drain; [`admin`]: the admin socket;
+//!   [`metrics`]: Prometheus.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod balance;
+pub mod config;
+pub mod metrics;
+pub mod proxy;
 pub mod route;
+pub mod server;
+pub mod tls;
+pub mod upstream;

@@ -195,6 +195,8 @@ struct Route {
     /// Lowercase names, sorted, for duplicate detection.
     headers: Vec<(String, String)>,
     cluster: String,
+    /// Position in the specs given to [`RouteTable::new`].
+    index: usize,
 }
 
 impl Route {
@@ -247,7 +249,8 @@ impl RouteTable {
     pub fn new(specs: Vec<RouteSpec>) -> Result<RouteTable, RouteError> {
         let mut routes: Vec<Route> = Vec::with_capacity(specs.len());
         for (index, spec) in specs.into_iter().enumerate() {
-            let route = compile(spec).map_err(|kind| RouteError { index, kind })?;
+            let mut route = compile(spec).map_err(|kind| RouteError { index, kind })?;
+            route.index = index;
             if let Some(first) = routes.iter().position(|r| {
                 r.host == route.host && r.path == route.path && r.headers == route.headers
             }) {
@@ -274,6 +277,22 @@ impl RouteTable {
             .iter()
             .find(|r| r.matches(&host, path, headers))
             .map(|r| r.cluster.as_str())
+    }
+
+    /// Like [`route`](Self::route), also returning the matching route's position in the specs
+    /// (for per-route metrics).
+    pub fn route_indexed<H: Headers + ?Sized>(
+        &self,
+        host: &str,
+        path: &str,
+        headers: &H,
+    ) -> Option<(usize, &str)> {
+        let host = RequestHost::parse(host);
+        let path = strip_query(path);
+        self.routes
+            .iter()
+            .find(|r| r.matches(&host, path, headers))
+            .map(|r| (r.index, r.cluster.as_str()))
     }
 
     /// Number of routes.
@@ -389,6 +408,7 @@ fn compile(spec: RouteSpec) -> Result<Route, RouteErrorKind> {
         path,
         headers,
         cluster: spec.cluster,
+        index: 0,
     })
 }
 

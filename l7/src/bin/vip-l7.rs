@@ -1,0 +1,81 @@
+//! `vip-l7 --config /etc/vipd/l7.toml [--check]`: the L7 proxy.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// vip-l7: TLS termination, HTTP/1.1 and HTTP/2 routing and balancing behind vipd.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Configuration file.
+    #[arg(long, short, default_value = l7::config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Validate the configuration (including certificates) and exit.
+    #[arg(long)]
+    check: bool,
+    /// Override the admin socket path from the file.
+    #[arg(long)]
+    admin_socket: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VIP_L7_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let mut config = match l7::config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vip-l7: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(p) = args.admin_socket {
+        config.admin_socket = p;
+    }
+    if args.check {
+        for l in &config.listeners {
+            if l.is_tls() {
+                if let Err(e) = l7::tls::CertResolver::new(&l.certificates) {
+                    eprintln!(
+                        "vip-l7: {}: listener {}: {e}",
+                        args.config.display(),
+                        l.name
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        println!(
+            "{}: OK ({} listeners, {} routes, {} clusters)",
+            args.config.display(),
+            config.listeners.len(),
+            config.routes.len(),
+            config.clusters.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vip-l7: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(l7::server::run(args.config, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vip-l7: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

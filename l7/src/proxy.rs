@@ -1,0 +1,791 @@
+//! The request path: route, limit, pick an upstream, rewrite headers, forward (with retries),
+//! and hand the response back with hop-by-hop headers removed.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+
+use crate::config::{self, Config, HashOn};
+use crate::metrics::Metrics;
+use crate::route::{Headers, RouteTable};
+use crate::tls::CertResolver;
+use crate::upstream::{BoxError, ClusterRt, ConnectError, CountGuard, ProxyBody};
+
+/// Request bodies up to this size are buffered so the request can be retried.
+const MAX_BUFFERED_BODY: u64 = 64 * 1024;
+
+/// One configuration generation: routes and running clusters.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The configuration it was built from.
+    pub config: Config,
+    /// Routes.
+    pub routes: RouteTable,
+    /// Clusters by name.
+    pub clusters: HashMap<String, Arc<ClusterRt>>,
+}
+
+/// Why a configuration could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The file is invalid.
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    /// TLS material is invalid.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// Routes are invalid.
+    #[error("{0}")]
+    Route(#[from] crate::route::RouteError),
+}
+
+impl Runtime {
+    /// Builds a runtime from `config`, carrying upstream state over from `previous`.
+    pub fn build(
+        config: Config,
+        previous: Option<&Runtime>,
+        epoch: Instant,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Runtime, ApplyError> {
+        let routes = config.route_table()?;
+        let mut clusters = HashMap::new();
+        for (name, c) in &config.clusters {
+            let prev = previous
+                .and_then(|p| p.clusters.get(name))
+                .map(|a| a.as_ref());
+            clusters.insert(
+                name.clone(),
+                ClusterRt::new(c.clone(), prev, epoch, metrics)?,
+            );
+        }
+        Ok(Runtime {
+            config,
+            routes,
+            clusters,
+        })
+    }
+}
+
+/// State shared by all connections.
+#[derive(Debug)]
+pub struct Shared {
+    /// Current configuration generation.
+    pub runtime: ArcSwap<Runtime>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Clock origin for upstream state.
+    pub epoch: Instant,
+    /// Config file (reload reads it again).
+    pub config_path: PathBuf,
+    /// Certificate resolvers of the TLS listeners, by listener address.
+    pub resolvers: Vec<(SocketAddr, Arc<CertResolver>)>,
+    /// Serialises reloads.
+    pub reload_lock: tokio::sync::Mutex<()>,
+    /// Requests handled.
+    pub requests_total: AtomicU64,
+    /// Reloads applied.
+    pub reloads: AtomicU64,
+    /// Set once SIGTERM arrived.
+    pub draining: AtomicBool,
+}
+
+impl Shared {
+    /// Reads the config file again and applies it: routes, clusters and certificates. On any
+    /// error the running configuration stays. Listener address changes need a restart; they are
+    /// reported as warnings.
+    pub async fn reload(&self) -> Result<Vec<String>, ApplyError> {
+        let _g = self.reload_lock.lock().await;
+        let path = self.config_path.clone();
+        let cfg = tokio::task::spawn_blocking(move || config::load(&path))
+            .await
+            .map_err(|e| {
+                ApplyError::Config(config::ConfigError {
+                    file: self.config_path.clone(),
+                    line: None,
+                    field: String::new(),
+                    message: format!("reload task failed: {e}"),
+                })
+            })??;
+        let old = self.runtime.load_full();
+        let mut warnings = Vec::new();
+        let old_addrs: Vec<SocketAddr> = old.config.listeners.iter().map(|l| l.address).collect();
+        let new_addrs: Vec<SocketAddr> = cfg.listeners.iter().map(|l| l.address).collect();
+        if old_addrs != new_addrs {
+            warnings.push(
+                "listener addresses changed; restart vip-l7 to bind the new set (kept the old listeners)"
+                    .to_string(),
+            );
+        }
+        // Load every certificate set before swapping anything.
+        for l in &cfg.listeners {
+            if l.is_tls() {
+                CertResolver::new(&l.certificates)?;
+            }
+        }
+        let rt = Runtime::build(cfg, Some(&old), self.epoch, &self.metrics)?;
+        for l in &rt.config.listeners {
+            if let Some((_, r)) = self.resolvers.iter().find(|(a, _)| *a == l.address) {
+                if l.is_tls() {
+                    r.reload(&l.certificates)?;
+                }
+            }
+        }
+        self.runtime.store(Arc::new(rt));
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        tracing::info!("configuration reloaded");
+        Ok(warnings)
+    }
+}
+
+/// What a request handler knows about its connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// Client address.
+    pub client: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// Listener limits.
+    pub listener: Arc<config::Listener>,
+}
+
+impl Headers for HeaderMap {
+    fn has_value(&self, name: &str, value: &str) -> bool {
+        self.get_all(name)
+            .iter()
+            .any(|v| v.as_bytes() == value.as_bytes())
+    }
+}
+
+fn text_body(s: impl Into<Bytes>) -> ProxyBody {
+    Full::new(s.into())
+        .map_err(|e: Infallible| -> BoxError { match e {} })
+        .boxed()
+}
+
+fn local_response(status: StatusCode, msg: &str, request_id: &HeaderValue) -> Response<ProxyBody> {
+    let mut r = Response::new(text_body(format!("{msg}\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(HeaderName::from_static("x-request-id"), request_id.clone());
+    r
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1), plus any named in
+/// `Connection`. `te: trailers` is kept: gRPC needs it end to end on h2.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    let te_trailers = h
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("trailers"))
+        });
+    for n in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        h.remove(n);
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
+    if te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+fn new_request_id() -> HeaderValue {
+    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    // Hex digits are always a valid header value.
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+fn sticky_value(upstream: &str) -> String {
+    format!("{:016x}", crate::balance::key_hash(upstream.as_bytes()))
+}
+
+/// A response body that holds counters until the client has the whole body.
+struct Guarded<B> {
+    inner: B,
+    _guards: Vec<CountGuard>,
+    _upstream: Option<UpstreamActive>,
+}
+
+/// Keeps the per-upstream in-flight gauge up while a response streams.
+struct UpstreamActive {
+    metrics: Arc<Metrics>,
+    cluster: Arc<ClusterRt>,
+    index: usize,
+}
+
+impl UpstreamActive {
+    fn new(metrics: Arc<Metrics>, cluster: Arc<ClusterRt>, index: usize) -> UpstreamActive {
+        cluster.upstreams[index]
+            .active
+            .fetch_add(1, Ordering::Relaxed);
+        metrics.upstream_active(&cluster.cfg.name, &cluster.upstreams[index].name, 1);
+        UpstreamActive {
+            metrics,
+            cluster,
+            index,
+        }
+    }
+}
+
+impl Drop for UpstreamActive {
+    fn drop(&mut self) {
+        let u = &self.cluster.upstreams[self.index];
+        u.active.fetch_sub(1, Ordering::Relaxed);
+        self.metrics
+            .upstream_active(&self.cluster.cfg.name, &u.name, -1);
+    }
+}
+
+impl<B> Body for Guarded<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().inner)
+            .poll_frame(cx)
+            .map_err(Into::into)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn is_circuit_error(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(ConnectError::Circuit(_)) = s.downcast_ref::<ConnectError>() {
+            return true;
+        }
+        src = s.source();
+    }
+    false
+}
+
+/// Serves one request. Never fails: every problem is an HTTP answer.
+pub async fn handle(
+    shared: Arc<Shared>,
+    info: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let start = Instant::now();
+    shared.requests_total.fetch_add(1, Ordering::Relaxed);
+    let method = req.method().clone();
+    let version = req.version();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .filter(|v| v.len() <= 128 && !v.is_empty())
+        .cloned()
+        .unwrap_or_else(new_request_id);
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let rt = shared.runtime.load_full();
+    let (resp, cluster, upstream, route) =
+        forward(&shared, &info, &rt, req, &request_id, &host, &path).await;
+    let status = resp.status().as_u16();
+    let secs = start.elapsed().as_secs_f64();
+    shared
+        .metrics
+        .request(&route, &cluster, &upstream, status, secs);
+    if rt.config.access_log {
+        // One line per request: client, request line, status, cluster, upstream, time, id.
+        println!(
+            "{} {:?} {} {:?} {:?} {} {} {} {:.3}ms {}",
+            info.client.ip(),
+            host,
+            method,
+            path,
+            version,
+            status,
+            if cluster.is_empty() { "-" } else { &cluster },
+            if upstream.is_empty() { "-" } else { &upstream },
+            secs * 1000.0,
+            request_id.to_str().unwrap_or("-"),
+        );
+    }
+    Ok(resp)
+}
+
+type Forwarded = (Response<ProxyBody>, String, String, String);
+
+async fn forward(
+    shared: &Arc<Shared>,
+    info: &ConnInfo,
+    rt: &Runtime,
+    mut req: Request<Incoming>,
+    request_id: &HeaderValue,
+    host: &str,
+    path: &str,
+) -> Forwarded {
+    let metrics = &shared.metrics;
+    let reject = |status: StatusCode, reason: &'static str, msg: &str| -> Forwarded {
+        metrics.rejected(reason);
+        (
+            local_response(status, msg, request_id),
+            String::new(),
+            String::new(),
+            String::new(),
+        )
+    };
+    if path.len() > info.listener.max_uri_bytes {
+        return reject(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            "request target too long",
+        );
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > info.listener.max_header_bytes {
+        return reject(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            "request headers too large",
+        );
+    }
+    if req.method() == Method::CONNECT {
+        return reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "connect",
+            "CONNECT is not supported",
+        );
+    }
+    let Some((route_index, cluster_name)) = rt.routes.route_indexed(host, path, req.headers())
+    else {
+        return reject(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            "no route for this host and path",
+        );
+    };
+    let route = format!("routes[{route_index}]");
+    let Some(cluster) = rt.clusters.get(cluster_name).cloned() else {
+        return reject(StatusCode::NOT_FOUND, "no_route", "route names no cluster");
+    };
+    let named = |resp: Response<ProxyBody>, up: &str| -> Forwarded {
+        (
+            resp,
+            cluster.cfg.name.clone(),
+            up.to_string(),
+            route.clone(),
+        )
+    };
+    let local = |status: StatusCode, reason: &'static str, msg: &str| -> Forwarded {
+        metrics.rejected(reason);
+        named(local_response(status, msg, request_id), "")
+    };
+
+    if let Some(rl) = &cluster.rate_limiter {
+        let key = match rl.key_header() {
+            None => info.client.ip().to_string(),
+            Some(h) => req
+                .headers()
+                .get(h)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default(),
+        };
+        if !rl.allow(&key, Instant::now()) {
+            return local(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "rate limit exceeded",
+            );
+        }
+    }
+    if cluster.active_requests.load(Ordering::Relaxed) >= cluster.cfg.circuit.max_requests as usize
+    {
+        return local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "circuit_open",
+            "cluster at max_requests (circuit breaker open)",
+        );
+    }
+    let active_guard = CountGuard::new(&cluster.active_requests);
+
+    // Headers for the upstream.
+    let upgrade = is_upgrade(&req);
+    let upgrade_value = req.headers().get(header::UPGRADE).cloned();
+    let mut headers = req.headers().clone();
+    strip_hop_by_hop(&mut headers);
+    if upgrade {
+        if let Some(v) = upgrade_value {
+            headers.insert(header::UPGRADE, v);
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+    }
+    let client_ip = info.client.ip().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {client_ip}"),
+        None => client_ip.clone(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if info.tls { "https" } else { "http" }),
+    );
+    if let Ok(v) = HeaderValue::from_str(host) {
+        if !host.is_empty() {
+            headers.insert("x-forwarded-host", v.clone());
+            if !headers.contains_key(header::HOST) {
+                headers.insert(header::HOST, v);
+            }
+        }
+    }
+    headers.insert("x-request-id", request_id.clone());
+
+    // Balancing keys.
+    let key_hash = match &cluster.cfg.hash_on {
+        Some(HashOn::Header(h)) => headers
+            .get(h.as_str())
+            .map(|v| crate::balance::key_hash(v.as_bytes())),
+        Some(HashOn::Cookie(c)) => {
+            cookie(&headers, c).map(|v| crate::balance::key_hash(v.as_bytes()))
+        }
+        Some(HashOn::SourceIp) => Some(crate::balance::key_hash(client_ip.as_bytes())),
+        None => None,
+    };
+    let sticky_index = cluster.cfg.sticky_cookie.as_ref().and_then(|name| {
+        let v = cookie(&headers, name)?;
+        cluster
+            .upstreams
+            .iter()
+            .position(|u| u.is_available() && sticky_value(&u.name) == v)
+    });
+
+    // Body: buffered (retryable) when small and known, else streamed once.
+    let client_upgrade = if upgrade {
+        Some(hyper::upgrade::on(&mut req))
+    } else {
+        None
+    };
+    let method = req.method().clone();
+    let idempotent = matches!(
+        method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    );
+    let body = req.into_body();
+    let buffered = !upgrade
+        && body
+            .size_hint()
+            .upper()
+            .is_some_and(|u| u <= MAX_BUFFERED_BODY);
+    let mut streaming: Option<Incoming> = None;
+    let mut bytes = Bytes::new();
+    if buffered {
+        match tokio::time::timeout(cluster.cfg.request_timeout, body.collect()).await {
+            Ok(Ok(c)) => bytes = c.to_bytes(),
+            Ok(Err(_)) => {
+                return local(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    "could not read the request body",
+                )
+            }
+            Err(_) => {
+                return local(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "request body not received in time",
+                )
+            }
+        }
+    } else {
+        streaming = Some(body);
+    }
+    let attempts = if buffered {
+        cluster.cfg.retry.attempts
+    } else {
+        1
+    };
+    let scheme = if cluster.cfg.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_error = (
+        StatusCode::BAD_GATEWAY,
+        "upstream failed".to_string(),
+        String::new(),
+    );
+    let mut retry_guard: Option<CountGuard> = None;
+    for attempt in 0..attempts {
+        if attempt > 0 {
+            if !cluster.retry_allowed() {
+                break;
+            }
+            metrics.retry(&cluster.cfg.name);
+            retry_guard.get_or_insert_with(|| CountGuard::new(&cluster.active_retries));
+        }
+        let pick = match sticky_index.filter(|i| !tried.contains(i)) {
+            Some(i) => Some(i),
+            None => cluster.picker.pick(&cluster.upstreams, &tried, key_hash),
+        };
+        let Some(idx) = pick else {
+            if tried.is_empty() {
+                return local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_upstream",
+                    "no healthy upstream in cluster",
+                );
+            }
+            break;
+        };
+        tried.push(idx);
+        let up = cluster.upstreams[idx].clone();
+        let uri: Uri = match format!("{scheme}://{}{}", up.address, path).parse() {
+            Ok(u) => u,
+            Err(_) => {
+                return local(
+                    StatusCode::BAD_REQUEST,
+                    "bad_uri",
+                    "request target is not valid",
+                )
+            }
+        };
+        let body: ProxyBody = match streaming.take() {
+            Some(b) => b.map_err(|e| -> BoxError { Box::new(e) }).boxed(),
+            None => text_body(bytes.clone()),
+        };
+        let mut out = Request::new(body);
+        *out.method_mut() = method.clone();
+        *out.uri_mut() = uri;
+        *out.headers_mut() = headers.clone();
+        let upstream_active = UpstreamActive::new(metrics.clone(), cluster.clone(), idx);
+        let t0 = Instant::now();
+        let result =
+            tokio::time::timeout(cluster.cfg.request_timeout, cluster.client.request(out)).await;
+        match result {
+            Ok(Ok(mut resp)) => {
+                up.observe_latency(t0.elapsed());
+                let status = resp.status();
+                let gateway_error = matches!(
+                    status,
+                    StatusCode::BAD_GATEWAY
+                        | StatusCode::SERVICE_UNAVAILABLE
+                        | StatusCode::GATEWAY_TIMEOUT
+                ) || status.is_server_error();
+                if up.record_outcome(gateway_error, cluster.cfg.outlier.consecutive_errors) {
+                    cluster.maybe_eject(idx, metrics);
+                }
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(client_up) = client_upgrade {
+                        let upstream_up = hyper::upgrade::on(&mut resp);
+                        tokio::spawn(async move {
+                            let _hold = (upstream_active, active_guard);
+                            if let (Ok(c), Ok(u)) = tokio::join!(client_up, upstream_up) {
+                                let mut c = TokioIo::new(c);
+                                let mut u = TokioIo::new(u);
+                                let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                            }
+                        });
+                        let (parts, _) = resp.into_parts();
+                        let mut r = Response::from_parts(parts, text_body(Bytes::new()));
+                        r.headers_mut().insert("x-request-id", request_id.clone());
+                        return named(r, &up.name);
+                    }
+                }
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                parts.headers.insert("x-request-id", request_id.clone());
+                if let Some(name) = &cluster.cfg.sticky_cookie {
+                    if sticky_index != Some(idx) {
+                        let v = format!("{name}={}; Path=/; HttpOnly", sticky_value(&up.name));
+                        if let Ok(v) = HeaderValue::from_str(&v) {
+                            parts.headers.append(header::SET_COOKIE, v);
+                        }
+                    }
+                }
+                let mut guards = vec![active_guard];
+                guards.extend(retry_guard);
+                let body = Guarded {
+                    inner: body,
+                    _guards: guards,
+                    _upstream: Some(upstream_active),
+                };
+                return named(Response::from_parts(parts, body.boxed()), &up.name);
+            }
+            Ok(Err(e)) => {
+                up.observe_latency(t0.elapsed());
+                if is_circuit_error(&e) {
+                    return local(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "circuit_open",
+                        "cluster at its connection limit (circuit breaker open)",
+                    );
+                }
+                if up.record_outcome(true, cluster.cfg.outlier.consecutive_errors) {
+                    cluster.maybe_eject(idx, metrics);
+                }
+                tracing::debug!(upstream = %up.name, error = %e, "upstream request failed");
+                last_error = (
+                    StatusCode::BAD_GATEWAY,
+                    format!("upstream {} failed", up.name),
+                    up.name.clone(),
+                );
+                // Connect failures are safe to retry for any method (nothing was sent);
+                // other failures only for idempotent methods.
+                if !(e.is_connect() || idempotent) {
+                    break;
+                }
+            }
+            Err(_) => {
+                up.observe_latency(t0.elapsed());
+                if up.record_outcome(true, cluster.cfg.outlier.consecutive_errors) {
+                    cluster.maybe_eject(idx, metrics);
+                }
+                metrics.rejected("upstream_timeout");
+                return named(
+                    local_response(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream did not answer in time",
+                        request_id,
+                    ),
+                    &up.name,
+                );
+            }
+        }
+    }
+    metrics.rejected("upstream_error");
+    let (status, msg, up) = last_error;
+    named(local_response(status, &msg, request_id), &up)
+}
+
+/// A plain-text answer for the metrics endpoint.
+pub fn metrics_response(metrics: &Metrics) -> Response<ProxyBody> {
+    let mut r = Response::new(text_body(metrics.encode()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
+}
+
+/// Default request timeout bound used when no cluster applies.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::TE, HeaderValue::from_static("trailers, deflate"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h["x-keep"], "yes");
+        assert_eq!(h[header::TE], "trailers");
+    }
+
+    #[test]
+    fn cookies_parse() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; sticky=abc; b=2"),
+        );
+        assert_eq!(cookie(&h, "sticky"), Some("abc"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
+}

@@ -1,0 +1,696 @@
+//! vip-l7 end to end with real clients: curl (h1, h2c, TLS with SNI), a Python client, a
+//! WebSocket echo, gRPC-style trailers over h2, failover, reload under load, admin socket,
+//! SIGTERM drain.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+fn cluster(name: &str, extra: &str, ups: &[&Upstream]) -> String {
+    let mut s = format!("[clusters.{name}]\n{extra}\n");
+    for u in ups {
+        s += &format!("[[clusters.{name}.upstreams]]\naddress = \"{}\"\n", u.addr);
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_h1_h2_tls_sni_and_forwarded_headers() {
+    let up = Upstream::start("u1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a_cert, a_key) = write_cert(dir.path(), "a", &["a.test"]);
+    let (b_cert, b_key) = write_cert(dir.path(), "b", &["b.test"]);
+    let (http, https) = (free_port(), free_port());
+    let cfg = format!(
+        r#"
+[admin]
+socket = "ADMIN"
+[[listeners]]
+address = "127.0.0.1:{http}"
+[[listeners]]
+address = "127.0.0.1:{https}"
+tls = true
+[[listeners.certificates]]
+cert = "{}"
+key = "{}"
+names = ["a.test"]
+[[listeners.certificates]]
+cert = "{}"
+key = "{}"
+names = ["b.test"]
+[[routes]]
+cluster = "web"
+{}"#,
+        a_cert.display(),
+        a_key.display(),
+        b_cert.display(),
+        b_key.display(),
+        cluster("web", "", &[&up])
+    );
+    let l7 = L7::start_in(dir, &cfg, &[http, https]);
+    let base = format!("http://127.0.0.1:{http}");
+
+    // HTTP/1.1: forwarded headers, request id, hop-by-hop removal both ways.
+    let (ok, out, err) = curl(&[
+        "-i",
+        "--http1.1",
+        "-H",
+        "Connection: keep-alive, x-secret",
+        "-H",
+        "x-secret: 1",
+        "-H",
+        "X-Forwarded-For: 198.51.100.7",
+        &format!("{base}/hello?x=1"),
+    ]);
+    assert!(ok, "{err}");
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_lowercase().contains("x-request-id:"), "{head}");
+    assert!(!head.to_lowercase().contains("x-upstream-secret"), "{head}");
+    let v: Value = serde_json::from_str(body).unwrap();
+    let h = &v["headers"];
+    assert_eq!(h["x-forwarded-for"], "198.51.100.7, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], format!("127.0.0.1:{http}"));
+    assert!(h.get("x-secret").is_none(), "{h}");
+    assert!(h["x-request-id"].as_str().unwrap().len() >= 16);
+    assert_eq!(v["path"], "/hello");
+
+    // An incoming request id is kept.
+    let (_, out, _) = curl(&["-H", "X-Request-Id: abc-123", &format!("{base}/")]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["headers"]["x-request-id"], "abc-123");
+
+    // h2c with prior knowledge.
+    let (ok, out, err) = curl(&[
+        "--http2-prior-knowledge",
+        "-w",
+        "\n%{http_version}",
+        &format!("{base}/h2"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.ends_with("\n2"), "{out}");
+
+    // TLS: SNI picks the certificate (curl verifies it against the name), ALPN h2 and http/1.1.
+    let cas = l7.dir.path().join("cas.pem");
+    std::fs::write(
+        &cas,
+        std::fs::read_to_string(&a_cert).unwrap() + &std::fs::read_to_string(&b_cert).unwrap(),
+    )
+    .unwrap();
+    for name in ["a.test", "b.test"] {
+        for (flag, want) in [("--http2", "2"), ("--http1.1", "1.1")] {
+            let (ok, out, err) = curl(&[
+                flag,
+                "--cacert",
+                cas.to_str().unwrap(),
+                "--resolve",
+                &format!("{name}:{https}:127.0.0.1"),
+                "-w",
+                "\n%{http_version}",
+                &format!("https://{name}:{https}/tls"),
+            ]);
+            assert!(ok, "{name} {flag}: {err}");
+            assert!(out.ends_with(&format!("\n{want}")), "{out}");
+            let v: Value = serde_json::from_str(out.rsplit_once('\n').unwrap().0).unwrap();
+            assert_eq!(v["headers"]["x-forwarded-proto"], "https");
+        }
+    }
+    // Only a.test's certificate is valid for a.test: trusting b alone must fail for a.test.
+    let (ok, _, _) = curl(&[
+        "--cacert",
+        b_cert.to_str().unwrap(),
+        "--resolve",
+        &format!("a.test:{https}:127.0.0.1"),
+        &format!("https://a.test:{https}/"),
+    ]);
+    assert!(!ok, "a.test must be served with a.test's certificate");
+    // TLS 1.1 and below are refused.
+    let (ok, _, _) = curl(&[
+        "-k",
+        "--tlsv1.0",
+        "--tls-max",
+        "1.1",
+        &format!("https://127.0.0.1:{https}/"),
+    ]);
+    assert!(!ok, "TLS 1.1 must be refused");
+    // TLS 1.2 works.
+    let (ok, _, err) = curl(&[
+        "-k",
+        "--tlsv1.2",
+        "--tls-max",
+        "1.2",
+        &format!("https://127.0.0.1:{https}/"),
+    ]);
+    assert!(ok, "TLS 1.2: {err}");
+
+    // Certificate reload without restart: replace a.test's certificate, reload, and curl must
+    // now trust only the new one.
+    let new_dir = tempfile::tempdir().unwrap();
+    let (n_cert, n_key) = write_cert(new_dir.path(), "a2", &["a.test"]);
+    std::fs::copy(&n_cert, &a_cert).unwrap();
+    std::fs::copy(&n_key, &a_key).unwrap();
+    let r = l7.admin("reload", json!({}));
+    assert_eq!(r["ok"], true, "{r}");
+    let (ok, _, err) = curl(&[
+        "--cacert",
+        n_cert.to_str().unwrap(),
+        "--resolve",
+        &format!("a.test:{https}:127.0.0.1"),
+        &format!("https://a.test:{https}/"),
+    ]);
+    assert!(ok, "new certificate after reload: {err}");
+
+    // One access-log line per request.
+    let log = l7.stdout_text();
+    assert!(
+        log.lines().filter(|l| l.contains("\"/hello?x=1\"")).count() == 1,
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_websocket_echo() {
+    let ws_port = free_port();
+    let http = free_port();
+    let cfg = format!(
+        r#"
+[admin]
+socket = "ADMIN"
+[[listeners]]
+address = "127.0.0.1:{http}"
+[[routes]]
+cluster = "ws"
+[clusters.ws]
+[[clusters.ws.upstreams]]
+address = "127.0.0.1:{ws_port}"
+"#
+    );
+    let l7 = L7::start(&cfg, &[http]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ws_echo.py");
+    let out = Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(ws_port.to_string())
+        .arg(http.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python: {}\n{}\nvip-l7: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        l7.stderr_text()
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("websocket echo ok"), "{stdout}");
+    assert!(stdout.contains("http.client ok"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_style_trailers_over_h2() {
+    let up = Upstream::start("g1").await;
+    let http = free_port();
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\n[[listeners]]\naddress = \"127.0.0.1:{http}\"\n[[routes]]\ncluster = \"grpc\"\n{}",
+        cluster("grpc", "protocol = \"h2\"", &[&up])
+    );
+    let l7 = L7::start(&cfg, &[http]);
+    let msg = l7.dir.path().join("msg.bin");
+    std::fs::write(&msg, b"\0\0\0\0\0").unwrap();
+    let msg_arg = format!("@{}", msg.display());
+    // And a hyper h2 client sees the trailers as a trailers frame.
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", http))
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("http://127.0.0.1:{http}/grpc"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"\0\0\0\0\0",
+        )))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x05hello");
+    // curl over h2c carries the gRPC request and response (curl 7.88 does not print h2 trailers).
+    let (ok, out, err) = curl(&[
+        "--http2-prior-knowledge",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{size_download}",
+        "-H",
+        "te: trailers",
+        "-H",
+        "content-type: application/grpc",
+        "--data-binary",
+        &msg_arg,
+        &format!("http://127.0.0.1:{http}/grpc"),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "200 10");
+    // nghttp (nghttp2-client), when installed, shows the trailers frame on the wire.
+    if let Ok(o) = Command::new("nghttp")
+        .args(["-v", "-H", "te: trailers", "-d", msg.to_str().unwrap()])
+        .arg(format!("http://127.0.0.1:{http}/grpc"))
+        .output()
+    {
+        let v = String::from_utf8_lossy(&o.stdout);
+        assert!(v.contains("grpc-status: 0"), "{v}");
+        assert!(v.contains("grpc-message: all-good"), "{v}");
+    } else {
+        eprintln!("nghttp not installed: trailers checked with the hyper h2 client only");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_when_an_upstream_dies_and_health_checks() {
+    let u1 = Upstream::start("u1").await;
+    let u2 = Upstream::start("u2").await;
+    let http = free_port();
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\n[[listeners]]\naddress = \"127.0.0.1:{http}\"\n[[routes]]\ncluster = \"web\"\n{}",
+        cluster(
+            "web",
+            "balancer = \"round_robin\"\nhealth = { path = \"/healthz\", interval_ms = 100, timeout_ms = 200, rise = 2, fall = 2 }\nretry = { attempts = 3 }",
+            &[&u1, &u2]
+        )
+    );
+    let l7 = L7::start(&cfg, &[http]);
+    let c = client();
+    let url = format!("http://127.0.0.1:{http}/");
+    for _ in 0..20 {
+        let (s, _, _) = get(&c, &url, &[]).await.unwrap();
+        assert_eq!(s, 200);
+    }
+    assert!(
+        u1.hits() >= 5 && u2.hits() >= 5,
+        "{} {}",
+        u1.hits(),
+        u2.hits()
+    );
+
+    // Kill u2 while a client keeps sending: no client-visible error (connect failures are
+    // retried on u1), then health checks mark u2 down.
+    let errors = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (errors, stop, url) = (errors.clone(), stop.clone(), url.clone());
+        tokio::spawn(async move {
+            let c = client();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                match get(&c, &url, &[]).await {
+                    Ok((s, _, _)) if s == 200 => {}
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                n += 1;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    u2.kill();
+    eventually("u2 marked unhealthy", Duration::from_secs(5), || {
+        let r = l7.admin("clusters", json!({}));
+        r["result"]["clusters"][0]["upstreams"][1]["health"] == "unhealthy"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let n = load.await.unwrap();
+    assert!(n > 20, "only {n} requests");
+    assert_eq!(
+        errors.load(Ordering::Relaxed),
+        0,
+        "client-visible errors during failover"
+    );
+
+    // Recovery: u2 back on the same port → healthy again after `rise` probes.
+    let u2b = Upstream::start_on(u2.addr.port(), "u2b").await;
+    eventually("u2 healthy again", Duration::from_secs(5), || {
+        let r = l7.admin("clusters", json!({}));
+        r["result"]["clusters"][0]["upstreams"][1]["health"] == "healthy"
+    })
+    .await;
+    for _ in 0..10 {
+        get(&c, &url, &[]).await.unwrap();
+    }
+    assert!(u2b.hits() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_socket_commands_and_reload_under_load() {
+    let u1 = Upstream::start("u1").await;
+    let u2 = Upstream::start("u2").await;
+    let http = free_port();
+    let make = |extra: &str| {
+        format!(
+            "[admin]\nsocket = \"ADMIN\"\naccess_log = false\n[[listeners]]\naddress = \"127.0.0.1:{http}\"\n[[routes]]\ncluster = \"web\"\n{extra}\n{}",
+            cluster("web", "balancer = \"round_robin\"", &[&u1, &u2])
+        )
+    };
+    let l7 = L7::start(&make(""), &[http]);
+    let mode = std::fs::metadata(&l7.admin).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+
+    let st = l7.admin("status", json!({}));
+    assert_eq!(st["ok"], true, "{st}");
+    assert_eq!(st["v"], 1);
+    assert_eq!(st["id"], 7);
+    assert_eq!(st["result"]["clusters"], 1);
+
+    let cl = l7.admin("clusters", json!({}));
+    let ups = &cl["result"]["clusters"][0]["upstreams"];
+    assert_eq!(ups[0]["address"], u1.addr.to_string());
+    assert_eq!(ups[0]["health"], "healthy");
+    assert_eq!(ups[0]["weight"], 1);
+
+    // drain u2: all traffic to u1.
+    let r = l7.admin(
+        "drain",
+        json!({"cluster": "web", "upstream": u2.addr.to_string()}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let c = client();
+    let url = format!("http://127.0.0.1:{http}/");
+    let before = u2.hits();
+    for _ in 0..10 {
+        get(&c, &url, &[]).await.unwrap();
+    }
+    assert_eq!(u2.hits(), before);
+    let r = l7.admin(
+        "undrain",
+        json!({"cluster": "web", "upstream": u2.addr.to_string()}),
+    );
+    assert_eq!(r["result"]["draining"], false);
+    let r = l7.admin(
+        "weight",
+        json!({"cluster": "web", "upstream": u2.addr.to_string(), "weight": 5}),
+    );
+    assert_eq!(r["result"]["weight"], 5, "{r}");
+
+    // Structured errors.
+    let r = l7.admin("nope", json!({}));
+    assert_eq!(r["ok"], false);
+    assert_eq!(r["error"]["code"], "unknown_command");
+    let r = l7.admin("drain", json!({"cluster": "web", "upstream": "1.2.3.4:5"}));
+    assert_eq!(r["error"]["code"], "not_found");
+    let r = l7.admin(
+        "weight",
+        json!({"cluster": "web", "upstream": u1.addr.to_string(), "weight": 0}),
+    );
+    assert_eq!(r["error"]["code"], "bad_args");
+    {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&l7.admin).unwrap();
+        s.write_all(
+            b"{not json\n{\"v\":2,\"cmd\":\"status\"}\n{\"v\":1,\"id\":\"x\",\"cmd\":\"status\"}\n",
+        )
+        .unwrap();
+        let mut r = BufReader::new(s);
+        let mut lines = Vec::new();
+        for _ in 0..3 {
+            let mut l = String::new();
+            r.read_line(&mut l).unwrap();
+            lines.push(serde_json::from_str::<Value>(&l).unwrap());
+        }
+        assert_eq!(lines[0]["error"]["code"], "bad_request");
+        assert_eq!(lines[1]["error"]["code"], "bad_version");
+        assert_eq!(lines[2]["ok"], true);
+        assert_eq!(lines[2]["id"], "x");
+    }
+
+    // Reload under load: no client-visible error; keep-alive connections survive.
+    let errors = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (errors, stop, url) = (errors.clone(), stop.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                match get(&c, &url, &[]).await {
+                    Ok((s, _, _)) if s == 200 => {}
+                    other => {
+                        eprintln!("error during reload: {other:?}");
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                n += 1;
+            }
+            n
+        }));
+    }
+    for i in 0..5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let extra = format!("[[routes]]\npath_prefix = \"/v{i}\"\ncluster = \"web\"\n");
+        std::fs::write(
+            &l7.config,
+            make(&extra).replace("ADMIN", l7.admin.to_str().unwrap()),
+        )
+        .unwrap();
+        let r = l7.admin("reload", json!({}));
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    // An invalid config is refused and the old one keeps serving.
+    std::fs::write(&l7.config, "[[listeners]]\naddress = \"nope\"\n").unwrap();
+    let r = l7.admin("reload", json!({}));
+    assert_eq!(r["ok"], false);
+    assert_eq!(r["error"]["code"], "reload_failed");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("l7.toml:2"),
+        "{r}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert!(total > 50, "only {total} requests");
+    assert_eq!(errors.load(Ordering::Relaxed), 0);
+    let st = l7.admin("status", json!({}));
+    assert_eq!(st["result"]["reloads"], 5);
+    assert_eq!(st["result"]["routes"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let u1 = Upstream::start("u1").await;
+    let http = free_port();
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\ndrain_timeout_ms = 5000\n[[listeners]]\naddress = \"127.0.0.1:{http}\"\n[[routes]]\ncluster = \"web\"\n{}",
+        cluster("web", "", &[&u1])
+    );
+    let mut l7 = L7::start(&cfg, &[http]);
+    let url = format!("http://127.0.0.1:{http}/sleep/700");
+    let inflight = tokio::spawn(async move {
+        let c = client();
+        get(&c, &url, &[]).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    let st = Command::new("kill")
+        .args(["-TERM", &l7.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // No longer accepting.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", http)).is_err());
+    let (s, _, _) = inflight
+        .await
+        .unwrap()
+        .expect("in-flight request completes");
+    assert_eq!(s, 200);
+    let status = loop {
+        if let Some(st) = l7.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "vip-l7 did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit {status}: {}", l7.stderr_text());
+    assert!(!l7.alive());
+}
+
+#[test]
+fn check_flag_validates_and_names_file_line_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("l7.toml");
+    std::fs::write(
+        &p,
+        "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[routes]]\ncluster = \"a\"\n[clusters.a]\n[[clusters.a.upstreams]]\naddress = \"127.0.0.1:2\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&p)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+    std::fs::write(
+        &p,
+        "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[routes]]\ncluster = \"a\"\n[clusters.a]\n[[clusters.a.upstreams]]\naddress = \"127.0.0.1:2\"\nweight = 70000\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&p)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:8: clusters.a.upstreams[0].weight",
+            p.display()
+        )),
+        "{err}"
+    );
+}
+
+/// An upstream that speaks TLS (ALPN h2 and http/1.1) with `cert`/`key`.
+async fn tls_upstream(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(s) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let body = format!("tls upstream saw {:?}", req.version());
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(body)),
+                        ))
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_over_tls_h1_and_h2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path(), "up", &["up.test"]);
+    let (other, _) = write_cert(dir.path(), "other", &["other.test"]);
+    let (addr, task) = tls_upstream(&cert, &key).await;
+    let http = free_port();
+    let cfg = format!(
+        r#"
+[admin]
+socket = "ADMIN"
+[[listeners]]
+address = "127.0.0.1:{http}"
+[[routes]]
+path_prefix = "/h1"
+cluster = "h1"
+[[routes]]
+path_prefix = "/h2"
+cluster = "h2"
+[[routes]]
+path_prefix = "/wrongca"
+cluster = "wrongca"
+[clusters.h1]
+tls = {{ server_name = "up.test", ca = "{c}" }}
+[[clusters.h1.upstreams]]
+address = "{addr}"
+[clusters.h2]
+protocol = "h2"
+tls = {{ server_name = "up.test", ca = "{c}" }}
+[[clusters.h2.upstreams]]
+address = "{addr}"
+[clusters.wrongca]
+tls = {{ server_name = "up.test", ca = "{o}" }}
+retry = {{ attempts = 1 }}
+[[clusters.wrongca.upstreams]]
+address = "{addr}"
+"#,
+        c = cert.display(),
+        o = other.display()
+    );
+    let _l7 = L7::start_in(dir, &cfg, &[http]);
+    let (ok, out, err) = curl(&[&format!("http://127.0.0.1:{http}/h1")]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "tls upstream saw HTTP/1.1");
+    let (ok, out, err) = curl(&[&format!("http://127.0.0.1:{http}/h2")]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "tls upstream saw HTTP/2.0");
+    let (_, out, _) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("http://127.0.0.1:{http}/wrongca"),
+    ]);
+    assert_eq!(
+        out, "502",
+        "an upstream certificate from an untrusted CA must fail"
+    );
+    task.abort();
+}

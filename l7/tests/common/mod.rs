@@ -1,0 +1,339 @@
+//! Test harness: a real `vip-l7` process, in-process hyper upstreams, an admin client, curl.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running vip-l7; killed on drop.
+pub struct L7 {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub admin: PathBuf,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Drop for L7 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vip-l7")
+}
+
+impl L7 {
+    /// Writes `config` (with `ADMIN` replaced by the socket path and `DIR` by the temp dir) and
+    /// starts vip-l7, waiting until every `wait_ports` accepts.
+    pub fn start(config: &str, wait_ports: &[u16]) -> L7 {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, config, wait_ports)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, config: &str, wait_ports: &[u16]) -> L7 {
+        let admin = dir.path().join("admin.sock");
+        let cfg_path = dir.path().join("l7.toml");
+        let text = config
+            .replace("ADMIN", &admin.display().to_string())
+            .replace("DIR", &dir.path().display().to_string());
+        std::fs::write(&cfg_path, text).unwrap();
+        let stdout = dir.path().join("stdout.log");
+        let stderr = dir.path().join("stderr.log");
+        let child = Command::new(bin())
+            .arg("--config")
+            .arg(&cfg_path)
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let mut l7 = L7 {
+            child,
+            dir,
+            config: cfg_path,
+            admin,
+            stdout,
+            stderr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for &p in wait_ports {
+            while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
+                if let Ok(Some(st)) = l7.child.try_wait() {
+                    panic!("vip-l7 exited {st}: {}", l7.stderr_text());
+                }
+                assert!(Instant::now() < deadline, "vip-l7 did not listen on {p}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        while !l7.admin.exists() {
+            assert!(Instant::now() < deadline, "no admin socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        l7
+    }
+
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn stdout_text(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// One admin request; returns the whole reply.
+    pub fn admin(&self, cmd: &str, args: Value) -> Value {
+        let mut s = UnixStream::connect(&self.admin).unwrap();
+        let req = json!({"v": 1, "id": 7, "cmd": cmd, "args": args});
+        writeln!(s, "{req}").unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        s.lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// An in-process upstream; stops (with all its connections) when dropped or `kill`ed.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn full(s: impl Into<Bytes>) -> Body {
+    Full::new(s.into()).boxed()
+}
+
+async fn upstream_handle(name: String, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    if let Some(code) = path.strip_prefix("/status/") {
+        let code: u16 = code.parse().unwrap_or(500);
+        let mut r = Response::new(full(format!("status {code} from {name}\n")));
+        *r.status_mut() = StatusCode::from_u16(code).unwrap();
+        return r;
+    }
+    if let Some(ms) = path.strip_prefix("/sleep/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(100))).await;
+    }
+    if path == "/grpc" {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        trailers.insert("grpc-message", HeaderValue::from_static("all-good"));
+        let body = Full::new(Bytes::from_static(b"\0\0\0\0\x05hello"))
+            .with_trailers(async move { Some(Ok(trailers)) })
+            .boxed();
+        let mut r = Response::new(body);
+        r.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/grpc"));
+        return r;
+    }
+    if path == "/flaky" && name.starts_with("bad") {
+        let mut r = Response::new(full(format!("broken {name}\n")));
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        return r;
+    }
+    if path == "/big" {
+        return Response::new(full(vec![b'x'; 1 << 20]));
+    }
+    let headers: serde_json::Map<String, Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            )
+        })
+        .collect();
+    let method = req.method().to_string();
+    let version = format!("{:?}", req.version());
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let v = json!({
+        "upstream": name, "path": path, "method": method, "version": version,
+        "headers": headers, "body_len": body.len(),
+    });
+    let mut r = Response::new(full(v.to_string()));
+    r.headers_mut()
+        .insert("x-upstream", HeaderValue::from_str(&name).unwrap());
+    r.headers_mut()
+        .insert("connection", HeaderValue::from_static("x-upstream-secret"));
+    r.headers_mut()
+        .insert("x-upstream-secret", HeaderValue::from_static("1"));
+    r
+}
+
+impl Upstream {
+    /// An HTTP/1.1 + h2c upstream named `name` on a free port.
+    pub async fn start(name: &str) -> Upstream {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(l, name)
+    }
+
+    pub async fn start_on(port: u16, name: &str) -> Upstream {
+        let l = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        Self::serve(l, name)
+    }
+
+    fn serve(l: TcpListener, name: &str) -> Upstream {
+        let addr = l.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (n, h) = (name.to_string(), hits.clone());
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                let (n, h) = (n.clone(), h.clone());
+                conns.spawn(async move {
+                    let svc = service_fn(move |req| {
+                        h.fetch_add(1, Ordering::Relaxed);
+                        let n = n.clone();
+                        async move { Ok::<_, Infallible>(upstream_handle(n, req).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            name: name.to_string(),
+            hits,
+            task,
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting and closes every connection.
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+}
+
+/// A keep-alive HTTP/1.1 client (hyper legacy pool).
+pub fn client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Empty<Bytes>,
+> {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// GET `url`, returning status, headers and body.
+pub async fn get(
+    c: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Empty<Bytes>,
+    >,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    let mut b = Request::get(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = c
+        .request(b.body(Empty::new()).unwrap())
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let (p, body) = resp.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((p.status, p.headers, body))
+}
+
+/// Runs curl with `args`; returns (exit ok, stdout, stderr).
+pub fn curl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl is installed (scripts/test installs it)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A self-signed certificate for `names`, written to `dir/stem.pem` and `dir/stem.key`.
+pub fn write_cert(dir: &Path, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+    let ck =
+        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let cert = dir.join(format!("{stem}.pem"));
+    let key = dir.join(format!("{stem}.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+/// Waits until `f` holds (polling), or panics with `what`.
+pub async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,300 @@
+//! Balancing, rate limits, circuit breakers, outlier ejection, timeouts, sticky cookies and
+//! metrics, end to end through a real vip-l7 process.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn config(http: u16, clusters: &str, extra: &str) -> String {
+    format!(
+        "[admin]\nsocket = \"ADMIN\"\naccess_log = false\n{extra}\n[[listeners]]\naddress = \"127.0.0.1:{http}\"\n[[routes]]\ncluster = \"web\"\n{clusters}"
+    )
+}
+
+fn cluster(settings: &str, ups: &[(&Upstream, u32)]) -> String {
+    let mut s = format!("[clusters.web]\n{settings}\n");
+    for (u, w) in ups {
+        s += &format!(
+            "[[clusters.web.upstreams]]\naddress = \"{}\"\nweight = {w}\n",
+            u.addr
+        );
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_round_robin_consistent_hash_and_sticky_cookie() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let c = Upstream::start("c").await;
+    let http = free_port();
+    let l7 = L7::start(
+        &config(
+            http,
+            &cluster("balancer = \"weighted_round_robin\"", &[(&a, 3), (&b, 1)]),
+            "",
+        ),
+        &[http],
+    );
+    let cl = client();
+    let url = format!("http://127.0.0.1:{http}/");
+    for _ in 0..40 {
+        get(&cl, &url, &[]).await.unwrap();
+    }
+    assert_eq!((a.hits(), b.hits()), (30, 10));
+    drop(l7);
+
+    // Consistent hash on a header: one user always lands on the same upstream; users spread.
+    let http = free_port();
+    let _l7 = L7::start(
+        &config(
+            http,
+            &cluster(
+                "balancer = \"consistent_hash\"\nhash_on = { header = \"x-user\" }",
+                &[(&a, 1), (&b, 1), (&c, 1)],
+            ),
+            "",
+        ),
+        &[http],
+    );
+    let url = format!("http://127.0.0.1:{http}/");
+    let mut seen = std::collections::HashSet::new();
+    for user in 0..30 {
+        let u = format!("user{user}");
+        let mut first = None;
+        for _ in 0..3 {
+            let (_, h, _) = get(&cl, &url, &[("x-user", &u)]).await.unwrap();
+            let up = h["x-upstream"].to_str().unwrap().to_string();
+            assert!(first.get_or_insert(up.clone()) == &up, "{u} moved");
+            seen.insert(up);
+        }
+    }
+    assert_eq!(seen.len(), 3, "30 users should reach all 3 upstreams");
+
+    // Sticky cookie: the first answer sets it; requests carrying it stay on that upstream.
+    let http = free_port();
+    let _l7s = L7::start(
+        &config(
+            http,
+            &cluster(
+                "balancer = \"round_robin\"\nsticky_cookie = \"lb\"",
+                &[(&a, 1), (&b, 1), (&c, 1)],
+            ),
+            "",
+        ),
+        &[http],
+    );
+    let url = format!("http://127.0.0.1:{http}/");
+    let (_, h, _) = get(&cl, &url, &[]).await.unwrap();
+    let up = h["x-upstream"].to_str().unwrap().to_string();
+    let set = h["set-cookie"].to_str().unwrap();
+    let cookie = set.split(';').next().unwrap().to_string();
+    assert!(cookie.starts_with("lb="), "{set}");
+    for _ in 0..10 {
+        let (_, h, _) = get(&cl, &url, &[("cookie", &cookie)]).await.unwrap();
+        assert_eq!(h["x-upstream"].to_str().unwrap(), up);
+        assert!(h.get("set-cookie").is_none());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_answers_429_per_key() {
+    let a = Upstream::start("a").await;
+    let http = free_port();
+    let _l7 = L7::start(
+        &config(
+            http,
+            &cluster(
+                "rate_limit = { per_second = 0.5, burst = 3, key_header = \"x-api-key\" }",
+                &[(&a, 1)],
+            ),
+            "",
+        ),
+        &[http],
+    );
+    let cl = client();
+    let url = format!("http://127.0.0.1:{http}/");
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        codes.push(
+            get(&cl, &url, &[("x-api-key", "k1")])
+                .await
+                .unwrap()
+                .0
+                .as_u16(),
+        );
+    }
+    assert_eq!(codes, vec![200, 200, 200, 429, 429]);
+    let (s, _, _) = get(&cl, &url, &[("x-api-key", "k2")]).await.unwrap();
+    assert_eq!(s, 200, "another key has its own bucket");
+    assert_eq!(a.hits(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_answers_503_at_once() {
+    let a = Upstream::start("a").await;
+    let http = free_port();
+    let _l7 = L7::start(
+        &config(
+            http,
+            &cluster("circuit = { max_requests = 2 }", &[(&a, 1)]),
+            "",
+        ),
+        &[http],
+    );
+    let url = format!("http://127.0.0.1:{http}/sleep/400");
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(if i < 2 { 0 } else { 100 })).await;
+            let t = Instant::now();
+            let (s, _, _) = get(&client(), &url, &[]).await.unwrap();
+            (s.as_u16(), t.elapsed())
+        }));
+    }
+    let mut ok = 0;
+    let mut fast_503 = 0;
+    for t in tasks {
+        let (s, took) = t.await.unwrap();
+        match s {
+            200 => ok += 1,
+            503 if took < Duration::from_millis(200) => fast_503 += 1,
+            other => panic!("unexpected {other} after {took:?}"),
+        }
+    }
+    assert_eq!((ok, fast_503), (2, 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_ejection_with_cap_and_metrics() {
+    let good = Upstream::start("good").await;
+    let bad1 = Upstream::start("bad1").await;
+    let bad2 = Upstream::start("bad2").await;
+    let http = free_port();
+    let metrics = free_port();
+    let l7 = L7::start(
+        &config(
+            http,
+            &cluster(
+                "balancer = \"round_robin\"\noutlier = { consecutive_errors = 3, base_ejection_ms = 60000, max_ejection_percent = 34 }",
+                &[(&good, 1), (&bad1, 1), (&bad2, 1)],
+            ),
+            &format!("[metrics]\nlisten = \"127.0.0.1:{metrics}\""),
+        ),
+        &[http, metrics],
+    );
+    let cl = client();
+    let url = format!("http://127.0.0.1:{http}/flaky");
+    for _ in 0..30 {
+        get(&cl, &url, &[]).await.unwrap();
+    }
+    let r = l7.admin("clusters", json!({"cluster": "web"}));
+    let ups = r["result"]["clusters"][0]["upstreams"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let ejected: Vec<bool> = ups
+        .iter()
+        .map(|u| u["ejected"].as_bool().unwrap())
+        .collect();
+    assert!(!ejected[0], "{r}");
+    // The cap (34 % of 3 = 1) keeps the second bad upstream in.
+    assert_eq!(ejected.iter().filter(|&&e| e).count(), 1, "{r}");
+    let (ok, text, _) = curl(&[&format!("http://127.0.0.1:{metrics}/metrics")]);
+    assert!(ok);
+    assert!(
+        text.contains("vip_l7_ejections_total{cluster=\"web\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("vip_l7_requests_total{route=\"routes[0]\",cluster=\"web\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("vip_l7_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vip_l7_client_connections{listener=\"listener0\"}"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_and_connect_timeouts_and_connect_retry() {
+    let a = Upstream::start("a").await;
+    let dead = free_port();
+    let http = free_port();
+    let cfg = config(
+        http,
+        &format!(
+            "[clusters.web]\nbalancer = \"round_robin\"\nrequest_timeout_ms = 300\nconnect_timeout_ms = 200\n[[clusters.web.upstreams]]\naddress = \"{}\"\n[[clusters.web.upstreams]]\naddress = \"127.0.0.1:{dead}\"\n",
+            a.addr
+        ),
+        "",
+    );
+    let _l7 = L7::start(&cfg, &[http]);
+    let cl = client();
+    // Every other pick is the dead upstream: the connect failure is retried on `a`.
+    for _ in 0..6 {
+        let (s, h, _) = get(&cl, &format!("http://127.0.0.1:{http}/"), &[])
+            .await
+            .unwrap();
+        assert_eq!(s, 200);
+        assert_eq!(h["x-upstream"], "a");
+    }
+    let t = Instant::now();
+    let (s, _, _) = get(&cl, &format!("http://127.0.0.1:{http}/sleep/2000"), &[])
+        .await
+        .unwrap();
+    assert_eq!(s, 504);
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_request_and_peak_ewma_avoid_the_busy_upstream() {
+    for balancer in ["least_request", "peak_ewma", "p2c"] {
+        let a = Upstream::start("a").await;
+        let b = Upstream::start("b").await;
+        let http = free_port();
+        let _l7 = L7::start(
+            &config(
+                http,
+                &cluster(&format!("balancer = \"{balancer}\""), &[(&a, 1), (&b, 1)]),
+                "",
+            ),
+            &[http],
+        );
+        // Park 4 slow requests (they spread over a and b), then send fast ones: the fast ones
+        // must all complete; hits show both upstreams are used.
+        let mut slow = Vec::new();
+        for _ in 0..4 {
+            let url = format!("http://127.0.0.1:{http}/sleep/300");
+            slow.push(tokio::spawn(async move { get(&client(), &url, &[]).await }));
+        }
+        let cl = client();
+        for _ in 0..20 {
+            let (s, _, _) = get(&cl, &format!("http://127.0.0.1:{http}/"), &[])
+                .await
+                .unwrap();
+            assert_eq!(s, 200, "{balancer}");
+        }
+        for s in slow {
+            assert_eq!(s.await.unwrap().unwrap().0, 200);
+        }
+        assert!(
+            a.hits() > 0 && b.hits() > 0,
+            "{balancer}: {} {}",
+            a.hits(),
+            b.hits()
+        );
+    }
+}
