@@ -29,7 +29,7 @@
 //! assert_eq!(decode(&wire[..10]).unwrap(), None);
 //! ```
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod attributes;
@@ -39,6 +39,8 @@ mod decode;
 mod encode;
 pub mod fsm;
 mod message;
+pub mod sockopt;
+pub mod speaker;
 pub mod update;
 
 pub use config::{BgpConfig, ConfigProblem, PeerConfig, RoutePolicy};
