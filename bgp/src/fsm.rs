@@ -11,7 +11,7 @@
 //! section 6.8) involve two connections, so the driver runs one `Session` per connection and
 //! decides with [`resolve_collision`].
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
 
 use crate::attributes::{AsPath, Prefix};
@@ -292,6 +292,15 @@ fn shutdown_data(message: &str) -> Vec<u8> {
     data
 }
 
+/// How one announced prefix differs from the session defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PrefixRoute {
+    /// Attributes for this prefix; `None` uses the session's (see [`Config::route_attributes`]).
+    pub attributes: Option<RouteAttributes>,
+    /// Next hops overriding the session's, per family.
+    pub next_hops: NextHops,
+}
+
 /// One BGP peering. See the module documentation.
 #[derive(Debug)]
 pub struct Session {
@@ -310,7 +319,7 @@ pub struct Session {
     negotiated: Option<Negotiated>,
     /// Hold time agreed in OpenConfirm/Established, in ms (0 = none).
     hold_ms: u64,
-    announced: BTreeSet<Prefix>,
+    announced: BTreeMap<Prefix, PrefixRoute>,
     attributes: RouteAttributes,
     stats: Stats,
 }
@@ -362,7 +371,7 @@ impl Session {
             keepalive_at: None,
             negotiated: None,
             hold_ms: 0,
-            announced: BTreeSet::new(),
+            announced: BTreeMap::new(),
             attributes,
             stats: Stats::default(),
         })
@@ -396,7 +405,13 @@ impl Session {
 
     /// The prefixes currently announced (or to be announced once Established).
     pub fn announced(&self) -> impl Iterator<Item = &Prefix> {
-        self.announced.iter()
+        self.announced.keys()
+    }
+
+    /// Replaces the session's default next hops (e.g. with the local address of the
+    /// connection once it is known). Routes already sent are not re-sent.
+    pub fn set_next_hops(&mut self, next_hops: NextHops) {
+        self.config.next_hops = next_hops;
     }
 
     /// The next output, in the order it must be carried out.
@@ -554,15 +569,31 @@ impl Session {
         self.rx.drain(..offset.min(self.rx.len()));
     }
 
-    /// Adds `prefixes` to the announced set; sends them now if Established.
+    /// Adds `prefixes` to the announced set with the session's attributes and next hops; sends
+    /// them now if Established.
     pub fn announce(&mut self, prefixes: &[Prefix]) {
         let new: Vec<Prefix> = prefixes
             .iter()
-            .filter(|p| self.announced.insert(**p))
+            .filter(|p| !self.announced.contains_key(p))
             .copied()
             .collect();
+        for p in &new {
+            self.announced.insert(*p, PrefixRoute::default());
+        }
         if self.state == State::Established {
             self.send_announcements(&new);
+        }
+    }
+
+    /// Announces `prefix` with its own attributes and next hops (per-VIP policy). Sends it now
+    /// if Established and the route is new or changed; the same route again sends nothing.
+    pub fn announce_route(&mut self, prefix: Prefix, route: PrefixRoute) {
+        if self.announced.get(&prefix) == Some(&route) {
+            return;
+        }
+        self.announced.insert(prefix, route);
+        if self.state == State::Established {
+            self.send_announcements(&[prefix]);
         }
     }
 
@@ -570,7 +601,7 @@ impl Session {
     pub fn withdraw(&mut self, prefixes: &[Prefix]) {
         let gone: Vec<Prefix> = prefixes
             .iter()
-            .filter(|p| self.announced.remove(p))
+            .filter(|p| self.announced.remove(p).is_some())
             .copied()
             .collect();
         if self.state == State::Established {
@@ -590,7 +621,7 @@ impl Session {
     pub fn set_route_attributes(&mut self, attributes: RouteAttributes) {
         self.attributes = attributes;
         if self.state == State::Established {
-            let all: Vec<Prefix> = self.announced.iter().copied().collect();
+            let all: Vec<Prefix> = self.announced.keys().copied().collect();
             self.send_announcements(&all);
         }
     }
@@ -639,7 +670,7 @@ impl Session {
                     self.stats.route_refreshes += 1;
                     let family: Vec<Prefix> = self
                         .announced
-                        .iter()
+                        .keys()
                         .filter(|p| p.afi() == rr.afi)
                         .copied()
                         .collect();
@@ -726,7 +757,7 @@ impl Session {
         if let Some(n) = self.negotiated.clone() {
             self.push(Action::SessionUp(n));
         }
-        let all: Vec<Prefix> = self.announced.iter().copied().collect();
+        let all: Vec<Prefix> = self.announced.keys().copied().collect();
         self.send_announcements(&all);
         for afi in self.families() {
             self.send(&Message::Update(UpdateBuilder::end_of_rib(afi)));
@@ -766,32 +797,49 @@ impl Session {
 
     fn send_announcements(&mut self, prefixes: &[Prefix]) {
         let families = self.families();
-        let prefixes: Vec<Prefix> = prefixes
-            .iter()
-            .filter(|p| families.contains(&p.afi()))
-            .copied()
-            .collect();
-        if prefixes.is_empty() {
-            return;
-        }
-        let builder = UpdateBuilder {
-            attributes: self.attributes.clone(),
-            next_hops: self.config.next_hops,
-            four_octet_as: self.negotiated.as_ref().is_some_and(|n| n.four_octet_as),
-        };
-        // A family without a next hop cannot be announced; the other family still is.
-        for family in [Afi::IPV4, Afi::IPV6] {
-            let of_family: Vec<Prefix> = prefixes
-                .iter()
-                .filter(|p| p.afi() == family)
-                .copied()
-                .collect();
-            if of_family.is_empty() {
+        let four_octet_as = self.negotiated.as_ref().is_some_and(|n| n.four_octet_as);
+        // Prefixes sharing attributes and next hops go out together.
+        let mut groups: Vec<(RouteAttributes, NextHops, Vec<Prefix>)> = Vec::new();
+        for p in prefixes.iter().filter(|p| families.contains(&p.afi())) {
+            let Some(route) = self.announced.get(p) else {
                 continue;
+            };
+            let attributes = route
+                .attributes
+                .clone()
+                .unwrap_or_else(|| self.attributes.clone());
+            let next_hops = NextHops {
+                ipv4: route.next_hops.ipv4.or(self.config.next_hops.ipv4),
+                ipv6: route.next_hops.ipv6.or(self.config.next_hops.ipv6),
+            };
+            match groups
+                .iter_mut()
+                .find(|(a, n, _)| *a == attributes && *n == next_hops)
+            {
+                Some((_, _, group)) => group.push(*p),
+                None => groups.push((attributes, next_hops, vec![*p])),
             }
-            if let Ok(updates) = builder.announce(&of_family) {
-                for update in updates {
-                    self.send(&Message::Update(update));
+        }
+        for (attributes, next_hops, group) in groups {
+            let builder = UpdateBuilder {
+                attributes,
+                next_hops,
+                four_octet_as,
+            };
+            // A family without a next hop cannot be announced; the other family still is.
+            for family in [Afi::IPV4, Afi::IPV6] {
+                let of_family: Vec<Prefix> = group
+                    .iter()
+                    .filter(|p| p.afi() == family)
+                    .copied()
+                    .collect();
+                if of_family.is_empty() {
+                    continue;
+                }
+                if let Ok(updates) = builder.announce(&of_family) {
+                    for update in updates {
+                        self.send(&Message::Update(update));
+                    }
                 }
             }
         }

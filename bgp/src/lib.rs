@@ -29,20 +29,26 @@
 //! assert_eq!(decode(&wire[..10]).unwrap(), None);
 //! ```
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod attributes;
 pub mod codes;
+pub mod config;
 mod decode;
 mod encode;
 pub mod fsm;
 mod message;
+pub mod sockopt;
+pub mod speaker;
 pub mod update;
 
+pub use config::{BgpConfig, ConfigProblem, PeerConfig, RoutePolicy};
 pub use decode::{decode, DecodeError};
 pub use encode::{encode, EncodeError};
-pub use fsm::{resolve_collision, Action, CollisionWinner, Config, Event, Session, State};
+pub use fsm::{
+    resolve_collision, Action, CollisionWinner, Config, Event, PrefixRoute, Session, State,
+};
 pub use message::{
     Afi, Capability, GracefulRestartFamily, Message, MessageType, Notification, Open, RouteRefresh,
     Safi, Update, AS_TRANS, BGP_VERSION, HEADER_LEN, MARKER, MAX_MESSAGE_LEN,

@@ -1,0 +1,403 @@
+//! The tokio driver over real loopback TCP: against a scripted peer written with the crate's own
+//! codec (announce, withdraw, graceful shutdown, malformed input, reconnect), and speaker
+//! against speaker (TCP-MD5, connection collision). Routers (BIRD, FRR) are in interop.rs.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use bgp::attributes::{Community, PathAttribute, Prefix};
+use bgp::config::BgpConfig;
+use bgp::speaker::{Speaker, SpeakerHandle};
+use bgp::{decode, encode, parse_update, Afi, Capability, Message, Open, RoutePolicy, Safi};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{timeout, Instant};
+
+const STEP: Duration = Duration::from_secs(10);
+
+fn config(text: &str) -> BgpConfig {
+    BgpConfig::from_toml_file_contents(text).unwrap()
+}
+
+/// A scripted BGP peer on one accepted connection.
+struct FakePeer {
+    stream: TcpStream,
+    rx: Vec<u8>,
+}
+
+impl FakePeer {
+    async fn accept(listener: &TcpListener) -> FakePeer {
+        let (stream, _) = timeout(STEP, listener.accept()).await.unwrap().unwrap();
+        FakePeer {
+            stream,
+            rx: Vec::new(),
+        }
+    }
+
+    async fn recv(&mut self) -> Option<Message> {
+        loop {
+            if let Some((m, n)) = decode(&self.rx).unwrap() {
+                self.rx.drain(..n);
+                return Some(m);
+            }
+            let mut buf = [0u8; 4096];
+            let n = timeout(STEP, self.stream.read(&mut buf))
+                .await
+                .unwrap()
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.rx.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    async fn send(&mut self, m: &Message) {
+        let mut out = Vec::new();
+        encode(m, &mut out).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    /// Answers the speaker's OPEN and completes the handshake.
+    async fn handshake(&mut self, my_as: u32) -> Open {
+        let Some(Message::Open(theirs)) = self.recv().await else {
+            panic!("expected OPEN");
+        };
+        let caps = vec![
+            Capability::Multiprotocol {
+                afi: Afi::IPV4,
+                safi: Safi::UNICAST,
+            },
+            Capability::Multiprotocol {
+                afi: Afi::IPV6,
+                safi: Safi::UNICAST,
+            },
+        ];
+        let open = Open::new(my_as, 9, Ipv4Addr::new(10, 9, 9, 9), caps);
+        self.send(&Message::Open(open)).await;
+        self.send(&Message::Keepalive).await;
+        assert_eq!(self.recv().await, Some(Message::Keepalive));
+        theirs
+    }
+
+    /// The next UPDATE, skipping KEEPALIVEs and End-of-RIB markers.
+    async fn next_update(&mut self) -> bgp::ParsedUpdate {
+        loop {
+            match self.recv().await {
+                Some(Message::Update(u)) => {
+                    let p = parse_update(&u, true).unwrap();
+                    if p.end_of_rib().is_none() {
+                        return p;
+                    }
+                }
+                Some(Message::Keepalive) => {}
+                other => panic!("expected UPDATE, got {other:?}"),
+            }
+        }
+    }
+}
+
+fn host(s: &str) -> Prefix {
+    Prefix::host(s.parse().unwrap())
+}
+
+fn communities(p: &bgp::ParsedUpdate) -> Vec<Community> {
+    p.attributes
+        .iter()
+        .find_map(|a| match a {
+            PathAttribute::Communities(c) => Some(c.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn announces_withdraws_and_survives_malformed_input() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let speaker = Speaker::spawn(config(&format!(
+        r#"
+        [bgp]
+        local_as = 65001
+        router_id = "192.0.2.1"
+        hold_time = 9
+        connect_retry = 1
+        graceful_shutdown_wait = 1
+        next_hop_v6 = "2001:db8::1"
+        communities = ["65001:100"]
+        [[bgp.peer]]
+        address = "127.0.0.1"
+        port = {port}
+        remote_as = 65002
+        "#
+    )))
+    .unwrap();
+    // Announced before the session is up: sent on Established.
+    speaker.announce("192.0.2.10".parse().unwrap(), RoutePolicy::default());
+
+    let mut peer = FakePeer::accept(&listener).await;
+    let open = peer.handshake(65002).await;
+    assert_eq!(open.peer_as(), 65001);
+    assert_eq!(open.hold_time_s, 9);
+    let first = peer.next_update().await;
+    assert_eq!(first.announced(), vec![host("192.0.2.10")]);
+    assert!(first
+        .attributes
+        .contains(&PathAttribute::NextHop(Ipv4Addr::LOCALHOST)));
+    assert_eq!(communities(&first), vec![Community::new(65001, 100)]);
+
+    // A per-VIP policy; announcing it twice sends it once.
+    let policy = RoutePolicy {
+        communities: vec!["65001:7".parse().unwrap()],
+        med: Some(42),
+        ..RoutePolicy::default()
+    };
+    speaker.announce("2001:db8::10".parse().unwrap(), policy.clone());
+    speaker.announce("2001:db8::10".parse().unwrap(), policy);
+    let v6 = peer.next_update().await;
+    assert_eq!(v6.announced(), vec![host("2001:db8::10")]);
+    assert!(v6.attributes.contains(&PathAttribute::MultiExitDisc(42)));
+    assert_eq!(
+        communities(&v6),
+        vec![Community::new(65001, 7), Community::new(65001, 100)]
+    );
+
+    speaker.withdraw("192.0.2.10".parse().unwrap());
+    speaker.withdraw("192.0.2.10".parse().unwrap());
+    let w = peer.next_update().await;
+    assert_eq!(w.withdrawn_all(), vec![host("192.0.2.10")]);
+
+    let summary = speaker.summary().await;
+    assert_eq!(summary[0].state, "Established");
+    assert_eq!(summary[0].prefixes_sent, 1);
+    let routes = speaker.routes().await;
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].prefix, "2001:db8::10/128");
+    assert_eq!(routes[0].peers, vec![IpAddr::from(Ipv4Addr::LOCALHOST)]);
+
+    // A broken header: NOTIFICATION Message Header Error / Connection Not Synchronized, close.
+    peer.stream.write_all(&[0u8; 19]).await.unwrap();
+    loop {
+        match peer.recv().await {
+            Some(Message::Notification(n)) => {
+                assert_eq!((n.code, n.subcode), (1, 1));
+                break;
+            }
+            Some(Message::Keepalive) => {}
+            other => panic!("expected NOTIFICATION, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        peer.recv().await,
+        None,
+        "connection closed after NOTIFICATION"
+    );
+    let summary = speaker.summary().await;
+    assert!(
+        summary[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("Message Header Error"),
+        "{summary:?}"
+    );
+
+    // The speaker reconnects after its backoff and announces what is current.
+    let mut peer = FakePeer::accept(&listener).await;
+    peer.handshake(65002).await;
+    let again = peer.next_update().await;
+    assert_eq!(again.announced(), vec![host("2001:db8::10")]);
+
+    // Graceful shutdown: GRACEFUL_SHUTDOWN re-announcement, withdrawal, Cease 6/2.
+    let started = Instant::now();
+    let shutdown = {
+        let speaker = speaker.clone();
+        tokio::spawn(async move { speaker.graceful_shutdown().await })
+    };
+    let g = peer.next_update().await;
+    assert!(communities(&g).contains(&Community::GRACEFUL_SHUTDOWN));
+    let w = peer.next_update().await;
+    assert_eq!(w.withdrawn_all(), vec![host("2001:db8::10")]);
+    assert!(started.elapsed() >= Duration::from_millis(900), "waited");
+    loop {
+        match peer.recv().await {
+            Some(Message::Notification(n)) => {
+                assert_eq!((n.code, n.subcode), (6, 2));
+                break;
+            }
+            Some(Message::Keepalive) => {}
+            other => panic!("expected Cease, got {other:?}"),
+        }
+    }
+    timeout(STEP, shutdown).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn wrong_peer_as_is_refused_with_bad_peer_as() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let speaker = Speaker::spawn(config(&format!(
+        r#"
+        [bgp]
+        local_as = 65001
+        router_id = "192.0.2.1"
+        connect_retry = 1
+        [[bgp.peer]]
+        address = "127.0.0.1"
+        port = {port}
+        remote_as = 65002
+        families = ["ipv4"]
+        "#
+    )))
+    .unwrap();
+    let mut peer = FakePeer::accept(&listener).await;
+    let Some(Message::Open(_)) = peer.recv().await else {
+        panic!("expected OPEN");
+    };
+    let open = Open::new(65099, 9, Ipv4Addr::new(10, 9, 9, 9), Vec::new());
+    peer.send(&Message::Open(open)).await;
+    let Some(Message::Notification(n)) = peer.recv().await else {
+        panic!("expected NOTIFICATION");
+    };
+    assert_eq!((n.code, n.subcode), (2, 2));
+    assert_ne!(speaker.summary().await[0].state, "Established");
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for a test).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn pair_config(
+    me: &str,
+    router_id: &str,
+    peer: &str,
+    port: u16,
+    passive: bool,
+    password: &str,
+) -> BgpConfig {
+    let password = if password.is_empty() {
+        String::new()
+    } else {
+        format!("password = \"{password}\"")
+    };
+    config(&format!(
+        r#"
+        [bgp]
+        local_as = 65001
+        router_id = "{router_id}"
+        listen_address = "{me}"
+        listen_port = {port}
+        connect_retry = 1
+        hold_time = 9
+        [[bgp.peer]]
+        address = "{peer}"
+        port = {port}
+        remote_as = 65001
+        local_address = "{me}"
+        passive = {passive}
+        families = ["ipv4"]
+        {password}
+        "#
+    ))
+}
+
+async fn wait_established(speakers: &[&SpeakerHandle], within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let mut all = true;
+        for s in speakers {
+            all &= s.summary().await[0].state == "Established";
+        }
+        if all {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn tcp_md5_keys_must_match() {
+    let port = free_port();
+    let a = Speaker::spawn(pair_config(
+        "127.0.0.11",
+        "10.0.0.11",
+        "127.0.0.12",
+        port,
+        false,
+        "right",
+    ))
+    .unwrap();
+    let b = Speaker::spawn(pair_config(
+        "127.0.0.12",
+        "10.0.0.12",
+        "127.0.0.11",
+        port,
+        true,
+        "right",
+    ))
+    .unwrap();
+    assert!(wait_established(&[&a, &b], Duration::from_secs(10)).await);
+    a.stop(None).await;
+    b.stop(None).await;
+
+    let port = free_port();
+    let a = Speaker::spawn(pair_config(
+        "127.0.0.13",
+        "10.0.0.13",
+        "127.0.0.14",
+        port,
+        false,
+        "right",
+    ))
+    .unwrap();
+    let b = Speaker::spawn(pair_config(
+        "127.0.0.14",
+        "10.0.0.14",
+        "127.0.0.13",
+        port,
+        true,
+        "wrong",
+    ))
+    .unwrap();
+    assert!(
+        !wait_established(&[&a, &b], Duration::from_secs(3)).await,
+        "mismatched TCP-MD5 keys must not establish"
+    );
+}
+
+#[tokio::test]
+async fn connection_collision_leaves_one_session() {
+    let port = free_port();
+    let a = Speaker::spawn(pair_config(
+        "127.0.0.21",
+        "10.0.0.21",
+        "127.0.0.22",
+        port,
+        false,
+        "",
+    ))
+    .unwrap();
+    let b = Speaker::spawn(pair_config(
+        "127.0.0.22",
+        "10.0.0.22",
+        "127.0.0.21",
+        port,
+        false,
+        "",
+    ))
+    .unwrap();
+    assert!(wait_established(&[&a, &b], Duration::from_secs(10)).await);
+    // Stable: no flapping after the collision was resolved.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for s in [&a, &b] {
+        let sum = s.summary().await;
+        assert_eq!(sum[0].state, "Established", "{sum:?}");
+        assert!(sum[0].uptime_s >= 1, "{sum:?}");
+    }
+}
