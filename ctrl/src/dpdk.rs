@@ -5,7 +5,8 @@
 //! RX and TX queue per lcore (RSS spreads flows over them) and the engine's lcore N polls queue
 //! N of every port.
 
-use dataplane::dpdk_io::{lcore_ios, leak_mempool, start_port, DpdkIo};
+use dataplane::dpdk_io::{lcore_ios, lcore_port_config, leak_mempool, start_port, DpdkIo};
+use dataplane::rss::RssMode;
 use dataplane::{Engine, EngineConfig, TablesHandle};
 use dpdk::{Eal, Mempool, PortConfig};
 
@@ -45,12 +46,11 @@ pub fn start(
         .map_err(|e| format!("cannot create the mbuf pool: {e}"))?;
     let mut queues = Vec::new();
     for (id, port) in config.ports.iter().enumerate() {
+        // Symmetric Toeplitz RSS where the device has it, so both directions of a flow meet on
+        // one lcore; devices without RSS (net_af_packet) spread over their queues by themselves.
         let port_config = PortConfig {
-            rx_queues: lcores,
-            tx_queues: lcores,
-            rss: lcores > 1,
             mtu: port.mtu,
-            ..PortConfig::default()
+            ..lcore_port_config(lcores, RssMode::Auto)
         };
         queues.push(
             start_port(pool, id as u16, &port_config)
