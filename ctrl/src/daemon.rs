@@ -222,6 +222,12 @@ impl Daemon {
         *lock(&self.inner.bgp) = Some(Arc::from(bgp));
     }
 
+    /// The BGP speaker's `bgp.summary`, when one is installed.
+    pub async fn bgp_summary(&self) -> Option<Value> {
+        let bgp = lock(&self.inner.bgp).clone()?;
+        Some(bgp.summary().await)
+    }
+
     /// The running configuration (its `bgp()` is the raw `[bgp]` table).
     pub fn config(&self) -> ValidConfig {
         lock(&self.inner.model).config().clone()

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod announce;
 pub mod config;
 pub mod daemon;
 #[cfg(feature = "dpdk")]

@@ -44,6 +44,11 @@ fn labels(pairs: &[(&str, String)]) -> Labels {
 
 /// Encodes every metric of `daemon` in the Prometheus text format.
 pub fn render(daemon: &Daemon) -> String {
+    render_with_bgp(daemon, None)
+}
+
+/// As [`render`], plus the BGP sessions of `bgp` (the speaker's `bgp.summary`).
+pub fn render_with_bgp(daemon: &Daemon, bgp: Option<&serde_json::Value>) -> String {
     let mut registry = Registry::with_prefix("vipd");
     let vip_packets = counter_family(&mut registry, "vip_packets", "Packets received for a VIP");
     let vip_bytes = counter_family(&mut registry, "vip_bytes", "Bytes received for a VIP");
@@ -147,10 +152,52 @@ pub fn render(daemon: &Daemon) -> String {
             .get_or_create(&Vec::new())
             .set(capacity as f64);
     }
+    if let Some(peers) = bgp.and_then(serde_json::Value::as_array) {
+        bgp_sessions(&mut registry, peers);
+    }
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = encode(&mut out, &registry);
     out
+}
+
+/// Per-peer BGP session gauges from `bgp.summary` entries.
+fn bgp_sessions(registry: &mut Registry, peers: &[serde_json::Value]) {
+    let up = gauge_family(
+        registry,
+        "bgp_session_up",
+        "1 when the BGP session is Established",
+    );
+    let state = gauge_family(
+        registry,
+        "bgp_session_state",
+        "1 for the BGP session's current FSM state",
+    );
+    let uptime = gauge_family(
+        registry,
+        "bgp_session_uptime_seconds",
+        "Seconds since the BGP session was established",
+    );
+    let sent = gauge_family(
+        registry,
+        "bgp_prefixes_sent",
+        "Prefixes currently advertised to the peer",
+    );
+    for peer in peers {
+        let address = peer["peer"].as_str().unwrap_or("?").to_string();
+        let current = peer["state"].as_str().unwrap_or("?").to_string();
+        let l = labels(&[("peer", address.clone())]);
+        up.get_or_create(&l)
+            .set(if current == "Established" { 1.0 } else { 0.0 });
+        state
+            .get_or_create(&labels(&[("peer", address), ("state", current)]))
+            .set(1.0);
+        uptime
+            .get_or_create(&l)
+            .set(peer["uptime_s"].as_f64().unwrap_or(0.0));
+        sent.get_or_create(&l)
+            .set(peer["prefixes_sent"].as_f64().unwrap_or(0.0));
+    }
 }
 
 /// Serves `/metrics` until the task is aborted.
@@ -167,12 +214,14 @@ pub async fn serve(daemon: Daemon, listener: tokio::net::TcpListener) {
                     let daemon = daemon.clone();
                     async move {
                         let response = if request.uri().path() == "/metrics" {
+                            let bgp = daemon.bgp_summary().await;
+                            let text = render_with_bgp(&daemon, bgp.as_ref());
                             http::Response::builder()
                                 .header(
                                     http::header::CONTENT_TYPE,
                                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                                 )
-                                .body(Full::new(bytes::Bytes::from(render(&daemon))))
+                                .body(Full::new(bytes::Bytes::from(text)))
                         } else {
                             http::Response::builder()
                                 .status(http::StatusCode::NOT_FOUND)

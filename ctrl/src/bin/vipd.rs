@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use ctrl::announce;
 use ctrl::config::{self, BgpCheck};
 use ctrl::daemon::{Daemon, Options};
 
@@ -46,10 +47,9 @@ struct Cli {
     drain_ms: u64,
 }
 
-/// The `[bgp]` validator `--check` and reload use. The BGP speaker's config parser plugs in
-/// here (e.g. `Some(|v| bgp::BgpConfig::check(v))`); `None` accepts any `[bgp]` table.
+/// The `[bgp]` validator `--check` and reload use: the BGP speaker's own config parser.
 fn bgp_check() -> Option<BgpCheck> {
-    None
+    Some(announce::check)
 }
 
 fn main() -> ExitCode {
@@ -63,6 +63,12 @@ fn main() -> ExitCode {
     };
     if cli.check {
         return match config::load_with(&cli.config, bgp_check()) {
+            Ok(config) if !announce::check_vip_policies(&config).is_empty() => {
+                for problem in announce::check_vip_policies(&config) {
+                    eprintln!("{}: {problem}", cli.config.display());
+                }
+                ExitCode::FAILURE
+            }
             Ok(config) => {
                 println!(
                     "{}: OK ({} VIPs, {} backends)",
@@ -98,9 +104,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        let daemon = Daemon::new(options)?;
-        daemon.run().await
+    let result: Result<(), String> = runtime.block_on(async {
+        let daemon = Daemon::new(options).map_err(|e| e.to_string())?;
+        if announce::start(&daemon)?.is_some() {
+            tracing::info!("BGP speaker started");
+        }
+        daemon.run().await.map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

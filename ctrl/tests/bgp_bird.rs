@@ -1,0 +1,423 @@
+//! vipd's embedded BGP speaker against a real BIRD 2, end to end: the real `vipd --dry-run` in
+//! one network namespace health-checks a real backend and peers over a veth with BIRD in a
+//! second namespace (the "top of rack").
+//!
+//! - the VIP appears in BIRD's RIB while its backend is healthy; `vipctl bgp summary` and
+//!   `vipctl bgp routes` show the session and the route;
+//! - when the VIP's last backend dies, the route leaves BIRD's RIB; when it comes back, the
+//!   route returns. The time from the health check marking the backend down to the withdrawal
+//!   in BIRD's RIB is measured and printed (the issue's goal: < 1 s beyond detection);
+//! - SIGTERM: graceful shutdown, the route leaves BIRD, vipd exits 0.
+//!
+//! Needs root (network namespaces) and `bird`/`birdc`; skips otherwise.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const VIPD: &str = env!("CARGO_BIN_EXE_vipd");
+const VIPCTL: &str = env!("CARGO_BIN_EXE_vipctl");
+const VIP: &str = "192.0.2.10";
+const BACKEND_PORT: u16 = 8081;
+
+fn skip_reason() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("not root (network namespaces need it)".into());
+    }
+    for bin in ["bird", "birdc", "ip", "curl"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {bin}")])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !found {
+            return Some(format!(
+                "{bin} not installed (apt-get install bird2 iproute2)"
+            ));
+        }
+    }
+    None
+}
+
+fn run(args: &[&str]) -> Output {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A network namespace, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("vbgp-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run(&["ip", "netns", "add", &name]);
+        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        Netns(name)
+    }
+
+    fn exec(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]).args(args);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// A child process killed (by its pid) on drop.
+struct Proc(Child);
+
+impl Proc {
+    fn spawn(mut command: Command, log: &Path) -> Proc {
+        let log = std::fs::File::create(log).unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Proc(child)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Instant {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+struct Rack {
+    dir: tempfile::TempDir,
+    lb: Netns,
+    tor: Netns,
+    _bird: Proc,
+}
+
+impl Rack {
+    fn bird_socket(&self) -> PathBuf {
+        self.dir.path().join("bird.ctl")
+    }
+
+    fn admin_socket(&self) -> PathBuf {
+        self.dir.path().join("vipd.sock")
+    }
+
+    fn bird_has_vip(&self) -> bool {
+        let out = self
+            .tor
+            .exec(&["birdc", "-s"])
+            .arg(self.bird_socket())
+            .args(["show", "route", &format!("{VIP}/32")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/32"))
+    }
+
+    fn bird(&self, args: &[&str]) -> String {
+        let out = self
+            .tor
+            .exec(&["birdc", "-s"])
+            .arg(self.bird_socket())
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn backend(&self) -> Proc {
+        let mut c = self.lb.exec(&[
+            "/usr/bin/python3",
+            "-m",
+            "http.server",
+            &BACKEND_PORT.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ]);
+        c.current_dir(self.dir.path());
+        Proc::spawn(c, &self.dir.path().join("backend.log"))
+    }
+
+    fn vipctl(&self, args: &[&str]) -> Output {
+        Command::new(VIPCTL)
+            .arg("--socket")
+            .arg(self.admin_socket())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn vipctl_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.vipctl(&all);
+        assert!(
+            out.status.success(),
+            "vipctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn backend_health(&self) -> String {
+        let out = self.vipctl(&["--json", "vip", "show", &format!("tcp {VIP}:80")]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v["backends"][0]["health"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string()
+    }
+}
+
+fn rack() -> Rack {
+    let dir = tempfile::tempdir().unwrap();
+    let lb = Netns::new("lb");
+    let tor = Netns::new("tor");
+    let (a, b) = (
+        format!("vl{}", std::process::id() % 100_000),
+        format!("vt{}", std::process::id() % 100_000),
+    );
+    run(&[
+        "ip", "link", "add", &a, "netns", &lb.0, "type", "veth", "peer", "name", &b, "netns",
+        &tor.0,
+    ]);
+    run(&["ip", "-n", &lb.0, "addr", "add", "10.0.0.1/30", "dev", &a]);
+    run(&["ip", "-n", &tor.0, "addr", "add", "10.0.0.2/30", "dev", &b]);
+    run(&["ip", "-n", &lb.0, "link", "set", &a, "up"]);
+    run(&["ip", "-n", &tor.0, "link", "set", &b, "up"]);
+
+    let conf = dir.path().join("bird.conf");
+    std::fs::write(
+        &conf,
+        "router id 10.0.0.2;\n\
+         protocol device {}\n\
+         protocol bgp lb1 {\n\
+           local 10.0.0.2 as 65000;\n\
+           neighbor 10.0.0.1 as 65001;\n\
+           hold time 3;\n\
+           connect retry time 1;\n\
+           ipv4 { import all; export none; };\n\
+         }\n",
+    )
+    .unwrap();
+    let mut c = tor.exec(&["bird", "-f", "-c"]);
+    c.arg(&conf).arg("-s").arg(dir.path().join("bird.ctl"));
+    c.arg("-P").arg(dir.path().join("bird.pid"));
+    let bird = Proc::spawn(c, &dir.path().join("bird.log"));
+    Rack {
+        dir,
+        lb,
+        tor,
+        _bird: bird,
+    }
+}
+
+fn vipd_config(rack: &Rack) -> PathBuf {
+    let path = rack.dir.path().join("vipd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[metrics]
+address = "127.0.0.1:9110"
+
+[bgp]
+local_as = 65001
+router_id = "10.0.0.1"
+hold_time = 3
+connect_retry = 1
+graceful_shutdown_wait = 1
+
+[[bgp.peer]]
+address = "10.0.0.2"
+remote_as = 65000
+local_address = "10.0.0.1"
+families = ["ipv4"]
+
+[[vip]]
+address = "{VIP}"
+port = 80
+protocol = "tcp"
+encap_source_v4 = "10.0.0.1"
+
+[vip.health]
+type = "tcp"
+port = {BACKEND_PORT}
+interval_ms = 100
+timeout_ms = 100
+rise = 1
+fall = 2
+
+[vip.bgp]
+communities = ["65001:100"]
+
+[[vip.backend]]
+address = "127.0.0.1"
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[test]
+fn vipd_announces_withdraws_on_health_and_shuts_down_gracefully() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let rack = rack();
+    let config = vipd_config(&rack);
+    let check = Command::new(VIPD)
+        .args(["--check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "vipd --check: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let mut backend = Some(rack.backend());
+    let mut c = rack
+        .lb
+        .exec(&[VIPD, "--dry-run", "--drain-ms", "100", "--config"]);
+    c.arg(&config)
+        .arg("--admin-socket")
+        .arg(rack.admin_socket());
+    let mut vipd = Proc::spawn(c, &rack.dir.path().join("vipd.log"));
+    let diag = |rack: &Rack| {
+        format!(
+            "vipd log:\n{}\nbird:\n{}",
+            std::fs::read_to_string(rack.dir.path().join("vipd.log")).unwrap_or_default(),
+            rack.bird(&["show", "protocols", "all", "lb1"])
+        )
+    };
+
+    let up = Duration::from_secs(20);
+    wait_for("the admin socket", up, || rack.admin_socket().exists());
+    wait_for("the route in BIRD", up, || rack.bird_has_vip());
+    let route = rack.bird(&["show", "route", "all", &format!("{VIP}/32")]);
+    assert!(route.contains("10.0.0.1"), "next hop self: {route}");
+    assert!(
+        route.contains("(65001,100)"),
+        "the VIP's community: {route}"
+    );
+
+    // The operator's view.
+    let summary = rack.vipctl_json(&["bgp", "summary"]);
+    let peer = &summary.as_array().expect("summary is a list")[0];
+    assert_eq!(peer["peer"], "10.0.0.2", "{summary}");
+    assert_eq!(peer["state"], "Established", "{summary}");
+    assert_eq!(peer["prefixes_sent"], 1, "{summary}");
+    let routes = rack.vipctl_json(&["bgp", "routes"]);
+    assert_eq!(routes[0]["prefix"], format!("{VIP}/32"), "{routes}");
+    let human = rack.vipctl(&["bgp", "summary"]);
+    assert!(human.status.success());
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.contains("10.0.0.2") && human.contains("Established"),
+        "{human}"
+    );
+
+    // BGP session state in the metrics (scraped inside vipd's namespace).
+    let metrics = rack
+        .lb
+        .exec(&["curl", "-sf", "http://127.0.0.1:9110/metrics"])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics.contains("vipd_bgp_session_up{peer=\"10.0.0.2\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vipd_bgp_prefixes_sent{peer=\"10.0.0.2\"} 1"),
+        "{metrics}"
+    );
+
+    // Last backend dies -> withdrawn; back -> announced. Measured over a few rounds.
+    let mut beyond_detection = Vec::new();
+    let mut total = Vec::new();
+    for round in 0..5 {
+        let killed = Instant::now();
+        drop(backend.take());
+        let detected = wait_for("health check to fail the backend", up, || {
+            rack.backend_health() == "unhealthy"
+        });
+        let gone = wait_for("the withdrawal in BIRD", up, || !rack.bird_has_vip());
+        beyond_detection.push(gone - detected);
+        total.push(gone - killed);
+        assert!(
+            gone - detected < Duration::from_secs(5),
+            "round {round}: withdrawal took {:?} after detection\n{}",
+            gone - detected,
+            diag(&rack)
+        );
+        backend = Some(rack.backend());
+        wait_for("the route back in BIRD", up, || rack.bird_has_vip());
+    }
+    println!(
+        "health-check failure -> withdrawal in BIRD's RIB: median {:?} beyond detection \
+         (max {:?}); median {:?} from the backend's death (tcp check, interval 100 ms, fall 2)",
+        median(beyond_detection.clone()),
+        beyond_detection.iter().max().unwrap(),
+        median(total)
+    );
+
+    // SIGTERM: graceful shutdown withdraws and closes the session; exit 0.
+    run(&["kill", "-TERM", &vipd.0.id().to_string()]);
+    wait_for("the withdrawal on SIGTERM", up, || !rack.bird_has_vip());
+    let status = {
+        let deadline = Instant::now() + up;
+        loop {
+            if let Some(status) = vipd.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vipd did not exit\n{}",
+                diag(&rack)
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert!(status.success(), "vipd exit {status}\n{}", diag(&rack));
+    let protocols = rack.bird(&["show", "protocols", "all", "lb1"]);
+    assert!(
+        protocols.contains("Administrative shutdown") || !protocols.contains("Established"),
+        "BIRD should see the session closed: {protocols}"
+    );
+}
