@@ -244,6 +244,10 @@ impl Speak {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    fn signal(&self, name: &str) {
+        run(&["kill", &format!("-{name}"), &self.child.id().to_string()]);
+    }
+
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -316,6 +320,7 @@ protocol bgp s{i} {{
   neighbor {neighbor} as 65001;
   passive on;
   hold time {HOLD_TIME_S};
+  error wait time 1, 2;
   {password}
   ipv4 {{ import all; export none; }};
   ipv6 {{ import all; export none; }};
@@ -492,6 +497,30 @@ fn bird_md5_routes_withdraw_latency_and_kill() {
     );
     assert!(bird.has_route("2001:db8::10/128"), "the other VIP stays");
 
+    // SIGSTOP: the connection stays open but keepalives stop, so only BIRD's hold timer can
+    // remove the route. After SIGCONT the speaker reconnects and announces again.
+    let stopped = Instant::now();
+    speak.signal("STOP");
+    wait_until(
+        "2001:db8::10 gone after the hold time with the speaker frozen",
+        Duration::from_secs(HOLD_TIME_S + 3),
+        || !bird.has_route("2001:db8::10/128"),
+        || diag(speak.log()),
+    );
+    let gone = stopped.elapsed();
+    println!("route gone {gone:?} after SIGSTOP of the speaker (hold time {HOLD_TIME_S} s)");
+    assert!(
+        gone >= Duration::from_secs(HOLD_TIME_S - 1),
+        "gone after {gone:?}: before the hold time could expire"
+    );
+    speak.signal("CONT");
+    wait_until(
+        "session re-established and 2001:db8::10 announced again",
+        Duration::from_secs(15),
+        || bird.has_route("2001:db8::10/128"),
+        || diag(speak.log()),
+    );
+
     // SIGKILL: no NOTIFICATION, no withdrawal; the route must still go within the hold time.
     let killed = Instant::now();
     speak.kill();
@@ -506,6 +535,36 @@ fn bird_md5_routes_withdraw_latency_and_kill() {
         killed.elapsed()
     );
     assert!(kernel_route(&router, "2001:db8::10").trim().is_empty());
+}
+
+#[test]
+fn bird_refuses_a_wrong_md5_key() {
+    skip_unless!("bird", "birdc");
+    let dir = scratch();
+    let router = Netns::new("b3r");
+    let speaker_ns = Netns::new("b3s");
+    veth(&router, &speaker_ns, "v0", "10.0.1", "fd00:1");
+    let bird = Bird::start(
+        &router,
+        dir.path(),
+        &[("10.0.1.2", "10.0.1.1", Some("right"))],
+    );
+    let speak = Speak::start(
+        &speaker_ns,
+        dir.path(),
+        "speak",
+        &speaker_toml("10.0.1.2", "10.0.1.1", "fd00:1::2", "password = \"wrong\""),
+    );
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        assert!(
+            !bird.established("s0"),
+            "established with a wrong TCP-MD5 key\n{}\n{}",
+            bird.diagnostics(),
+            speak.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
