@@ -38,6 +38,8 @@ pub mod config;
 mod decode;
 mod encode;
 pub mod fsm;
+#[doc(hidden)]
+pub mod fuzzing;
 mod message;
 pub mod sockopt;
 pub mod speaker;
