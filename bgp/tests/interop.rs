@@ -568,6 +568,34 @@ fn bird_refuses_a_wrong_md5_key() {
 }
 
 #[test]
+fn gtsm_refuses_a_router_sending_ttl_1() {
+    // BIRD without `ttl security` sends eBGP segments with TTL 1; a GTSM speaker (IP_MINTTL
+    // 254) must not let them in.
+    skip_unless!("bird", "birdc");
+    let dir = scratch();
+    let router = Netns::new("b4r");
+    let speaker_ns = Netns::new("b4s");
+    veth(&router, &speaker_ns, "v0", "10.0.1", "fd00:1");
+    let bird = Bird::start(&router, dir.path(), &[("10.0.1.2", "10.0.1.1", None)]);
+    let speak = Speak::start(
+        &speaker_ns,
+        dir.path(),
+        "speak",
+        &speaker_toml("10.0.1.2", "10.0.1.1", "fd00:1::2", "ttl_security = true"),
+    );
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        assert!(
+            !bird.established("s0"),
+            "established although BIRD sends TTL 1 and the speaker requires 254\n{}\n{}",
+            bird.diagnostics(),
+            speak.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn bird_ecmp_from_two_speakers() {
     skip_unless!("bird", "birdc");
     let dir = scratch();
@@ -663,6 +691,7 @@ router bgp 65000
  no bgp ebgp-requires-policy
  neighbor {neighbor} remote-as 65001
  neighbor {neighbor} passive
+ neighbor {neighbor} ttl-security hops 1
  neighbor {neighbor} timers {k} {HOLD_TIME_S}
  address-family ipv6 unicast
   neighbor {neighbor} activate
@@ -767,7 +796,9 @@ fn frr_routes_withdraw_and_graceful_shutdown() {
         &speaker_ns,
         dir.path(),
         "speak",
-        &speaker_toml("10.0.3.2", "10.0.3.1", "fd00:3::2", ""),
+        // GTSM on both sides: FRR drops segments with TTL < 254, so this only comes up if the
+        // speaker sends with TTL 255.
+        &speaker_toml("10.0.3.2", "10.0.3.1", "fd00:3::2", "ttl_security = true"),
     );
     let diag = |log: String| format!("{}\n--- speaker log\n{log}", frr.diagnostics());
     speak.cmd("announce 192.0.2.40 communities=65001:40");
