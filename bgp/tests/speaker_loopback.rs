@@ -510,3 +510,52 @@ async fn collision_keeps_the_peers_connection_when_its_id_is_higher() {
 async fn collision_keeps_our_connection_when_our_id_is_higher() {
     collision_with("10.200.0.1", "127.0.0.32", true).await;
 }
+
+#[tokio::test]
+async fn session_over_ipv6_uses_its_address_as_the_ipv6_next_hop() {
+    let Ok(listener) = TcpListener::bind("[::1]:0").await else {
+        eprintln!("skipping: no IPv6 loopback");
+        return;
+    };
+    let port = listener.local_addr().unwrap().port();
+    let speaker = Speaker::spawn(config(&format!(
+        r#"
+        [bgp]
+        local_as = 65001
+        router_id = "192.0.2.1"
+        connect_retry = 1
+        next_hop_v4 = "192.0.2.1"
+        [[bgp.peer]]
+        address = "::1"
+        port = {port}
+        remote_as = 65002
+        "#
+    )))
+    .unwrap();
+    speaker.announce("2001:db8::77".parse().unwrap(), RoutePolicy::default());
+    speaker.announce("192.0.2.77".parse().unwrap(), RoutePolicy::default());
+    let mut peer = FakePeer::accept(&listener).await;
+    peer.handshake(65002).await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let u = peer.next_update().await;
+        for a in &u.attributes {
+            match a {
+                PathAttribute::NextHop(nh) => seen.push(IpAddr::from(*nh)),
+                PathAttribute::MpReach(m) => match m.next_hop {
+                    bgp::attributes::MpNextHop::V6 { global, .. } => seen.push(global.into()),
+                    bgp::attributes::MpNextHop::V4(a) => seen.push(a.into()),
+                },
+                _ => {}
+            }
+        }
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            "192.0.2.1".parse::<IpAddr>().unwrap(),
+            "::1".parse::<IpAddr>().unwrap()
+        ]
+    );
+}
