@@ -559,3 +559,27 @@ async fn session_over_ipv6_uses_its_address_as_the_ipv6_next_hop() {
         ]
     );
 }
+
+#[test]
+fn spawn_errors_say_what_is_wrong() {
+    let text = |port: u16| {
+        format!(
+            "[bgp]\nlocal_as = 65001\nrouter_id = \"192.0.2.1\"\nlisten_address = \"127.0.0.1\"\nlisten_port = {port}\n[[bgp.peer]]\naddress = \"127.0.0.2\"\nremote_as = 65002\nfamilies = [\"ipv4\"]\n"
+        )
+    };
+    let e = Speaker::spawn(config(&text(1179))).unwrap_err();
+    assert!(matches!(e, bgp::SpeakerError::NoRuntime), "{e}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let e = Speaker::spawn(config(&text(port))).unwrap_err();
+    assert!(matches!(e, bgp::SpeakerError::Listen { .. }), "{e}");
+    assert!(e.to_string().contains(&port.to_string()), "{e}");
+
+    let mut invalid = config(&text(port));
+    invalid.hold_time = 1;
+    let e = Speaker::spawn(invalid).unwrap_err();
+    assert!(e.to_string().contains("bgp.hold_time"), "{e}");
+}
