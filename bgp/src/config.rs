@@ -730,6 +730,16 @@ mod tests {
     }
 
     #[test]
+    fn documented_example_is_valid() {
+        let doc = include_str!("../../docs/bgp.md");
+        let start = doc.find("```toml\n").unwrap() + "```toml\n".len();
+        let end = start + doc[start..].find("```").unwrap();
+        let cfg = BgpConfig::from_toml_file_contents(&doc[start..end]).unwrap();
+        assert_eq!(cfg.peers.len(), 1);
+        assert_eq!(cfg.hold_time, 9);
+    }
+
+    #[test]
     fn problems_name_their_fields() {
         let text = r#"
             [bgp]

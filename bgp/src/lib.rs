@@ -12,7 +12,10 @@
 //! - [`fsm`]: the RFC 4271 state machine, [`Session`]: events, bytes and the time in
 //!   milliseconds go in, [`Action`]s come out.
 //!
-//! The tokio session driver builds on top of it.
+//! The tokio session driver builds on top of it: [`Speaker::spawn`] takes the `[bgp]` section
+//! of vipd.toml ([`BgpConfig`], [`config`]) and returns a [`SpeakerHandle`] to announce and
+//! withdraw VIPs with a per-VIP [`RoutePolicy`]. [`sockopt`] sets TCP-MD5 and GTSM; it holds
+//! the crate's only `unsafe`. The `bgp-speak` binary drives a speaker from stdin.
 //!
 //! Every decode failure carries the NOTIFICATION that RFC 4271 section 6 says the speaker must
 //! send before closing the session ([`DecodeError::notification`]).
@@ -38,6 +41,8 @@ pub mod config;
 mod decode;
 mod encode;
 pub mod fsm;
+#[doc(hidden)]
+pub mod fuzzing;
 mod message;
 pub mod sockopt;
 pub mod speaker;
@@ -53,6 +58,7 @@ pub use message::{
     Afi, Capability, GracefulRestartFamily, Message, MessageType, Notification, Open, RouteRefresh,
     Safi, Update, AS_TRANS, BGP_VERSION, HEADER_LEN, MARKER, MAX_MESSAGE_LEN,
 };
+pub use speaker::{PeerSummary, RouteSummary, Speaker, SpeakerError, SpeakerHandle};
 pub use update::{parse_update, ParsedUpdate, UpdateBuilder, UpdateError};
 
 /// Helpers shared by the unit tests of several modules.

@@ -695,3 +695,54 @@ fn ipv6_only_peer_gets_no_ipv4_routes() {
     assert_eq!(pair.log_b.announced(), vec![prefix("2001:db8::10")]);
     assert_eq!(pair.log_b.end_of_ribs(), vec![(Afi::IPV6, Safi::UNICAST)]);
 }
+
+#[test]
+fn per_prefix_routes_carry_their_own_attributes_and_next_hop() {
+    use bgp::attributes::{AsPath, Community, PathAttribute};
+    use bgp::update::RouteAttributes;
+    use bgp::PrefixRoute;
+
+    let mut pair = established_pair();
+    let before = pair.log_b.updates().len();
+    let mut attributes = RouteAttributes::new(AsPath::sequence(vec![65001, 65001]));
+    attributes.communities = vec![Community::new(65001, 7)];
+    let route = PrefixRoute {
+        attributes: Some(attributes),
+        next_hops: NextHops {
+            ipv4: Some("192.0.2.99".parse().unwrap()),
+            ipv6: None,
+        },
+    };
+    pair.a.announce_route(prefix("192.0.2.50"), route.clone());
+    pair.a.announce_route(prefix("192.0.2.51"), route.clone());
+    // The same route again sends nothing.
+    pair.a.announce_route(prefix("192.0.2.50"), route.clone());
+    pair.pump();
+    let updates = pair.log_b.updates()[before..].to_vec();
+    assert_eq!(
+        updates.len(),
+        2,
+        "one UPDATE per new route, none for the repeat"
+    );
+    let parsed = parse_update(&updates[0], true).unwrap();
+    assert_eq!(parsed.announced(), vec![prefix("192.0.2.50")]);
+    assert!(parsed
+        .attributes
+        .contains(&PathAttribute::NextHop("192.0.2.99".parse().unwrap())));
+    assert!(parsed
+        .attributes
+        .contains(&PathAttribute::Communities(vec![Community::new(65001, 7)])));
+
+    // A changed route is re-announced, only for that prefix.
+    let mut changed = route;
+    changed.next_hops.ipv4 = None;
+    pair.a.announce_route(prefix("192.0.2.51"), changed);
+    pair.pump();
+    let updates = pair.log_b.updates()[before + 2..].to_vec();
+    assert_eq!(updates.len(), 1);
+    let parsed = parse_update(&updates[0], true).unwrap();
+    assert_eq!(parsed.announced(), vec![prefix("192.0.2.51")]);
+    assert!(parsed
+        .attributes
+        .contains(&PathAttribute::NextHop("192.0.2.1".parse().unwrap())));
+}

@@ -1,6 +1,7 @@
 //! The tokio driver over real loopback TCP: against a scripted peer written with the crate's own
 //! codec (announce, withdraw, graceful shutdown, malformed input, reconnect), and speaker
-//! against speaker (TCP-MD5, connection collision). Routers (BIRD, FRR) are in interop.rs.
+//! against speaker (TCP-MD5, both active), and RFC 4271 collision resolution both ways.
+//! Routers (BIRD, FRR) are in interop.rs.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -23,6 +24,7 @@ fn config(text: &str) -> BgpConfig {
 struct FakePeer {
     stream: TcpStream,
     rx: Vec<u8>,
+    end_of_ribs: Vec<(Afi, Safi)>,
 }
 
 impl FakePeer {
@@ -31,6 +33,7 @@ impl FakePeer {
         FakePeer {
             stream,
             rx: Vec::new(),
+            end_of_ribs: Vec::new(),
         }
     }
 
@@ -86,8 +89,9 @@ impl FakePeer {
             match self.recv().await {
                 Some(Message::Update(u)) => {
                     let p = parse_update(&u, true).unwrap();
-                    if p.end_of_rib().is_none() {
-                        return p;
+                    match p.end_of_rib() {
+                        Some(eor) => self.end_of_ribs.push(eor),
+                        None => return p,
                     }
                 }
                 Some(Message::Keepalive) => {}
@@ -139,6 +143,13 @@ async fn announces_withdraws_and_survives_malformed_input() {
     let open = peer.handshake(65002).await;
     assert_eq!(open.peer_as(), 65001);
     assert_eq!(open.hold_time_s, 9);
+    assert!(
+        !open
+            .capabilities
+            .iter()
+            .any(|c| matches!(c, Capability::GracefulRestart { .. })),
+        "graceful restart is off unless configured"
+    );
     let first = peer.next_update().await;
     assert_eq!(first.announced(), vec![host("192.0.2.10")]);
     assert!(first
@@ -156,6 +167,11 @@ async fn announces_withdraws_and_survives_malformed_input() {
     speaker.announce("2001:db8::10".parse().unwrap(), policy);
     let v6 = peer.next_update().await;
     assert_eq!(v6.announced(), vec![host("2001:db8::10")]);
+    assert_eq!(
+        peer.end_of_ribs,
+        vec![(Afi::IPV4, Safi::UNICAST), (Afi::IPV6, Safi::UNICAST)],
+        "End-of-RIB for both families after the initial announcements"
+    );
     assert!(v6.attributes.contains(&PathAttribute::MultiExitDisc(42)));
     assert_eq!(
         communities(&v6),
@@ -242,6 +258,7 @@ async fn wrong_peer_as_is_refused_with_bad_peer_as() {
         local_as = 65001
         router_id = "192.0.2.1"
         connect_retry = 1
+        graceful_restart_time = 120
         [[bgp.peer]]
         address = "127.0.0.1"
         port = {port}
@@ -251,9 +268,19 @@ async fn wrong_peer_as_is_refused_with_bad_peer_as() {
     )))
     .unwrap();
     let mut peer = FakePeer::accept(&listener).await;
-    let Some(Message::Open(_)) = peer.recv().await else {
+    let Some(Message::Open(theirs)) = peer.recv().await else {
         panic!("expected OPEN");
     };
+    assert!(
+        theirs.capabilities.iter().any(|c| matches!(
+            c,
+            Capability::GracefulRestart {
+                restart_time_s: 120,
+                ..
+            }
+        )),
+        "graceful restart offered when configured: {theirs:?}"
+    );
     let open = Open::new(65099, 9, Ipv4Addr::new(10, 9, 9, 9), Vec::new());
     peer.send(&Message::Open(open)).await;
     let Some(Message::Notification(n)) = peer.recv().await else {
@@ -372,7 +399,7 @@ async fn tcp_md5_keys_must_match() {
 }
 
 #[tokio::test]
-async fn connection_collision_leaves_one_session() {
+async fn two_active_listening_speakers_settle_on_one_session() {
     let port = free_port();
     let a = Speaker::spawn(pair_config(
         "127.0.0.21",
@@ -400,4 +427,159 @@ async fn connection_collision_leaves_one_session() {
         assert_eq!(sum[0].state, "Established", "{sum:?}");
         assert!(sum[0].uptime_s >= 1, "{sum:?}");
     }
+}
+
+/// RFC 4271 section 6.8 against a scripted peer that opens a second connection while the
+/// speaker's own is in OpenSent: the connection initiated by the higher BGP identifier stays,
+/// the other is closed with Cease / Connection Collision Resolution (6/7).
+async fn collision_with(speaker_id: &str, speaker_addr: &str, expect_outbound_kept: bool) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let listen_port = free_port();
+    let speaker = Speaker::spawn(config(&format!(
+        r#"
+        [bgp]
+        local_as = 65001
+        router_id = "{speaker_id}"
+        listen_address = "{speaker_addr}"
+        listen_port = {listen_port}
+        connect_retry = 1
+        [[bgp.peer]]
+        address = "127.0.0.1"
+        port = {port}
+        remote_as = 65002
+        local_address = "{speaker_addr}"
+        families = ["ipv4"]
+        "#
+    )))
+    .unwrap();
+    speaker.announce("192.0.2.77".parse().unwrap(), RoutePolicy::default());
+    // c1: the speaker's connection to us.
+    let mut c1 = FakePeer::accept(&listener).await;
+    let Some(Message::Open(_)) = c1.recv().await else {
+        panic!("expected OPEN on the speaker's connection");
+    };
+    // c2: ours to the speaker, from the configured peer address.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let target = format!("{speaker_addr}:{listen_port}").parse().unwrap();
+    let stream = timeout(STEP, socket.connect(target))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut c2 = FakePeer {
+        stream,
+        rx: Vec::new(),
+        end_of_ribs: Vec::new(),
+    };
+    let Some(Message::Open(_)) = c2.recv().await else {
+        panic!("expected OPEN on our connection");
+    };
+    let caps = vec![Capability::Multiprotocol {
+        afi: Afi::IPV4,
+        safi: Safi::UNICAST,
+    }];
+    let open = Message::Open(Open::new(65002, 9, Ipv4Addr::new(10, 9, 9, 9), caps));
+    c1.send(&open).await;
+    assert_eq!(c1.recv().await, Some(Message::Keepalive));
+    c2.send(&open).await;
+    assert_eq!(c2.recv().await, Some(Message::Keepalive));
+    let (mut kept, mut closed) = if expect_outbound_kept {
+        (c1, c2)
+    } else {
+        (c2, c1)
+    };
+    match closed.recv().await {
+        Some(Message::Notification(n)) => assert_eq!((n.code, n.subcode), (6, 7)),
+        other => panic!("expected Cease 6/7 on the losing connection, got {other:?}"),
+    }
+    assert_eq!(closed.recv().await, None);
+    kept.send(&Message::Keepalive).await;
+    let update = kept.next_update().await;
+    assert_eq!(update.announced(), vec![host("192.0.2.77")]);
+    let summary = speaker.summary().await;
+    assert_eq!(summary[0].state, "Established", "{summary:?}");
+}
+
+#[tokio::test]
+async fn collision_keeps_the_peers_connection_when_its_id_is_higher() {
+    collision_with("10.0.0.1", "127.0.0.31", false).await;
+}
+
+#[tokio::test]
+async fn collision_keeps_our_connection_when_our_id_is_higher() {
+    collision_with("10.200.0.1", "127.0.0.32", true).await;
+}
+
+#[tokio::test]
+async fn session_over_ipv6_uses_its_address_as_the_ipv6_next_hop() {
+    let Ok(listener) = TcpListener::bind("[::1]:0").await else {
+        eprintln!("skipping: no IPv6 loopback");
+        return;
+    };
+    let port = listener.local_addr().unwrap().port();
+    let speaker = Speaker::spawn(config(&format!(
+        r#"
+        [bgp]
+        local_as = 65001
+        router_id = "192.0.2.1"
+        connect_retry = 1
+        next_hop_v4 = "192.0.2.1"
+        [[bgp.peer]]
+        address = "::1"
+        port = {port}
+        remote_as = 65002
+        "#
+    )))
+    .unwrap();
+    speaker.announce("2001:db8::77".parse().unwrap(), RoutePolicy::default());
+    speaker.announce("192.0.2.77".parse().unwrap(), RoutePolicy::default());
+    let mut peer = FakePeer::accept(&listener).await;
+    peer.handshake(65002).await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let u = peer.next_update().await;
+        for a in &u.attributes {
+            match a {
+                PathAttribute::NextHop(nh) => seen.push(IpAddr::from(*nh)),
+                PathAttribute::MpReach(m) => match m.next_hop {
+                    bgp::attributes::MpNextHop::V6 { global, .. } => seen.push(global.into()),
+                    bgp::attributes::MpNextHop::V4(a) => seen.push(a.into()),
+                },
+                _ => {}
+            }
+        }
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            "192.0.2.1".parse::<IpAddr>().unwrap(),
+            "::1".parse::<IpAddr>().unwrap()
+        ]
+    );
+}
+
+#[test]
+fn spawn_errors_say_what_is_wrong() {
+    let text = |port: u16| {
+        format!(
+            "[bgp]\nlocal_as = 65001\nrouter_id = \"192.0.2.1\"\nlisten_address = \"127.0.0.1\"\nlisten_port = {port}\n[[bgp.peer]]\naddress = \"127.0.0.2\"\nremote_as = 65002\nfamilies = [\"ipv4\"]\n"
+        )
+    };
+    let e = Speaker::spawn(config(&text(1179))).unwrap_err();
+    assert!(matches!(e, bgp::SpeakerError::NoRuntime), "{e}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let e = Speaker::spawn(config(&text(port))).unwrap_err();
+    assert!(matches!(e, bgp::SpeakerError::Listen { .. }), "{e}");
+    assert!(e.to_string().contains(&port.to_string()), "{e}");
+
+    let mut invalid = config(&text(port));
+    invalid.hold_time = 1;
+    let e = Speaker::spawn(invalid).unwrap_err();
+    assert!(e.to_string().contains("bgp.hold_time"), "{e}");
 }
