@@ -1277,4 +1277,104 @@ mod tests {
         );
         assert_eq!(outer_destination(&[1, 2], &macs), None);
     }
+
+    struct FakeBgp(
+        Arc<std::sync::atomic::AtomicBool>,
+        watch::Receiver<Announcements>,
+    );
+
+    impl BgpAdmin for FakeBgp {
+        fn summary(&self) -> BoxFuture<'_, Value> {
+            Box::pin(async { json!({"peers": 1}) })
+        }
+        fn routes(&self) -> BoxFuture<'_, Value> {
+            Box::pin(async { json!([]) })
+        }
+        fn shutdown(&self) -> BoxFuture<'_, ()> {
+            // Called after the announcements say shutting_down.
+            assert!(self.1.borrow().shutting_down);
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async {})
+        }
+    }
+
+    /// The BGP hooks: announcements follow health, `bgp.*` commands go to the installed
+    /// speaker, and shutdown marks `shutting_down` and calls the speaker's graceful shutdown.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bgp_hooks_follow_health_and_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = backend.local_addr().unwrap().port();
+        let accept = tokio::spawn(async move {
+            loop {
+                let _ = backend.accept().await;
+            }
+        });
+        let path = dir.path().join("vipd.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[vip]]\naddress = \"192.0.2.10\"\nport = 80\nprotocol = \"tcp\"\nencap_source_v4 = \"10.0.0.1\"\n\
+                 [vip.health]\ntype = \"tcp\"\nport = {port}\ninterval_ms = 20\ntimeout_ms = 20\nrise = 1\nfall = 1\n\
+                 [vip.bgp]\nmed = 5\n[[vip.backend]]\naddress = \"127.0.0.1\"\n"
+            ),
+        )
+        .unwrap();
+        let daemon = Daemon::new(Options {
+            config_path: path,
+            dry_run: true,
+            admin_socket: Some(dir.path().join("admin.sock")),
+            bgp_check: None,
+            drain: Duration::ZERO,
+        })
+        .unwrap();
+        let mut announcements = daemon.announcements();
+        let vip: IpAddr = "192.0.2.10".parse().unwrap();
+        assert!(
+            !announcements.borrow().vips[&vip].up,
+            "probation: not announced yet"
+        );
+        assert_eq!(
+            announcements.borrow().vips[&vip]
+                .policy
+                .as_ref()
+                .and_then(|p| p.get("med"))
+                .and_then(|m| m.as_integer()),
+            Some(5)
+        );
+        assert!(daemon.dataplane_health().borrow().healthy);
+        let called = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        daemon.set_bgp(Box::new(FakeBgp(
+            Arc::clone(&called),
+            daemon.announcements(),
+        )));
+        let running = tokio::spawn(daemon.clone().run());
+        let wait = |want: bool, rx: &mut watch::Receiver<Announcements>| {
+            let mut rx = rx.clone();
+            async move {
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    rx.wait_for(|a| a.vips[&vip].up == want),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            }
+        };
+        wait(true, &mut announcements).await;
+        accept.abort();
+        let _ = accept.await; // the listener is closed now
+        wait(false, &mut announcements).await;
+        let summary = admin::answer(&daemon, br#"{"v":1,"cmd":"bgp.summary"}"#).await;
+        assert!(String::from_utf8_lossy(&summary).contains("\"peers\":1"));
+        daemon.request_shutdown();
+        tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(called.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(announcements.borrow().shutting_down);
+        assert!(!dir.path().join("admin.sock").exists());
+    }
 }
