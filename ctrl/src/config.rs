@@ -8,9 +8,35 @@
 //! file, the line, the field path (`vip[1].backend[0].weight`) and what is allowed, so an
 //! operator can fix a file in one pass.
 //!
-//! Schema (all `[[vip]]` fields but `address` and `protocol` are optional):
+//! Schema (`ctrl/examples/vipd.toml` is the commented reference; every section but `[[vip]]` is
+//! optional, and all `[[vip]]` fields but `address` and `protocol` are optional):
 //!
 //! ```toml
+//! [dataplane]
+//! lcores = 1                    # 1..=128 polling cores
+//! cpus = [2, 3]                 # CPU of lcore N
+//! eal_args = ["--vdev", "net_null0"]  # DPDK EAL arguments
+//! flow_table_capacity = 1048576 # per lcore, 1024..=2^26
+//!
+//! [[port]]                      # DPDK port N is the N-th [[port]]
+//! mac = "02:00:00:00:00:01"
+//! gateway_mac = "02:00:00:00:00:fe"
+//! mtu = 1500                    # 576..=9216
+//! vlan = 100                    # 1..=4094, absent = untagged
+//!
+//! [admin]
+//! socket = "/run/vipd/admin.sock"
+//! max_request_bytes = 65536
+//! idle_timeout_ms = 30000
+//!
+//! [metrics]
+//! address = "127.0.0.1:9110"
+//!
+//! [health]
+//! panic_threshold = 50          # percent, 0 = off
+//!
+//! [bgp]                         # kept raw (`ValidConfig::bgp`), checked by a `BgpCheck` hook
+//!
 //! [[vip]]
 //! address = "192.0.2.10"        # IPv4 or IPv6
 //! port = 443                    # 1..=65535; 0 or absent = all ports
@@ -21,10 +47,26 @@
 //! encap_source_v4 = "10.0.0.1"  # outer source for IPv4 backends (ipip/gue)
 //! encap_source_v6 = "fd00::1"   # outer source for IPv6 backends (ipip/gue)
 //!
+//! [vip.health]                  # absent: backends are always healthy
+//! type = "http"                 # "tcp" | "http" | "https"
+//! port = 8080                   # default the VIP's port (required for all-ports VIPs)
+//! path = "/healthz"             # http(s)
+//! expect_status = 200           # http(s)
+//! interval_ms = 2000
+//! timeout_ms = 1000             # <= interval_ms
+//! jitter_ms = 0                 # <= interval_ms
+//! rise = 2
+//! fall = 3
+//! insecure_skip_verify = false  # https: accept self-signed certificates
+//! host = "www.example.com"      # http(s) Host header / SNI
+//!
+//! [vip.bgp]                     # kept raw, handed to the BGP speaker with the VIP
+//!
 //! [[vip.backend]]
 //! address = "10.0.1.1"
 //! weight = 1                    # 1..=65535, default 1
 //! mac = "02:00:00:00:00:01"     # required for l2dsr
+//! health_port = 8081            # probe this port instead of [vip.health] port
 //! ```
 
 use std::collections::HashMap;
