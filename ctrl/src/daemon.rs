@@ -532,7 +532,7 @@ impl Daemon {
         }
     }
 
-    /// (flows tracked, capacity) over lcores, where readable (dry-run).
+    /// (flows tracked, capacity) over lcores.
     pub fn flow_occupancy(&self) -> Option<(usize, usize)> {
         match &self.inner.dataplane {
             Dataplane::DryRun(d) => {
@@ -541,7 +541,18 @@ impl Daemon {
                 Some((flows.len(), flows.capacity()))
             }
             #[cfg(feature = "dpdk")]
-            Dataplane::Engine(_) => None,
+            Dataplane::Engine(_) => {
+                let stats = self.lcore_stats();
+                let per_lcore = lock(&self.inner.model)
+                    .config()
+                    .dataplane
+                    .flow_table_capacity;
+                let flows: u64 = stats.iter().map(|s| s.flows).sum();
+                Some((
+                    usize::try_from(flows).unwrap_or(usize::MAX),
+                    per_lcore * stats.len(),
+                ))
+            }
         }
     }
 
