@@ -1427,6 +1427,27 @@ mod tests {
         assert_eq!(dsr.key().to_string(), "tcp 192.0.2.20:*");
         assert_eq!(dsr.table_size.slots(), 655_373);
         assert_eq!(dsr.backends[1].mac, Some(MacAddr([2, 0, 0, 0, 0x0a, 0x0c])));
+        // The other sections.
+        assert_eq!(config.dataplane.lcores, 1);
+        assert!(config.dataplane.eal_args.contains(&"--no-huge".to_string()));
+        assert_eq!(config.ports.len(), 1);
+        assert_eq!(config.ports[0].gateway_mac.to_string(), "02:00:00:00:00:fe");
+        assert_eq!(config.admin.socket, Path::new(DEFAULT_ADMIN_SOCKET));
+        assert_eq!(config.metrics, Some("127.0.0.1:9110".parse().unwrap()));
+        assert_eq!(config.panic_threshold, 50);
+        let check = https.health.as_ref().unwrap();
+        assert_eq!(
+            (check.kind, check.port.get(), check.path.as_str()),
+            (CheckKind::Https, 8443, "/healthz")
+        );
+        assert!(check.insecure_skip_verify);
+        assert_eq!(
+            https.backends[0].health_port.map(NonZeroU16::get),
+            Some(9443)
+        );
+        assert!(https.bgp.is_some());
+        assert_eq!(dns.health.as_ref().unwrap().kind, CheckKind::Tcp);
+        assert!(dsr.health.is_none());
     }
 
     #[test]
