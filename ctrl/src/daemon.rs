@@ -1388,4 +1388,82 @@ mod tests {
         assert!(announcements.borrow().shutting_down);
         assert!(!dir.path().join("admin.sock").exists());
     }
+
+    async fn cmd(daemon: &Daemon, cmd: &str, args: Value) -> Value {
+        let line = json!({"v": 1, "id": 9, "cmd": cmd, "args": args}).to_string();
+        serde_json::from_slice(&admin::answer(daemon, line.as_bytes()).await).unwrap()
+    }
+
+    /// vip.add / backend.add through the admin protocol, then traffic to an IPv6 VIP over GUE
+    /// and to an L2 DSR VIP: `traffic.send` names the backend from the outer IPv6 header and
+    /// from the destination MAC.
+    #[tokio::test]
+    async fn admin_added_ipv6_gue_and_l2dsr_vips_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = dry_run_daemon(dir.path());
+        let r = cmd(&daemon, "vip.add", json!({"toml": "[[vip]]\naddress = \"2001:db8::10\"\nport = 53\nprotocol = \"udp\"\nforwarding = \"gue\"\nencap_source_v6 = \"fd00::1\"\n[[vip.backend]]\naddress = \"fd00:2::1\"\n"})).await;
+        assert_eq!(r["ok"], true, "{r}");
+        let r = cmd(&daemon, "vip.add", json!({"toml": "[[vip]]\naddress = \"192.0.2.30\"\nprotocol = \"tcp\"\nforwarding = \"l2dsr\"\n[[vip.backend]]\naddress = \"192.168.10.11\"\nmac = \"02:00:00:00:0a:0b\"\n"})).await;
+        assert_eq!(r["ok"], true, "{r}");
+        let dup = cmd(
+            &daemon,
+            "vip.add",
+            json!({"toml": "[[vip]]\naddress = \"192.0.2.30\"\nprotocol = \"tcp\"\n"}),
+        )
+        .await;
+        assert_eq!(dup["error"]["code"], "exists");
+        let bad = cmd(
+            &daemon,
+            "vip.add",
+            json!({"toml": "[[vip]]\naddress = \"192.0.2.31\"\n"}),
+        )
+        .await;
+        assert_eq!(bad["error"]["code"], "invalid");
+        assert!(
+            bad["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("vip[0].protocol"),
+            "{bad}"
+        );
+        // L2 DSR needs the MAC.
+        let r = cmd(
+            &daemon,
+            "backend.add",
+            json!({"vip": "tcp 192.0.2.30:*", "backend": "192.168.10.12"}),
+        )
+        .await;
+        assert_eq!(r["error"]["code"], "invalid", "{r}");
+        let r = cmd(&daemon, "backend.add", json!({"vip": "tcp 192.0.2.30:*", "backend": "192.168.10.12", "mac": "02:00:00:00:0a:0c", "weight": 3})).await;
+        assert_eq!(r["ok"], true, "{r}");
+
+        let r = cmd(&daemon, "traffic.send", json!({"packets": [
+            {"src": "2001:db8:ffff::7", "src_port": 5353, "dst": "2001:db8::10", "dst_port": 53, "protocol": "udp"},
+            {"src": "198.51.100.9", "src_port": 40000, "dst": "192.0.2.30", "dst_port": 22, "flags": "syn"},
+            {"src": "198.51.100.9", "src_port": 40001, "dst": "203.0.113.99", "dst_port": 22},
+        ]})).await;
+        let results = &r["result"]["results"];
+        assert_eq!(
+            results[0],
+            json!({"verdict": "forward", "backend": "fd00:2::1"}),
+            "{r}"
+        );
+        assert_eq!(results[1]["verdict"], "forward");
+        assert!(
+            ["192.168.10.11", "192.168.10.12"].contains(&results[1]["backend"].as_str().unwrap()),
+            "{r}"
+        );
+        assert_eq!(results[2]["verdict"], "kernel", "not a VIP");
+        let r = cmd(&daemon, "traffic.send", json!({"packets": [{"src": "198.51.100.9", "src_port": 1, "dst": "2001:db8::10", "dst_port": 53}]})).await;
+        assert_eq!(r["error"]["code"], "bad_args", "mixed families: {r}");
+        let r = cmd(&daemon, "vip.del", json!({"vip": "udp [2001:db8::10]:53"})).await;
+        assert_eq!(r["ok"], true);
+        assert_eq!(
+            cmd(&daemon, "vip.list", json!({})).await["result"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+    }
 }
