@@ -8,9 +8,35 @@
 //! file, the line, the field path (`vip[1].backend[0].weight`) and what is allowed, so an
 //! operator can fix a file in one pass.
 //!
-//! Schema (all `[[vip]]` fields but `address` and `protocol` are optional):
+//! Schema (`ctrl/examples/vipd.toml` is the commented reference; every section but `[[vip]]` is
+//! optional, and all `[[vip]]` fields but `address` and `protocol` are optional):
 //!
 //! ```toml
+//! [dataplane]
+//! lcores = 1                    # 1..=128 polling cores
+//! cpus = [2, 3]                 # CPU of lcore N
+//! eal_args = ["--vdev", "net_null0"]  # DPDK EAL arguments
+//! flow_table_capacity = 1048576 # per lcore, 1024..=2^26
+//!
+//! [[port]]                      # DPDK port N is the N-th [[port]]
+//! mac = "02:00:00:00:00:01"
+//! gateway_mac = "02:00:00:00:00:fe"
+//! mtu = 1500                    # 576..=9216
+//! vlan = 100                    # 1..=4094, absent = untagged
+//!
+//! [admin]
+//! socket = "/run/vipd/admin.sock"
+//! max_request_bytes = 65536
+//! idle_timeout_ms = 30000
+//!
+//! [metrics]
+//! address = "127.0.0.1:9110"
+//!
+//! [health]
+//! panic_threshold = 50          # percent, 0 = off
+//!
+//! [bgp]                         # kept raw (`ValidConfig::bgp`), checked by a `BgpCheck` hook
+//!
 //! [[vip]]
 //! address = "192.0.2.10"        # IPv4 or IPv6
 //! port = 443                    # 1..=65535; 0 or absent = all ports
@@ -21,10 +47,26 @@
 //! encap_source_v4 = "10.0.0.1"  # outer source for IPv4 backends (ipip/gue)
 //! encap_source_v6 = "fd00::1"   # outer source for IPv6 backends (ipip/gue)
 //!
+//! [vip.health]                  # absent: backends are always healthy
+//! type = "http"                 # "tcp" | "http" | "https"
+//! port = 8080                   # default the VIP's port (required for all-ports VIPs)
+//! path = "/healthz"             # http(s)
+//! expect_status = 200           # http(s)
+//! interval_ms = 2000
+//! timeout_ms = 1000             # <= interval_ms
+//! jitter_ms = 0                 # <= interval_ms
+//! rise = 2
+//! fall = 3
+//! insecure_skip_verify = false  # https: accept self-signed certificates
+//! host = "www.example.com"      # http(s) Host header / SNI
+//!
+//! [vip.bgp]                     # kept raw, handed to the BGP speaker with the VIP
+//!
 //! [[vip.backend]]
 //! address = "10.0.1.1"
 //! weight = 1                    # 1..=65535, default 1
 //! mac = "02:00:00:00:00:01"     # required for l2dsr
+//! health_port = 8081            # probe this port instead of [vip.health] port
 //! ```
 
 use std::collections::HashMap;
@@ -1385,6 +1427,27 @@ mod tests {
         assert_eq!(dsr.key().to_string(), "tcp 192.0.2.20:*");
         assert_eq!(dsr.table_size.slots(), 655_373);
         assert_eq!(dsr.backends[1].mac, Some(MacAddr([2, 0, 0, 0, 0x0a, 0x0c])));
+        // The other sections.
+        assert_eq!(config.dataplane.lcores, 1);
+        assert!(config.dataplane.eal_args.contains(&"--no-huge".to_string()));
+        assert_eq!(config.ports.len(), 1);
+        assert_eq!(config.ports[0].gateway_mac.to_string(), "02:00:00:00:00:fe");
+        assert_eq!(config.admin.socket, Path::new(DEFAULT_ADMIN_SOCKET));
+        assert_eq!(config.metrics, Some("127.0.0.1:9110".parse().unwrap()));
+        assert_eq!(config.panic_threshold, 50);
+        let check = https.health.as_ref().unwrap();
+        assert_eq!(
+            (check.kind, check.port.get(), check.path.as_str()),
+            (CheckKind::Https, 8443, "/healthz")
+        );
+        assert!(check.insecure_skip_verify);
+        assert_eq!(
+            https.backends[0].health_port.map(NonZeroU16::get),
+            Some(9443)
+        );
+        assert!(https.bgp.is_some());
+        assert_eq!(dns.health.as_ref().unwrap().kind, CheckKind::Tcp);
+        assert!(dsr.health.is_none());
     }
 
     #[test]

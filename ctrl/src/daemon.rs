@@ -538,7 +538,7 @@ impl Daemon {
         }
     }
 
-    /// (flows tracked, capacity) over lcores, where readable (dry-run).
+    /// (flows tracked, capacity) over lcores.
     pub fn flow_occupancy(&self) -> Option<(usize, usize)> {
         match &self.inner.dataplane {
             Dataplane::DryRun(d) => {
@@ -547,7 +547,18 @@ impl Daemon {
                 Some((flows.len(), flows.capacity()))
             }
             #[cfg(feature = "dpdk")]
-            Dataplane::Engine(_) => None,
+            Dataplane::Engine(_) => {
+                let stats = self.lcore_stats();
+                let per_lcore = lock(&self.inner.model)
+                    .config()
+                    .dataplane
+                    .flow_table_capacity;
+                let flows: u64 = stats.iter().map(|s| s.flows).sum();
+                Some((
+                    usize::try_from(flows).unwrap_or(usize::MAX),
+                    per_lcore * stats.len(),
+                ))
+            }
         }
     }
 
@@ -1282,5 +1293,183 @@ mod tests {
             Some("10.9.9.9".parse().unwrap())
         );
         assert_eq!(outer_destination(&[1, 2], &macs), None);
+    }
+
+    struct FakeBgp(
+        Arc<std::sync::atomic::AtomicBool>,
+        watch::Receiver<Announcements>,
+    );
+
+    impl BgpAdmin for FakeBgp {
+        fn summary(&self) -> BoxFuture<'_, Value> {
+            Box::pin(async { json!({"peers": 1}) })
+        }
+        fn routes(&self) -> BoxFuture<'_, Value> {
+            Box::pin(async { json!([]) })
+        }
+        fn shutdown(&self) -> BoxFuture<'_, ()> {
+            // Called after the announcements say shutting_down.
+            assert!(self.1.borrow().shutting_down);
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async {})
+        }
+    }
+
+    /// The BGP hooks: announcements follow health, `bgp.*` commands go to the installed
+    /// speaker, and shutdown marks `shutting_down` and calls the speaker's graceful shutdown.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bgp_hooks_follow_health_and_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = backend.local_addr().unwrap().port();
+        let accept = tokio::spawn(async move {
+            loop {
+                let _ = backend.accept().await;
+            }
+        });
+        let path = dir.path().join("vipd.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[vip]]\naddress = \"192.0.2.10\"\nport = 80\nprotocol = \"tcp\"\nencap_source_v4 = \"10.0.0.1\"\n\
+                 [vip.health]\ntype = \"tcp\"\nport = {port}\ninterval_ms = 20\ntimeout_ms = 20\nrise = 1\nfall = 1\n\
+                 [vip.bgp]\nmed = 5\n[[vip.backend]]\naddress = \"127.0.0.1\"\n"
+            ),
+        )
+        .unwrap();
+        let daemon = Daemon::new(Options {
+            config_path: path,
+            dry_run: true,
+            admin_socket: Some(dir.path().join("admin.sock")),
+            bgp_check: None,
+            drain: Duration::ZERO,
+        })
+        .unwrap();
+        let mut announcements = daemon.announcements();
+        let vip: IpAddr = "192.0.2.10".parse().unwrap();
+        assert!(
+            !announcements.borrow().vips[&vip].up,
+            "probation: not announced yet"
+        );
+        assert_eq!(
+            announcements.borrow().vips[&vip]
+                .policy
+                .as_ref()
+                .and_then(|p| p.get("med"))
+                .and_then(|m| m.as_integer()),
+            Some(5)
+        );
+        assert!(daemon.dataplane_health().borrow().healthy);
+        let called = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        daemon.set_bgp(Box::new(FakeBgp(
+            Arc::clone(&called),
+            daemon.announcements(),
+        )));
+        let running = tokio::spawn(daemon.clone().run());
+        let wait = |want: bool, rx: &mut watch::Receiver<Announcements>| {
+            let mut rx = rx.clone();
+            async move {
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    rx.wait_for(|a| a.vips[&vip].up == want),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            }
+        };
+        wait(true, &mut announcements).await;
+        accept.abort();
+        let _ = accept.await; // the listener is closed now
+        wait(false, &mut announcements).await;
+        let summary = admin::answer(&daemon, br#"{"v":1,"cmd":"bgp.summary"}"#).await;
+        assert!(String::from_utf8_lossy(&summary).contains("\"peers\":1"));
+        daemon.request_shutdown();
+        tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(called.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(announcements.borrow().shutting_down);
+        assert!(!dir.path().join("admin.sock").exists());
+    }
+
+    async fn cmd(daemon: &Daemon, cmd: &str, args: Value) -> Value {
+        let line = json!({"v": 1, "id": 9, "cmd": cmd, "args": args}).to_string();
+        serde_json::from_slice(&admin::answer(daemon, line.as_bytes()).await).unwrap()
+    }
+
+    /// vip.add / backend.add through the admin protocol, then traffic to an IPv6 VIP over GUE
+    /// and to an L2 DSR VIP: `traffic.send` names the backend from the outer IPv6 header and
+    /// from the destination MAC.
+    #[tokio::test]
+    async fn admin_added_ipv6_gue_and_l2dsr_vips_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = dry_run_daemon(dir.path());
+        let r = cmd(&daemon, "vip.add", json!({"toml": "[[vip]]\naddress = \"2001:db8::10\"\nport = 53\nprotocol = \"udp\"\nforwarding = \"gue\"\nencap_source_v6 = \"fd00::1\"\n[[vip.backend]]\naddress = \"fd00:2::1\"\n"})).await;
+        assert_eq!(r["ok"], true, "{r}");
+        let r = cmd(&daemon, "vip.add", json!({"toml": "[[vip]]\naddress = \"192.0.2.30\"\nprotocol = \"tcp\"\nforwarding = \"l2dsr\"\n[[vip.backend]]\naddress = \"192.168.10.11\"\nmac = \"02:00:00:00:0a:0b\"\n"})).await;
+        assert_eq!(r["ok"], true, "{r}");
+        let dup = cmd(
+            &daemon,
+            "vip.add",
+            json!({"toml": "[[vip]]\naddress = \"192.0.2.30\"\nprotocol = \"tcp\"\n"}),
+        )
+        .await;
+        assert_eq!(dup["error"]["code"], "exists");
+        let bad = cmd(
+            &daemon,
+            "vip.add",
+            json!({"toml": "[[vip]]\naddress = \"192.0.2.31\"\n"}),
+        )
+        .await;
+        assert_eq!(bad["error"]["code"], "invalid");
+        assert!(
+            bad["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("vip[0].protocol"),
+            "{bad}"
+        );
+        // L2 DSR needs the MAC.
+        let r = cmd(
+            &daemon,
+            "backend.add",
+            json!({"vip": "tcp 192.0.2.30:*", "backend": "192.168.10.12"}),
+        )
+        .await;
+        assert_eq!(r["error"]["code"], "invalid", "{r}");
+        let r = cmd(&daemon, "backend.add", json!({"vip": "tcp 192.0.2.30:*", "backend": "192.168.10.12", "mac": "02:00:00:00:0a:0c", "weight": 3})).await;
+        assert_eq!(r["ok"], true, "{r}");
+
+        let r = cmd(&daemon, "traffic.send", json!({"packets": [
+            {"src": "2001:db8:ffff::7", "src_port": 5353, "dst": "2001:db8::10", "dst_port": 53, "protocol": "udp"},
+            {"src": "198.51.100.9", "src_port": 40000, "dst": "192.0.2.30", "dst_port": 22, "flags": "syn"},
+            {"src": "198.51.100.9", "src_port": 40001, "dst": "203.0.113.99", "dst_port": 22},
+        ]})).await;
+        let results = &r["result"]["results"];
+        assert_eq!(
+            results[0],
+            json!({"verdict": "forward", "backend": "fd00:2::1"}),
+            "{r}"
+        );
+        assert_eq!(results[1]["verdict"], "forward");
+        assert!(
+            ["192.168.10.11", "192.168.10.12"].contains(&results[1]["backend"].as_str().unwrap()),
+            "{r}"
+        );
+        assert_eq!(results[2]["verdict"], "kernel", "not a VIP");
+        let r = cmd(&daemon, "traffic.send", json!({"packets": [{"src": "198.51.100.9", "src_port": 1, "dst": "2001:db8::10", "dst_port": 53}]})).await;
+        assert_eq!(r["error"]["code"], "bad_args", "mixed families: {r}");
+        let r = cmd(&daemon, "vip.del", json!({"vip": "udp [2001:db8::10]:53"})).await;
+        assert_eq!(r["ok"], true);
+        assert_eq!(
+            cmd(&daemon, "vip.list", json!({})).await["result"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }

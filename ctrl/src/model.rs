@@ -332,8 +332,25 @@ impl Model {
 
     /// As [`Model::tables`], reusing the Maglev table of every VIP whose backend set did not
     /// change since `previous`: a health change rebuilds only its own VIP's table.
+    ///
+    /// Ports are taken from `previous` when it has them all: a next-hop resolver may have
+    /// published a learned gateway MAC there (`Tables::with_gateway_mac`), which a health change
+    /// must not undo. (Port settings only change with a restart.)
     pub fn tables_reusing(&self, previous: &Tables) -> Result<Tables, TablesError> {
-        Tables::build_reusing(self.ports.clone(), &self.entries(), Some(previous))
+        let published: Vec<Port> = (0..self.ports.len())
+            .filter_map(|i| {
+                u16::try_from(i)
+                    .ok()
+                    .and_then(|i| previous.port(i))
+                    .copied()
+            })
+            .collect();
+        let ports = if published.len() == self.ports.len() {
+            published
+        } else {
+            self.ports.clone()
+        };
+        Tables::build_reusing(ports, &self.entries(), Some(previous))
     }
 
     /// VIP address -> (up, the VIP's raw BGP policy). An address is up when any of its VIPs is.
@@ -780,6 +797,23 @@ mod tests {
         m.del_vip(&key).unwrap();
         assert!(m.vips().is_empty());
         assert!(matches!(m.del_vip(&key), Err(ModelError::NoVip(_))));
+    }
+
+    #[test]
+    fn a_published_gateway_mac_survives_a_rebuild() {
+        let (mut m, key) = model();
+        let mut learned = default_port();
+        learned.gateway_mac = wire::EthernetAddress([2, 0xaa, 0, 0, 0, 1]);
+        let previous = Tables::build(vec![learned], &m.entries()).unwrap();
+        set(&mut m, &key, "10.0.1.1", true);
+        let next = m.tables_reusing(&previous).unwrap();
+        assert_eq!(next.port(0).unwrap().gateway_mac, learned.gateway_mac);
+        // Without a usable previous version, the configured ports are used.
+        let next = m.tables_reusing(&Tables::default()).unwrap();
+        assert_eq!(
+            next.port(0).unwrap().gateway_mac,
+            default_port().gateway_mac
+        );
     }
 
     #[test]

@@ -93,12 +93,9 @@ fn vipd_runs_the_engine_on_dpdk_ports_from_its_config() {
         "the lcore polls the DPDK port ({before} -> {after})"
     );
 
-    let pid = vipd.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    let pid = libc::pid_t::try_from(vipd.0.id()).unwrap();
+    // SAFETY: kill(2) takes plain integers; `pid` is our own unreaped child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let deadline = Instant::now() + Duration::from_secs(10);
     let exit = loop {
         if let Some(s) = vipd.0.try_wait().unwrap() {

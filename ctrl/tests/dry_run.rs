@@ -169,7 +169,7 @@ fn config(
         "[admin]\nsocket = \"{}\"\nidle_timeout_ms = 5000\n[metrics]\naddress = \"127.0.0.1:{metrics}\"\n\
          [dataplane]\nflow_table_capacity = 4096\n\
          [[vip]]\naddress = \"192.0.2.10\"\nport = 80\nprotocol = \"tcp\"\nencap_source_v4 = \"10.0.0.1\"\n\
-         [vip.health]\ntype = \"tcp\"\ninterval_ms = 100\ntimeout_ms = 100\njitter_ms = 20\nrise = 1\nfall = 2\n",
+         [vip.health]\ntype = \"tcp\"\ninterval_ms = 200\ntimeout_ms = 200\njitter_ms = 20\nrise = 1\nfall = 3\n",
         dir.join("admin.sock").display()
     );
     for b in tcp.iter().chain(extra_backend.iter()) {
@@ -180,7 +180,7 @@ fn config(
         );
     }
     text += "[[vip]]\naddress = \"192.0.2.20\"\nport = 80\nprotocol = \"tcp\"\nencap_source_v4 = \"10.0.0.1\"\n\
-             [vip.health]\ntype = \"http\"\npath = \"/healthz\"\nexpect_status = 200\ninterval_ms = 100\ntimeout_ms = 100\nrise = 1\nfall = 2\n";
+             [vip.health]\ntype = \"http\"\npath = \"/healthz\"\nexpect_status = 200\ninterval_ms = 200\ntimeout_ms = 200\nrise = 1\nfall = 3\n";
     for b in http {
         text += &format!(
             "[[vip.backend]]\naddress = \"{}\"\nhealth_port = {}\n",
@@ -524,12 +524,15 @@ fn dry_run_health_drain_reload_metrics_sigterm() {
     drop(b7);
 }
 
-/// Sends a signal with the `kill` command (this crate forbids unsafe code, so no libc::kill).
+/// Sends `signal` to the vipd child.
 fn send_signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let signal = match signal {
+        "HUP" => libc::SIGHUP,
+        "TERM" => libc::SIGTERM,
+        other => panic!("unexpected signal {other}"),
+    };
+    let pid = libc::pid_t::try_from(pid).unwrap();
+    // SAFETY: kill(2) takes plain integers; `pid` is our own child, still unreaped (the `Vipd`
+    // guard waits for it only when dropped), so it cannot be a recycled pid.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
 }

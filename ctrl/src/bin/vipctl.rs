@@ -93,7 +93,7 @@ enum VipCmd {
     List,
     /// One VIP and its backends. VIP: `tcp 192.0.2.10:80`, `udp [2001:db8::1]:53`, `tcp 192.0.2.10:*`.
     Show { vip: String },
-    /// Add a VIP from a TOML file holding one [[vip]] (with its backends and health check).
+    /// Add a VIP from a TOML file holding one `[[vip]]` (with its backends and health check).
     Add { file: PathBuf },
     /// Remove a VIP.
     Del { vip: String },

@@ -36,7 +36,7 @@ struct Cli {
     /// enables the `traffic.send` admin command).
     #[arg(long)]
     dry_run: bool,
-    /// Admin socket path (overrides [admin] socket).
+    /// Admin socket path (overrides `[admin] socket`).
     #[arg(long)]
     admin_socket: Option<PathBuf>,
     /// Log format on stderr. Filter with RUST_LOG (default info).

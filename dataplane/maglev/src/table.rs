@@ -11,6 +11,7 @@ use core::fmt;
 use core::hash::Hasher;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 
 use siphasher::sip::SipHasher13;
 
@@ -93,11 +94,13 @@ pub enum BuildError {
 
 /// A built Maglev table: `M` slots, each holding an index into the caller's backend slice.
 ///
-/// Cheap to share behind an `Arc`; immutable once built. Rebuild on any backend change.
+/// Immutable once built; `clone` shares the slots (an `Arc`), so a control plane that keeps an
+/// unchanged VIP's table in its next tables version copies nothing. Rebuild on any backend change.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MaglevTable {
-    /// Invariant: `slots.len() == size as usize`, and `size` is prime.
-    slots: Box<[u16]>,
+    /// Invariant: `slots.len() == size as usize`, and `size` is prime. `Arc<[u16]>` points at
+    /// the slots like a `Box` does (no extra indirection on lookup).
+    slots: Arc<[u16]>,
     size: u32,
     /// `floor(2^64 / size)`, so `lookup` reduces modulo `size` with a multiply, not a divide.
     reciprocal: u64,
@@ -192,7 +195,7 @@ impl MaglevTable {
         }
         let fingerprint = fingerprint(&slots, backends, &live);
         Ok(MaglevTable {
-            slots,
+            slots: Arc::from(slots),
             size: table_size,
             // table_size >= 2 (prime), so the quotient is <= 2^63 and fits.
             reciprocal: ((1u128 << 64) / u128::from(table_size)) as u64,
