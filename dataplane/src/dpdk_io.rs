@@ -474,6 +474,24 @@ impl PacketIo for DpdkIo {
             return 0;
         }
         let stash = &mut slot.stash;
+        if stash.next >= stash.len && want == MAX_BURST {
+            // The common case (the engine asks for a full burst and nothing is stashed):
+            // straight from DPDK into the burst. `out.room() >= MAX_BURST >= n`, so every push
+            // succeeds.
+            let mut got = 0;
+            let mut chained = 0u64;
+            slot.queue.rx_burst_with::<MAX_BURST>(|mbuf| {
+                if !mbuf.is_contiguous() {
+                    chained += 1; // freed by the drop; see `rx_chained_dropped`
+                } else if out.push(mbuf).is_ok() {
+                    got += 1;
+                }
+            });
+            if chained > 0 {
+                bump(&stats.rx_chained_dropped, chained);
+            }
+            return got;
+        }
         if stash.next >= stash.len {
             // Every slot was handed out (taken), so the receive overwrites only `None`s.
             stash.next = 0;
