@@ -123,7 +123,8 @@ fn generate_bindings(cflags: &[String]) -> Result<bindgen::Bindings, String> {
         .allowlist_function(
             "rte_eal_.*|rte_eth_.*|rte_pktmbuf_.*|rte_mempool_.*|rte_lcore_.*|rte_strerror\
              |rte_ring_create|rte_ring_free|rte_vdev_init|rte_vdev_uninit|rte_socket_id\
-             |rte_get_main_lcore|rte_get_next_lcore|shim_.*",
+             |rte_get_main_lcore|rte_get_next_lcore|rte_thread_register|rte_thread_unregister\
+             |shim_.*",
         )
         .allowlist_type("rte_eth_.*|rte_mbuf|rte_ether_addr|rte_mempool|rte_ring")
         .allowlist_var("RTE_ETH_.*|RTE_PKTMBUF_HEADROOM|RTE_MBUF_DEFAULT_.*|RTE_MAX_ETHPORTS|RTE_MAX_LCORE|SOCKET_ID_ANY|RTE_ETHER_.*|RING_F_.*")

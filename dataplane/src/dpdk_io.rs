@@ -189,6 +189,7 @@ pub struct DpdkIoStats {
     from_kernel_dropped: AtomicU64,
     neighbor_sent: AtomicU64,
     neighbor_send_failed: AtomicU64,
+    lcore_registered: std::sync::atomic::AtomicBool,
 }
 
 /// Single-writer add (the owning lcore is the only writer).
@@ -220,6 +221,11 @@ impl DpdkIoStats {
     /// Frames from the kernel that a full uplink TX queue refused (freed).
     pub fn from_kernel_dropped(&self) -> u64 {
         self.from_kernel_dropped.load(Relaxed)
+    }
+
+    /// Whether the lcore thread got an EAL lcore id (and so mempool caches) at start.
+    pub fn lcore_registered(&self) -> bool {
+        self.lcore_registered.load(Relaxed)
     }
 
     /// ARP/ND requests of the neighbour service sent on the port.
@@ -432,6 +438,14 @@ impl DpdkIo {
 impl PacketIo for DpdkIo {
     type Packet = DpdkPacket;
 
+    fn on_lcore_start(&mut self) {
+        // An EAL lcore id gives this thread a per-lcore cache in every mempool; without one
+        // (all ids taken) it still works, through the shared ring.
+        self.stats
+            .lcore_registered
+            .store(dpdk::register_thread().is_ok(), Relaxed);
+    }
+
     #[inline]
     fn rx_burst(
         &mut self,
@@ -460,6 +474,24 @@ impl PacketIo for DpdkIo {
             return 0;
         }
         let stash = &mut slot.stash;
+        if stash.next >= stash.len && want == MAX_BURST {
+            // The common case (the engine asks for a full burst and nothing is stashed):
+            // straight from DPDK into the burst. `out.room() >= MAX_BURST >= n`, so every push
+            // succeeds.
+            let mut got = 0;
+            let mut chained = 0u64;
+            slot.queue.rx_burst_with::<MAX_BURST>(|mbuf| {
+                if !mbuf.is_contiguous() {
+                    chained += 1; // freed by the drop; see `rx_chained_dropped`
+                } else if out.push(mbuf).is_ok() {
+                    got += 1;
+                }
+            });
+            if chained > 0 {
+                bump(&stats.rx_chained_dropped, chained);
+            }
+            return got;
+        }
         if stash.next >= stash.len {
             // Every slot was handed out (taken), so the receive overwrites only `None`s.
             stash.next = 0;
@@ -545,7 +577,8 @@ impl PacketIo for DpdkIo {
         }
         let Some(kernel) = self.kernel.as_mut() else {
             // No exception path: take, free and count.
-            let taken = packets.drain().count();
+            let taken = packets.len();
+            Mbuf::free_bulk(packets.drain());
             bump(&self.stats.kernel_discarded, taken as u64);
             return taken;
         };

@@ -452,7 +452,7 @@ type Ready = Result<Started, EngineError>;
 fn run_lcore<Io: PacketIo>(
     queue: u16,
     config: EngineConfig,
-    io: Io,
+    mut io: Io,
     tables: TablesHandle,
     epoch: Instant,
     stop: Arc<AtomicBool>,
@@ -463,6 +463,7 @@ fn run_lcore<Io: PacketIo>(
         .cpus
         .get(usize::from(queue))
         .is_some_and(|&id| core_affinity::set_for_current(core_affinity::CoreId { id }));
+    io.on_lcore_start();
     let mut lcore = match Lcore::new(queue, &config, io, tables, epoch) {
         Ok(lcore) => lcore,
         Err(e) => {

@@ -144,6 +144,10 @@ pub trait PacketIo: Send + 'static {
     /// Returns how many were taken.
     fn to_kernel(&mut self, queue: u16, packets: &mut Burst<Self::Packet>) -> usize;
 
+    /// Called once on the lcore's own thread before it starts polling (e.g. to register the
+    /// thread with DPDK).
+    fn on_lcore_start(&mut self) {}
+
     /// Frees a packet that is not sent (dropped by the pipeline, or refused by a full queue).
     #[inline]
     fn free(&mut self, packet: Self::Packet) {

@@ -282,6 +282,10 @@ fn engine_over_ring_ports_forwards_counts_and_frees_everything() {
     );
     assert_eq!(t.unaccounted(), 0);
     assert_eq!(io_stats.kernel_discarded(), kernel as u64);
+    assert!(
+        io_stats.lcore_registered(),
+        "the lcore thread got an EAL lcore id (mempool caches)"
+    );
     let c = report.counters;
     assert_eq!(c.rx.packets, work.len() as u64);
     assert_eq!((c.forwarded, c.to_kernel), (forwards as u64, kernel as u64));

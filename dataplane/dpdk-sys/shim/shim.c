@@ -50,6 +50,29 @@ uint16_t shim_rte_pktmbuf_data_room_size(struct rte_mempool *mp) {
     return rte_pktmbuf_data_room_size(mp);
 }
 
+void shim_rte_pktmbuf_free_bulk_fast(struct rte_mbuf **mbufs, unsigned count) {
+    void *pending[64];
+    struct rte_mempool *pool = NULL;
+    unsigned n = 0;
+    for (unsigned i = 0; i < count; i++) {
+        struct rte_mbuf *m = mbufs[i];
+        if (likely(rte_mbuf_refcnt_read(m) == 1 && RTE_MBUF_DIRECT(m) && m->next == NULL &&
+                   m->nb_segs == 1)) {
+            /* What rte_pktmbuf_prefree_seg leaves for such an mbuf: nothing to reset. */
+            if (n > 0 && (m->pool != pool || n == RTE_DIM(pending))) {
+                rte_mempool_put_bulk(pool, pending, n);
+                n = 0;
+            }
+            pool = m->pool;
+            pending[n++] = m;
+        } else {
+            rte_pktmbuf_free(m);
+        }
+    }
+    if (n > 0)
+        rte_mempool_put_bulk(pool, pending, n);
+}
+
 unsigned shim_rte_lcore_id(void) { return rte_lcore_id(); }
 
 int shim_rte_errno(void) { return rte_errno; }

@@ -32,6 +32,10 @@ uint16_t shim_rte_pktmbuf_data_len(const struct rte_mbuf *m);
 uint32_t shim_rte_pktmbuf_pkt_len(const struct rte_mbuf *m);
 uint16_t shim_rte_pktmbuf_nb_segs(const struct rte_mbuf *m);
 uint16_t shim_rte_pktmbuf_data_room_size(struct rte_mempool *mp);
+/* rte_pktmbuf_free_bulk with the common case inlined: direct, unshared, one-segment mbufs go
+ * back to their pool with rte_mempool_put_bulk (the per-lcore cache); the rest through
+ * rte_pktmbuf_free. */
+void shim_rte_pktmbuf_free_bulk_fast(struct rte_mbuf **mbufs, unsigned count);
 
 /* lcores, errors, prefetch */
 unsigned shim_rte_lcore_id(void);

@@ -439,6 +439,24 @@ impl Drop for RuntimeDir {
     }
 }
 
+/// Makes the calling thread (not created by DPDK) an EAL thread with its own lcore id, so it
+/// gets a per-lcore cache in every mempool (allocation and free then rarely touch the shared
+/// ring). Returns the lcore id; a thread that already has one keeps it. Fails when every lcore id
+/// (`RTE_MAX_LCORE`) is taken.
+pub fn register_thread() -> Result<u32, DpdkError> {
+    if let Some(id) = lcore_id() {
+        return Ok(id);
+    }
+    // SAFETY: registers the calling thread with the EAL (which the caller initialised: it
+    // exists for the process's life once `Eal::init` succeeded, and this crate never cleans it
+    // up while threads run); no pointers are involved.
+    let ret = unsafe { sys::rte_thread_register() };
+    if ret < 0 {
+        return Err(DpdkError::call("rte_thread_register", rte_errno()));
+    }
+    lcore_id().ok_or_else(|| DpdkError::call("rte_thread_register", libc_errno::EINVAL))
+}
+
 /// The EAL lcore id of the calling thread, or `None` for a thread DPDK did not create.
 pub fn lcore_id() -> Option<u32> {
     // SAFETY: reads a thread-local; no preconditions.
@@ -557,12 +575,13 @@ impl<'pool> Mbuf<'pool> {
     /// The frame's bytes.
     #[inline]
     pub fn data(&self) -> &[u8] {
-        // SAFETY: we own the mbuf; mtod points at data_len initialised bytes of its first
-        // segment, which stay valid while we hold &self.
+        // SAFETY: we own the mbuf; buf_addr + data_off (what rte_pktmbuf_mtod computes) points
+        // at data_len initialised bytes of its first segment, valid while we hold &self. The
+        // fields are read in Rust rather than through the C shim: this is the hottest accessor.
         unsafe {
             let m = self.m.as_ptr();
-            let len = usize::from(sys::shim_rte_pktmbuf_data_len(m));
-            std::slice::from_raw_parts(sys::shim_rte_pktmbuf_mtod(m).cast::<u8>(), len)
+            let start = (*m).buf_addr.cast::<u8>().add(usize::from((*m).data_off));
+            std::slice::from_raw_parts(start, usize::from((*m).data_len))
         }
     }
 
@@ -572,8 +591,8 @@ impl<'pool> Mbuf<'pool> {
         // SAFETY: as in data(); &mut self makes the access exclusive.
         unsafe {
             let m = self.m.as_ptr();
-            let len = usize::from(sys::shim_rte_pktmbuf_data_len(m));
-            std::slice::from_raw_parts_mut(sys::shim_rte_pktmbuf_mtod(m).cast::<u8>(), len)
+            let start = (*m).buf_addr.cast::<u8>().add(usize::from((*m).data_off));
+            std::slice::from_raw_parts_mut(start, usize::from((*m).data_len))
         }
     }
 
@@ -581,8 +600,8 @@ impl<'pool> Mbuf<'pool> {
     /// first segment, so callers must not process a chained mbuf as a whole frame.
     #[inline]
     pub fn segments(&self) -> u16 {
-        // SAFETY: we own a live mbuf.
-        unsafe { sys::shim_rte_pktmbuf_nb_segs(self.m.as_ptr()) }
+        // SAFETY: we own a live mbuf; a plain field read.
+        unsafe { (*self.m.as_ptr()).nb_segs }
     }
 
     /// Whether the whole frame is in this one buffer (no chained segments).
@@ -594,8 +613,8 @@ impl<'pool> Mbuf<'pool> {
     /// Length of the frame in bytes.
     #[inline]
     pub fn len(&self) -> usize {
-        // SAFETY: we own a live mbuf.
-        usize::from(unsafe { sys::shim_rte_pktmbuf_data_len(self.m.as_ptr()) })
+        // SAFETY: we own a live mbuf; a plain field read.
+        usize::from(unsafe { (*self.m.as_ptr()).data_len })
     }
 
     /// Whether the frame is empty.
@@ -607,8 +626,8 @@ impl<'pool> Mbuf<'pool> {
     /// Free bytes in front of the frame.
     #[inline]
     pub fn headroom(&self) -> usize {
-        // SAFETY: we own a live mbuf.
-        usize::from(unsafe { sys::shim_rte_pktmbuf_headroom(self.m.as_ptr()) })
+        // SAFETY: we own a live mbuf; rte_pktmbuf_headroom is the data_off field.
+        usize::from(unsafe { (*self.m.as_ptr()).data_off })
     }
 
     /// Free bytes behind the frame.
@@ -625,9 +644,18 @@ impl<'pool> Mbuf<'pool> {
         let Ok(len) = u16::try_from(len) else {
             return false;
         };
-        // SAFETY: we own the mbuf exclusively; rte_pktmbuf_prepend checks the headroom and
-        // returns NULL without changing anything when it is too small.
-        !unsafe { sys::shim_rte_pktmbuf_prepend(self.m.as_ptr(), len) }.is_null()
+        // SAFETY: we own the mbuf exclusively. This is rte_pktmbuf_prepend in Rust (it is on
+        // the encapsulation path): check the headroom, then move the start back by len.
+        unsafe {
+            let m = self.m.as_ptr();
+            if len > (*m).data_off {
+                return false;
+            }
+            (*m).data_off -= len;
+            (*m).data_len += len;
+            (*m).pkt_len += u32::from(len);
+        }
+        true
     }
 
     /// Removes `len` bytes from the front. Returns false, changing nothing, if the frame is
@@ -637,9 +665,18 @@ impl<'pool> Mbuf<'pool> {
         let Ok(len) = u16::try_from(len) else {
             return false;
         };
-        // SAFETY: we own the mbuf exclusively; rte_pktmbuf_adj checks len against data_len and
-        // returns NULL without changing anything when it is too long.
-        !unsafe { sys::shim_rte_pktmbuf_adj(self.m.as_ptr(), len) }.is_null()
+        // SAFETY: we own the mbuf exclusively. This is rte_pktmbuf_adj in Rust: check len
+        // against data_len, then move the start forward by len.
+        unsafe {
+            let m = self.m.as_ptr();
+            if len > (*m).data_len {
+                return false;
+            }
+            (*m).data_len -= len;
+            (*m).data_off += len;
+            (*m).pkt_len -= u32::from(len);
+        }
+        true
     }
 
     /// Shortens the frame to `len` bytes; a no-op when it is already that short.
@@ -677,6 +714,28 @@ impl<'pool> Mbuf<'pool> {
     pub fn prefetch(&self) {
         // SAFETY: prefetching is a hint and never faults; the address is inside our mbuf.
         unsafe { sys::shim_rte_prefetch0(sys::shim_rte_pktmbuf_mtod(self.m.as_ptr())) };
+    }
+
+    /// Frees many mbufs, 32 per call into DPDK: unshared single-segment mbufs go straight back
+    /// to their pool's per-lcore cache (`rte_mempool_put_bulk`), others through
+    /// `rte_pktmbuf_free`. Cheaper than dropping them one by one.
+    pub fn free_bulk<I: IntoIterator<Item = Mbuf<'pool>>>(mbufs: I) {
+        const CHUNK: usize = 32;
+        let mut raw = [ptr::null_mut::<sys::rte_mbuf>(); CHUNK];
+        let mut n = 0usize;
+        for m in mbufs {
+            raw[n] = m.into_raw().as_ptr(); // n < CHUNK: flushed below when it reaches it
+            n += 1;
+            if n == CHUNK {
+                // SAFETY: raw[..n] are mbufs we owned (into_raw gave up their Drop).
+                unsafe { sys::shim_rte_pktmbuf_free_bulk_fast(raw.as_mut_ptr(), n as u32) };
+                n = 0;
+            }
+        }
+        if n > 0 {
+            // SAFETY: as above.
+            unsafe { sys::shim_rte_pktmbuf_free_bulk_fast(raw.as_mut_ptr(), n as u32) };
+        }
     }
 
     /// Gives up ownership without freeing; pair with [`Mbuf::from_raw`].
@@ -1212,6 +1271,32 @@ impl<'port> PortQueue<'port> {
         // it started for 'port, gave each index to one handle only, and &mut self keeps the
         // handle on one thread; the port's pool outlives the port borrow 'port.
         unsafe { rx_burst_raw(self.port_id, self.queue, out) }
+    }
+
+    /// Receives up to `N` frames and hands each to `each`, in order; returns how many. The
+    /// cheapest receive: no `Option` slots in between.
+    #[inline]
+    pub fn rx_burst_with<const N: usize>(&mut self, mut each: impl FnMut(Mbuf<'port>)) -> usize {
+        if !self.rx {
+            return 0;
+        }
+        let mut raw = [ptr::null_mut::<sys::rte_mbuf>(); N];
+        let want = u16::try_from(N).unwrap_or(u16::MAX);
+        // SAFETY: as in rx_burst (started port, this handle's own queue, one thread); raw has
+        // room for `want` pointers.
+        let n =
+            unsafe { sys::shim_rte_eth_rx_burst(self.port_id, self.queue, raw.as_mut_ptr(), want) };
+        let n = usize::from(n).min(N);
+        for &m in &raw[..n] {
+            if let Some(m) = NonNull::new(m) {
+                // Received mbufs are ours now, from the port's pool (outlives 'port).
+                each(Mbuf {
+                    m,
+                    _pool: PhantomData,
+                });
+            }
+        }
+        n
     }
 
     /// Like [`Port::tx_burst`] on this queue; 0 when the port has no TX queue of this index.
