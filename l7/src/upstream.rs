@@ -284,6 +284,8 @@ pub struct ClusterRt {
     pub active_retries: Arc<AtomicUsize>,
     /// Rate limiter.
     pub rate_limiter: Option<RateLimiter>,
+    /// In-flight gauges, one per upstream.
+    pub active_gauges: Vec<prometheus_client::metrics::gauge::Gauge>,
     health_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -370,7 +372,12 @@ impl ClusterRt {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .http2_keep_alive_timeout(Duration::from_secs(10));
         let client = b.build(connector);
+        let active_gauges = upstreams
+            .iter()
+            .map(|u| metrics.upstream_gauge(&cfg.name, &u.name))
+            .collect();
         let mut rt = ClusterRt {
+            active_gauges,
             picker: Picker::new(cfg.balancer, cfg.slow_start, upstreams.len()),
             upstreams,
             client,
