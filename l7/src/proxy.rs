@@ -573,7 +573,9 @@ async fn forward(
             .is_some_and(|u| u <= MAX_BUFFERED_BODY);
     let mut streaming: Option<Incoming> = None;
     let mut bytes = Bytes::new();
-    if buffered {
+    if buffered && body.is_end_stream() {
+        // No body (a GET): nothing to read.
+    } else if buffered {
         match tokio::time::timeout(cluster.cfg.request_timeout, body.collect()).await {
             Ok(Ok(c)) => bytes = c.to_bytes(),
             Ok(Err(_)) => {
