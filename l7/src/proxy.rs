@@ -175,6 +175,27 @@ pub struct ConnInfo {
     pub tls: bool,
     /// Listener limits.
     pub listener: Arc<config::Listener>,
+    /// Client IP as text.
+    pub client_ip: String,
+    /// Client IP as a header value (X-Forwarded-For).
+    pub client_ip_header: HeaderValue,
+}
+
+impl ConnInfo {
+    /// Connection facts for a client at `client`.
+    pub fn new(client: SocketAddr, tls: bool, listener: Arc<config::Listener>) -> ConnInfo {
+        let client_ip = client.ip().to_string();
+        // An IP address in text form is always a valid header value.
+        let client_ip_header =
+            HeaderValue::from_str(&client_ip).unwrap_or_else(|_| HeaderValue::from_static("-"));
+        ConnInfo {
+            client,
+            tls,
+            listener,
+            client_ip,
+            client_ip_header,
+        }
+    }
 }
 
 impl Headers for HeaderMap {
@@ -501,6 +522,11 @@ async fn forward(
         );
     }
     let active_guard = CountGuard::new(&cluster.active_requests);
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
 
     // Headers for the upstream.
     let upgrade = is_upgrade(&req);
@@ -513,13 +539,16 @@ async fn forward(
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
     }
-    let client_ip = info.client.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client_ip}"),
-        None => client_ip.clone(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    let client_ip = &info.client_ip;
+    match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {client_ip}")) {
+                headers.insert("x-forwarded-for", v);
+            }
+        }
+        None => {
+            headers.insert("x-forwarded-for", info.client_ip_header.clone());
+        }
     }
     headers.insert(
         "x-forwarded-proto",
@@ -602,9 +631,9 @@ async fn forward(
         1
     };
     let scheme = if cluster.cfg.tls.is_some() {
-        "https"
+        http::uri::Scheme::HTTPS
     } else {
-        "http"
+        http::uri::Scheme::HTTP
     };
 
     let mut tried: Vec<usize> = Vec::new();
@@ -635,7 +664,12 @@ async fn forward(
         };
         tried.push(idx);
         let up = cluster.upstreams[idx].clone();
-        let uri: Uri = match format!("{scheme}://{}{}", up.address, path).parse() {
+        let uri = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(cluster.authorities[idx].clone())
+            .path_and_query(path_and_query.clone())
+            .build();
+        let uri: Uri = match uri {
             Ok(u) => u,
             Err(_) => {
                 return local(

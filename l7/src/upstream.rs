@@ -284,6 +284,8 @@ pub struct ClusterRt {
     pub active_retries: Arc<AtomicUsize>,
     /// Rate limiter.
     pub rate_limiter: Option<RateLimiter>,
+    /// `ip:port` authorities, one per upstream (request URIs are built from them).
+    pub authorities: Vec<http::uri::Authority>,
     /// In-flight gauges, one per upstream.
     pub active_gauges: Vec<prometheus_client::metrics::gauge::Gauge>,
     health_tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -376,7 +378,16 @@ impl ClusterRt {
             .iter()
             .map(|u| metrics.upstream_gauge(&cfg.name, &u.name))
             .collect();
+        let authorities = upstreams
+            .iter()
+            .map(|u| {
+                // A SocketAddr's text form is always a valid authority.
+                http::uri::Authority::from_maybe_shared(bytes::Bytes::from(u.name.clone()))
+                    .unwrap_or_else(|_| http::uri::Authority::from_static("invalid"))
+            })
+            .collect();
         let mut rt = ClusterRt {
+            authorities,
             active_gauges,
             picker: Picker::new(cfg.balancer, cfg.slow_start, upstreams.len()),
             upstreams,
