@@ -431,9 +431,14 @@ impl ClusterRt {
 
     /// Ejects upstream `i` unless that would exceed the cap on the ejected share.
     pub fn maybe_eject(&self, i: usize, metrics: &Metrics) {
+        let percent = self.cfg.outlier.max_ejection_percent as usize;
+        if percent == 0 {
+            return; // ejection disabled
+        }
         let ejected = self.upstreams.iter().filter(|u| u.is_ejected()).count();
-        let cap = self.upstreams.len() * self.cfg.outlier.max_ejection_percent as usize / 100;
-        if ejected < cap.max(if self.upstreams.len() > 1 { 1 } else { 0 }) {
+        // At least one may go when the cluster has two or more, so small clusters still eject.
+        let cap = (self.upstreams.len() * percent / 100).max(usize::from(self.upstreams.len() > 1));
+        if ejected < cap {
             self.upstreams[i].eject(self.cfg.outlier.base_ejection);
             metrics.ejection(&self.cfg.name, &self.upstreams[i].name);
             tracing::warn!(cluster = %self.cfg.name, upstream = %self.upstreams[i].name, "outlier ejected");
