@@ -409,8 +409,8 @@ pub async fn handle(
     }
     if rt.config.access_log {
         // One line per request: client, request line, status, cluster, upstream, time, id.
-        println!(
-            "{} {:?} {} {:?} {:?} {} {} {} {:.3}ms {}",
+        let line = format!(
+            "{} {:?} {} {:?} {:?} {} {} {} {:.3}ms {}\n",
             info.client.ip(),
             host,
             method,
@@ -425,6 +425,9 @@ pub async fn handle(
             secs * 1000.0,
             request_id.to_str().unwrap_or("-"),
         );
+        if !crate::accesslog::log(line) {
+            shared.metrics.rejected("access_log_dropped");
+        }
     }
     Ok(resp)
 }
