@@ -230,6 +230,26 @@ impl Picker {
         key_hash: Option<u64>,
     ) -> Option<usize> {
         let ok = |i: usize| ups[i].is_available() && !exclude.contains(&i);
+        let ss = self.slow_start;
+        // Fast path for the two-choice policies: sample without building the candidate list;
+        // fall back to the full scan when a sample is unavailable.
+        if matches!(self.policy, Balancer::P2c | Balancer::PeakEwma) && ups.len() >= 2 {
+            let a = fastrand::usize(..ups.len());
+            let mut b = fastrand::usize(..ups.len() - 1);
+            if b >= a {
+                b += 1;
+            }
+            if ok(a) && ok(b) {
+                let cost = |i: usize| {
+                    if self.policy == Balancer::PeakEwma {
+                        ups[i].ewma_cost(ss)
+                    } else {
+                        ups[i].load_cost(ss)
+                    }
+                };
+                return Some(if cost(b) < cost(a) { b } else { a });
+            }
+        }
         let candidates: Vec<usize> = (0..ups.len()).filter(|&i| ok(i)).collect();
         if candidates.is_empty() {
             return None;
@@ -237,7 +257,6 @@ impl Picker {
         if candidates.len() == 1 {
             return Some(candidates[0]);
         }
-        let ss = self.slow_start;
         match self.policy {
             Balancer::RoundRobin => {
                 let n = self.rr.fetch_add(1, Ordering::Relaxed);

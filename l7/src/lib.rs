@@ -9,11 +9,12 @@
 //! - [`proxy`]: the request path (headers, retries, WebSocket upgrades, trailers);
 //! - [`tls`]: SNI certificates (reloadable) and upstream TLS;
 //! - [`server`]: listeners, signals, graceful drain; [`admin`]: the admin socket;
-//!   [`metrics`]: Prometheus.
+//!   [`metrics`]: Prometheus; [`accesslog`]: one line per request, off the event loop.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod accesslog;
 pub mod admin;
 pub mod balance;
 pub mod config;

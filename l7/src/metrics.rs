@@ -11,6 +11,39 @@ use prometheus_client::registry::Registry;
 type Labels = Vec<(&'static str, String)>;
 type HistFamily = Family<Labels, Histogram, fn() -> Histogram>;
 
+/// Metric handles of one route, created once per configuration so the request path does no
+/// label formatting, hashing or locking.
+#[derive(Debug, Clone)]
+pub struct RouteMetrics {
+    /// `[upstream][status class]`; the last row is "answered by the proxy" (`upstream=""`).
+    requests: Vec<[Counter; 5]>,
+    latency: Histogram,
+}
+
+impl RouteMetrics {
+    /// Records one request; `upstream` is an index into the cluster's upstreams, `None` when
+    /// the proxy answered itself.
+    pub fn record(&self, upstream: Option<usize>, status: u16, secs: f64) {
+        let row = upstream
+            .filter(|&u| u + 1 < self.requests.len())
+            .unwrap_or(self.requests.len() - 1);
+        self.requests[row][class_index(status)].inc();
+        self.latency.observe(secs);
+    }
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
 /// All metrics of the process.
 pub struct Metrics {
     registry: Registry,
@@ -102,15 +135,45 @@ impl Metrics {
         s
     }
 
-    /// One proxied request.
-    pub fn request(&self, route: &str, cluster: &str, upstream: &str, status: u16, secs: f64) {
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
+    /// Handles for route `route` of `cluster` with `upstreams`.
+    pub fn route_metrics(&self, route: &str, cluster: &str, upstreams: &[String]) -> RouteMetrics {
+        let row = |up: &str| -> [Counter; 5] {
+            CLASSES.map(|class| {
+                self.requests
+                    .get_or_create(&vec![
+                        ("route", route.to_string()),
+                        ("cluster", cluster.to_string()),
+                        ("upstream", up.to_string()),
+                        ("class", class.to_string()),
+                    ])
+                    .clone()
+            })
         };
+        let mut requests: Vec<[Counter; 5]> = upstreams.iter().map(|u| row(u)).collect();
+        requests.push(row(""));
+        let latency = self
+            .latency
+            .get_or_create(&vec![
+                ("route", route.to_string()),
+                ("cluster", cluster.to_string()),
+            ])
+            .clone();
+        RouteMetrics { requests, latency }
+    }
+
+    /// The in-flight gauge of one upstream.
+    pub fn upstream_gauge(&self, cluster: &str, upstream: &str) -> Gauge {
+        self.upstream_active
+            .get_or_create(&vec![
+                ("cluster", cluster.to_string()),
+                ("upstream", upstream.to_string()),
+            ])
+            .clone()
+    }
+
+    /// One request without a route (answered by the proxy).
+    pub fn request(&self, route: &str, cluster: &str, upstream: &str, status: u16, secs: f64) {
+        let class = CLASSES[class_index(status)];
         self.requests
             .get_or_create(&vec![
                 ("route", route.to_string()),
@@ -131,16 +194,6 @@ impl Metrics {
     pub fn connection(&self, listener: &str, delta: i64) {
         self.connections
             .get_or_create(&vec![("listener", listener.to_string())])
-            .inc_by(delta);
-    }
-
-    /// Requests in flight to an upstream changed.
-    pub fn upstream_active(&self, cluster: &str, upstream: &str, delta: i64) {
-        self.upstream_active
-            .get_or_create(&vec![
-                ("cluster", cluster.to_string()),
-                ("upstream", upstream.to_string()),
-            ])
             .inc_by(delta);
     }
 
@@ -188,7 +241,12 @@ mod tests {
         let m = Metrics::new();
         m.request("api.example.com/", "api", "10.0.0.1:80", 503, 0.01);
         m.ejection("api", "10.0.0.1:80");
+        let rm = m.route_metrics("routes[1]", "api", &["10.0.0.2:80".to_string()]);
+        rm.record(Some(0), 200, 0.001);
+        rm.record(None, 429, 0.0);
         let text = m.encode();
+        assert!(text.contains("vip_l7_requests_total{route=\"routes[1]\",cluster=\"api\",upstream=\"10.0.0.2:80\",class=\"2xx\"} 1"), "{text}");
+        assert!(text.contains("vip_l7_requests_total{route=\"routes[1]\",cluster=\"api\",upstream=\"\",class=\"4xx\"} 1"), "{text}");
         assert!(text.contains("vip_l7_requests_total{route=\"api.example.com/\",cluster=\"api\",upstream=\"10.0.0.1:80\",class=\"5xx\"} 1"), "{text}");
         assert!(text.contains("vip_l7_ejections_total"), "{text}");
         assert!(

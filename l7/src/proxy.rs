@@ -20,7 +20,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 
 use crate::config::{self, Config, HashOn};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::route::{Headers, RouteTable};
 use crate::tls::CertResolver;
 use crate::upstream::{BoxError, ClusterRt, ConnectError, CountGuard, ProxyBody};
@@ -37,6 +37,8 @@ pub struct Runtime {
     pub routes: RouteTable,
     /// Clusters by name.
     pub clusters: HashMap<String, Arc<ClusterRt>>,
+    /// Metric handles by route index.
+    pub route_metrics: Vec<RouteMetrics>,
 }
 
 /// Why a configuration could not be applied.
@@ -72,10 +74,23 @@ impl Runtime {
                 ClusterRt::new(c.clone(), prev, epoch, metrics)?,
             );
         }
+        let route_metrics = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let names: Vec<String> = clusters
+                    .get(&r.cluster)
+                    .map(|c| c.upstreams.iter().map(|u| u.name.clone()).collect())
+                    .unwrap_or_default();
+                metrics.route_metrics(&format!("routes[{i}]"), &r.cluster, &names)
+            })
+            .collect();
         Ok(Runtime {
             config,
             routes,
             clusters,
+            route_metrics,
         })
     }
 }
@@ -160,6 +175,27 @@ pub struct ConnInfo {
     pub tls: bool,
     /// Listener limits.
     pub listener: Arc<config::Listener>,
+    /// Client IP as text.
+    pub client_ip: String,
+    /// Client IP as a header value (X-Forwarded-For).
+    pub client_ip_header: HeaderValue,
+}
+
+impl ConnInfo {
+    /// Connection facts for a client at `client`.
+    pub fn new(client: SocketAddr, tls: bool, listener: Arc<config::Listener>) -> ConnInfo {
+        let client_ip = client.ip().to_string();
+        // An IP address in text form is always a valid header value.
+        let client_ip_header =
+            HeaderValue::from_str(&client_ip).unwrap_or_else(|_| HeaderValue::from_static("-"));
+        ConnInfo {
+            client,
+            tls,
+            listener,
+            client_ip,
+            client_ip_header,
+        }
+    }
 }
 
 impl Headers for HeaderMap {
@@ -248,9 +284,15 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
 }
 
 fn new_request_id() -> HeaderValue {
-    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    let (a, b) = (fastrand::u64(..), fastrand::u64(..));
+    for (i, byte) in id.iter_mut().enumerate() {
+        let v = if i < 16 { a } else { b };
+        *byte = HEX[((v >> ((i % 16) * 4)) & 0xf) as usize];
+    }
     // Hex digits are always a valid header value.
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 fn sticky_value(upstream: &str) -> String {
@@ -266,31 +308,26 @@ struct Guarded<B> {
 
 /// Keeps the per-upstream in-flight gauge up while a response streams.
 struct UpstreamActive {
-    metrics: Arc<Metrics>,
     cluster: Arc<ClusterRt>,
     index: usize,
 }
 
 impl UpstreamActive {
-    fn new(metrics: Arc<Metrics>, cluster: Arc<ClusterRt>, index: usize) -> UpstreamActive {
+    fn new(cluster: Arc<ClusterRt>, index: usize) -> UpstreamActive {
         cluster.upstreams[index]
             .active
             .fetch_add(1, Ordering::Relaxed);
-        metrics.upstream_active(&cluster.cfg.name, &cluster.upstreams[index].name, 1);
-        UpstreamActive {
-            metrics,
-            cluster,
-            index,
-        }
+        cluster.active_gauges[index].inc();
+        UpstreamActive { cluster, index }
     }
 }
 
 impl Drop for UpstreamActive {
     fn drop(&mut self) {
-        let u = &self.cluster.upstreams[self.index];
-        u.active.fetch_sub(1, Ordering::Relaxed);
-        self.metrics
-            .upstream_active(&self.cluster.cfg.name, &u.name, -1);
+        self.cluster.upstreams[self.index]
+            .active
+            .fetch_sub(1, Ordering::Relaxed);
+        self.cluster.active_gauges[self.index].dec();
     }
 }
 
@@ -362,33 +399,46 @@ pub async fn handle(
         })
         .unwrap_or_default();
     let rt = shared.runtime.load_full();
-    let (resp, cluster, upstream, route) =
+    let (resp, route, cluster, upstream) =
         forward(&shared, &info, &rt, req, &request_id, &host, &path).await;
     let status = resp.status().as_u16();
     let secs = start.elapsed().as_secs_f64();
-    shared
-        .metrics
-        .request(&route, &cluster, &upstream, status, secs);
+    match route.and_then(|r| rt.route_metrics.get(r)) {
+        Some(m) => m.record(upstream, status, secs),
+        None => shared.metrics.request("", "", "", status, secs),
+    }
     if rt.config.access_log {
         // One line per request: client, request line, status, cluster, upstream, time, id.
-        println!(
-            "{} {:?} {} {:?} {:?} {} {} {} {:.3}ms {}",
+        let line = format!(
+            "{} {:?} {} {:?} {:?} {} {} {} {:.3}ms {}\n",
             info.client.ip(),
             host,
             method,
             path,
             version,
             status,
-            if cluster.is_empty() { "-" } else { &cluster },
-            if upstream.is_empty() { "-" } else { &upstream },
+            cluster.as_ref().map_or("-", |c| c.cfg.name.as_str()),
+            match (&cluster, upstream) {
+                (Some(c), Some(u)) => c.upstreams[u].name.as_str(),
+                _ => "-",
+            },
             secs * 1000.0,
             request_id.to_str().unwrap_or("-"),
         );
+        if !crate::accesslog::log(line) {
+            shared.metrics.rejected("access_log_dropped");
+        }
     }
     Ok(resp)
 }
 
-type Forwarded = (Response<ProxyBody>, String, String, String);
+/// The response, and for metrics and the access log: route index, cluster, upstream index.
+type Forwarded = (
+    Response<ProxyBody>,
+    Option<usize>,
+    Option<Arc<ClusterRt>>,
+    Option<usize>,
+);
 
 async fn forward(
     shared: &Arc<Shared>,
@@ -402,12 +452,7 @@ async fn forward(
     let metrics = &shared.metrics;
     let reject = |status: StatusCode, reason: &'static str, msg: &str| -> Forwarded {
         metrics.rejected(reason);
-        (
-            local_response(status, msg, request_id),
-            String::new(),
-            String::new(),
-            String::new(),
-        )
+        (local_response(status, msg, request_id), None, None, None)
     };
     if path.len() > info.listener.max_uri_bytes {
         return reject(
@@ -443,21 +488,15 @@ async fn forward(
             "no route for this host and path",
         );
     };
-    let route = format!("routes[{route_index}]");
     let Some(cluster) = rt.clusters.get(cluster_name).cloned() else {
         return reject(StatusCode::NOT_FOUND, "no_route", "route names no cluster");
     };
-    let named = |resp: Response<ProxyBody>, up: &str| -> Forwarded {
-        (
-            resp,
-            cluster.cfg.name.clone(),
-            up.to_string(),
-            route.clone(),
-        )
+    let named = |resp: Response<ProxyBody>, up: Option<usize>| -> Forwarded {
+        (resp, Some(route_index), Some(cluster.clone()), up)
     };
     let local = |status: StatusCode, reason: &'static str, msg: &str| -> Forwarded {
         metrics.rejected(reason);
-        named(local_response(status, msg, request_id), "")
+        named(local_response(status, msg, request_id), None)
     };
 
     if let Some(rl) = &cluster.rate_limiter {
@@ -486,11 +525,16 @@ async fn forward(
         );
     }
     let active_guard = CountGuard::new(&cluster.active_requests);
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
 
     // Headers for the upstream.
     let upgrade = is_upgrade(&req);
     let upgrade_value = req.headers().get(header::UPGRADE).cloned();
-    let mut headers = req.headers().clone();
+    let mut headers = std::mem::take(req.headers_mut());
     strip_hop_by_hop(&mut headers);
     if upgrade {
         if let Some(v) = upgrade_value {
@@ -498,13 +542,16 @@ async fn forward(
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
     }
-    let client_ip = info.client.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client_ip}"),
-        None => client_ip.clone(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    let client_ip = &info.client_ip;
+    match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {client_ip}")) {
+                headers.insert("x-forwarded-for", v);
+            }
+        }
+        None => {
+            headers.insert("x-forwarded-for", info.client_ip_header.clone());
+        }
     }
     headers.insert(
         "x-forwarded-proto",
@@ -558,7 +605,9 @@ async fn forward(
             .is_some_and(|u| u <= MAX_BUFFERED_BODY);
     let mut streaming: Option<Incoming> = None;
     let mut bytes = Bytes::new();
-    if buffered {
+    if buffered && body.is_end_stream() {
+        // No body (a GET): nothing to read.
+    } else if buffered {
         match tokio::time::timeout(cluster.cfg.request_timeout, body.collect()).await {
             Ok(Ok(c)) => bytes = c.to_bytes(),
             Ok(Err(_)) => {
@@ -585,17 +634,14 @@ async fn forward(
         1
     };
     let scheme = if cluster.cfg.tls.is_some() {
-        "https"
+        http::uri::Scheme::HTTPS
     } else {
-        "http"
+        http::uri::Scheme::HTTP
     };
 
     let mut tried: Vec<usize> = Vec::new();
-    let mut last_error = (
-        StatusCode::BAD_GATEWAY,
-        "upstream failed".to_string(),
-        String::new(),
-    );
+    let mut last_error: (StatusCode, String, Option<usize>) =
+        (StatusCode::BAD_GATEWAY, "upstream failed".to_string(), None);
     let mut retry_guard: Option<CountGuard> = None;
     for attempt in 0..attempts {
         if attempt > 0 {
@@ -621,7 +667,12 @@ async fn forward(
         };
         tried.push(idx);
         let up = cluster.upstreams[idx].clone();
-        let uri: Uri = match format!("{scheme}://{}{}", up.address, path).parse() {
+        let uri = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(cluster.authorities[idx].clone())
+            .path_and_query(path_and_query.clone())
+            .build();
+        let uri: Uri = match uri {
             Ok(u) => u,
             Err(_) => {
                 return local(
@@ -638,8 +689,12 @@ async fn forward(
         let mut out = Request::new(body);
         *out.method_mut() = method.clone();
         *out.uri_mut() = uri;
-        *out.headers_mut() = headers.clone();
-        let upstream_active = UpstreamActive::new(metrics.clone(), cluster.clone(), idx);
+        *out.headers_mut() = if attempt + 1 < attempts {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
+        let upstream_active = UpstreamActive::new(cluster.clone(), idx);
         let t0 = Instant::now();
         let result =
             tokio::time::timeout(cluster.cfg.request_timeout, cluster.client.request(out)).await;
@@ -670,7 +725,7 @@ async fn forward(
                         let (parts, _) = resp.into_parts();
                         let mut r = Response::from_parts(parts, text_body(Bytes::new()));
                         r.headers_mut().insert("x-request-id", request_id.clone());
-                        return named(r, &up.name);
+                        return named(r, Some(idx));
                     }
                 }
                 let (mut parts, body) = resp.into_parts();
@@ -691,7 +746,7 @@ async fn forward(
                     _guards: guards,
                     _upstream: Some(upstream_active),
                 };
-                return named(Response::from_parts(parts, body.boxed()), &up.name);
+                return named(Response::from_parts(parts, body.boxed()), Some(idx));
             }
             Ok(Err(e)) => {
                 up.observe_latency(t0.elapsed());
@@ -709,7 +764,7 @@ async fn forward(
                 last_error = (
                     StatusCode::BAD_GATEWAY,
                     format!("upstream {} failed", up.name),
-                    up.name.clone(),
+                    Some(idx),
                 );
                 // Connect failures are safe to retry for any method (nothing was sent);
                 // other failures only for idempotent methods.
@@ -729,14 +784,14 @@ async fn forward(
                         "upstream did not answer in time",
                         request_id,
                     ),
-                    &up.name,
+                    Some(idx),
                 );
             }
         }
     }
     metrics.rejected("upstream_error");
     let (status, msg, up) = last_error;
-    named(local_response(status, &msg, request_id), &up)
+    named(local_response(status, &msg, request_id), up)
 }
 
 /// A plain-text answer for the metrics endpoint.

@@ -212,11 +212,7 @@ async fn serve_conn(
     shared: Arc<Shared>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    let info = Arc::new(ConnInfo {
-        client,
-        tls: tls.is_some(),
-        listener: cfg.clone(),
-    });
+    let info = Arc::new(ConnInfo::new(client, tls.is_some(), cfg.clone()));
     let svc = service_fn(move |req| proxy::handle(shared.clone(), info.clone(), req));
     match tls {
         None => {

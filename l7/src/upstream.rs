@@ -284,6 +284,10 @@ pub struct ClusterRt {
     pub active_retries: Arc<AtomicUsize>,
     /// Rate limiter.
     pub rate_limiter: Option<RateLimiter>,
+    /// `ip:port` authorities, one per upstream (request URIs are built from them).
+    pub authorities: Vec<http::uri::Authority>,
+    /// In-flight gauges, one per upstream.
+    pub active_gauges: Vec<prometheus_client::metrics::gauge::Gauge>,
     health_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -370,7 +374,21 @@ impl ClusterRt {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .http2_keep_alive_timeout(Duration::from_secs(10));
         let client = b.build(connector);
+        let active_gauges = upstreams
+            .iter()
+            .map(|u| metrics.upstream_gauge(&cfg.name, &u.name))
+            .collect();
+        let authorities = upstreams
+            .iter()
+            .map(|u| {
+                // A SocketAddr's text form is always a valid authority.
+                http::uri::Authority::from_maybe_shared(bytes::Bytes::from(u.name.clone()))
+                    .unwrap_or_else(|_| http::uri::Authority::from_static("invalid"))
+            })
+            .collect();
         let mut rt = ClusterRt {
+            authorities,
+            active_gauges,
             picker: Picker::new(cfg.balancer, cfg.slow_start, upstreams.len()),
             upstreams,
             client,
@@ -413,9 +431,14 @@ impl ClusterRt {
 
     /// Ejects upstream `i` unless that would exceed the cap on the ejected share.
     pub fn maybe_eject(&self, i: usize, metrics: &Metrics) {
+        let percent = self.cfg.outlier.max_ejection_percent as usize;
+        if percent == 0 {
+            return; // ejection disabled
+        }
         let ejected = self.upstreams.iter().filter(|u| u.is_ejected()).count();
-        let cap = self.upstreams.len() * self.cfg.outlier.max_ejection_percent as usize / 100;
-        if ejected < cap.max(if self.upstreams.len() > 1 { 1 } else { 0 }) {
+        // At least one may go when the cluster has two or more, so small clusters still eject.
+        let cap = (self.upstreams.len() * percent / 100).max(usize::from(self.upstreams.len() > 1));
+        if ejected < cap {
             self.upstreams[i].eject(self.cfg.outlier.base_ejection);
             metrics.ejection(&self.cfg.name, &self.upstreams[i].name);
             tracing::warn!(cluster = %self.cfg.name, upstream = %self.upstreams[i].name, "outlier ejected");

@@ -50,7 +50,8 @@ address = "{}"
         key.display(),
         up.addr
     );
-    let l7 = L7::start_in(dir, &cfg, &[http, https]);
+    // The single-threaded event loop (what `taskset -c N vip-l7` picks) under hostile input.
+    let l7 = L7::start_with(dir, &cfg, &[http, https], &["--threads", "1"]);
     Setup {
         _rt: rt,
         _up: up,

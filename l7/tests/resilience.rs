@@ -298,3 +298,56 @@ async fn least_request_and_peak_ewma_avoid_the_busy_upstream() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_budget_and_connection_limit() {
+    let a = Upstream::start("a").await;
+    let dead = free_port();
+    // No retry budget at all: connect failures reach the client as 502.
+    let http = free_port();
+    let cfg = config(
+        http,
+        &format!(
+            "[clusters.web]\nbalancer = \"round_robin\"\nretry = {{ attempts = 3, budget_percent = 0, min_concurrent = 0 }}\noutlier = {{ max_ejection_percent = 0 }}\n[[clusters.web.upstreams]]\naddress = \"{}\"\n[[clusters.web.upstreams]]\naddress = \"127.0.0.1:{dead}\"\n",
+            a.addr
+        ),
+        "",
+    );
+    let _l7 = L7::start(&cfg, &[http]);
+    let cl = client();
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        codes.push(
+            get(&cl, &format!("http://127.0.0.1:{http}/"), &[])
+                .await
+                .unwrap()
+                .0
+                .as_u16(),
+        );
+    }
+    assert_eq!(codes.iter().filter(|&&c| c == 502).count(), 3, "{codes:?}");
+    assert_eq!(codes.iter().filter(|&&c| c == 200).count(), 3, "{codes:?}");
+
+    // max_connections = 1: a second concurrent request needs a second connection → 503 at once.
+    let http = free_port();
+    let _l7b = L7::start(
+        &config(
+            http,
+            &cluster("circuit = { max_connections = 1 }", &[(&a, 1)]),
+            "",
+        ),
+        &[http],
+    );
+    let slow = {
+        let url = format!("http://127.0.0.1:{http}/sleep/500");
+        tokio::spawn(async move { get(&client(), &url, &[]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let t = Instant::now();
+    let (s, _, _) = get(&client(), &format!("http://127.0.0.1:{http}/"), &[])
+        .await
+        .unwrap();
+    assert_eq!(s, 503);
+    assert!(t.elapsed() < Duration::from_millis(300));
+    assert_eq!(slow.await.unwrap().unwrap().0, 200);
+}

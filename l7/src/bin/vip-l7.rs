@@ -18,6 +18,10 @@ struct Args {
     /// Override the admin socket path from the file.
     #[arg(long)]
     admin_socket: Option<PathBuf>,
+    /// Worker threads; default: the CPUs this process may run on. With 1, a single-threaded
+    /// event loop (no work-stealing overhead), like one nginx worker.
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn main() -> ExitCode {

@@ -61,6 +61,16 @@ impl L7 {
     }
 
     pub fn start_in(dir: tempfile::TempDir, config: &str, wait_ports: &[u16]) -> L7 {
+        Self::start_with(dir, config, wait_ports, &[])
+    }
+
+    /// Like [`start_in`](Self::start_in) with extra command-line arguments.
+    pub fn start_with(
+        dir: tempfile::TempDir,
+        config: &str,
+        wait_ports: &[u16],
+        args: &[&str],
+    ) -> L7 {
         let admin = dir.path().join("admin.sock");
         let cfg_path = dir.path().join("l7.toml");
         let text = config
@@ -72,6 +82,7 @@ impl L7 {
         let child = Command::new(bin())
             .arg("--config")
             .arg(&cfg_path)
+            .args(args)
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
