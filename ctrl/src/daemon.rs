@@ -233,6 +233,12 @@ impl Daemon {
         lock(&self.inner.model).config().clone()
     }
 
+    /// The handle the lcores read their tables from: for other publishers such as a next-hop
+    /// resolver (`Tables::with_gateway_mac`); the daemon's own rebuilds keep published ports.
+    pub fn tables(&self) -> TablesHandle {
+        self.inner.tables.clone()
+    }
+
     /// The admin socket path in use.
     pub fn admin_socket(&self) -> PathBuf {
         self.inner

@@ -274,7 +274,8 @@ fn request(command: &Command, l7: bool) -> Result<(bool, String, Value), String>
             }
             (l7, cmd.clone(), args)
         }
-        Command::Completions { .. } => unreachable!("handled before"),
+        // Answered locally in main, never sent.
+        Command::Completions { .. } => return Err("completions needs no daemon".into()),
     })
 }
 
