@@ -146,7 +146,9 @@ impl UpstreamState {
     /// Ejects for `base * n`, n = how many times it has been ejected (capped at 10).
     pub fn eject(&self, base: Duration) {
         let n = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
-        let until = self.now_ms() + base.as_millis() as u64 * u64::from(n.min(10));
+        let until = (base.as_millis() as u64)
+            .saturating_mul(u64::from(n.min(10)))
+            .saturating_add(self.now_ms());
         self.ejected_until_ms.store(until, Ordering::Relaxed);
         self.consecutive_errors.store(0, Ordering::Relaxed);
         // Slow start again once the ejection is over.

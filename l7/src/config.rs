@@ -536,7 +536,18 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
             p.to_path_buf()
         }
     };
-    let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
+    // Every duration is in milliseconds, at least `min` and at most one day.
+    let ms = |v: Option<u64>, d: u64, min: u64, field: &dyn Fn() -> String| {
+        let v = v.unwrap_or(d);
+        if v < min || v > 86_400_000 {
+            return Err(cx.err(
+                None,
+                field(),
+                format!("must be {min}..=86400000 milliseconds, got {v}"),
+            ));
+        }
+        Ok(Duration::from_millis(v))
+    };
 
     let metrics_listen = match &raw.metrics {
         Some(m) => Some(m.listen.get_ref().parse::<SocketAddr>().map_err(|_| {
@@ -613,7 +624,9 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
             name: l.name.clone().unwrap_or_else(|| format!("listener{i}")),
             address,
             certificates,
-            header_read_timeout: ms(l.header_read_timeout_ms, 10_000),
+            header_read_timeout: ms(l.header_read_timeout_ms, 10_000, 1, &|| {
+                format!("{field}.header_read_timeout_ms")
+            })?,
             max_header_bytes,
             max_uri_bytes: l.max_uri_bytes.unwrap_or(8192),
         });
@@ -733,13 +746,20 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
             };
             upstreams.push(Upstream { address, weight });
         }
-        let health = c.health.as_ref().map(|h| Health {
-            path: h.path.clone().unwrap_or_else(|| "/".into()),
-            interval: ms(h.interval_ms, 2000),
-            timeout: ms(h.timeout_ms, 1000),
-            rise: h.rise.unwrap_or(2).max(1),
-            fall: h.fall.unwrap_or(3).max(1),
-        });
+        let health = match c.health.as_ref() {
+            None => None,
+            Some(h) => Some(Health {
+                path: h.path.clone().unwrap_or_else(|| "/".into()),
+                interval: ms(h.interval_ms, 2000, 10, &|| {
+                    format!("{field}.health.interval_ms")
+                })?,
+                timeout: ms(h.timeout_ms, 1000, 1, &|| {
+                    format!("{field}.health.timeout_ms")
+                })?,
+                rise: h.rise.unwrap_or(2).max(1),
+                fall: h.fall.unwrap_or(3).max(1),
+            }),
+        };
         if let Some(h) = &health {
             if !h.path.starts_with('/') {
                 return Err(cx.err(
@@ -756,7 +776,12 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
                 .and_then(|o| o.consecutive_errors)
                 .unwrap_or(5)
                 .max(1),
-            base_ejection: ms(c.outlier.as_ref().and_then(|o| o.base_ejection_ms), 30_000),
+            base_ejection: ms(
+                c.outlier.as_ref().and_then(|o| o.base_ejection_ms),
+                30_000,
+                1,
+                &|| format!("{field}.outlier.base_ejection_ms"),
+            )?,
             max_ejection_percent: c
                 .outlier
                 .as_ref()
@@ -831,10 +856,16 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
                 hash_on,
                 protocol,
                 tls,
-                connect_timeout: ms(c.connect_timeout_ms, 1000),
-                request_timeout: ms(c.request_timeout_ms, 15_000),
-                idle_timeout: ms(c.idle_timeout_ms, 90_000),
-                slow_start: ms(c.slow_start_ms, 0),
+                connect_timeout: ms(c.connect_timeout_ms, 1000, 1, &|| {
+                    format!("{field}.connect_timeout_ms")
+                })?,
+                request_timeout: ms(c.request_timeout_ms, 15_000, 1, &|| {
+                    format!("{field}.request_timeout_ms")
+                })?,
+                idle_timeout: ms(c.idle_timeout_ms, 90_000, 1, &|| {
+                    format!("{field}.idle_timeout_ms")
+                })?,
+                slow_start: ms(c.slow_start_ms, 0, 0, &|| format!("{field}.slow_start_ms"))?,
                 sticky_cookie: c.sticky_cookie.clone(),
                 health,
                 outlier,
@@ -894,7 +925,9 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
             .socket
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_ADMIN_SOCKET)),
-        drain_timeout: ms(raw.admin.drain_timeout_ms, 10_000),
+        drain_timeout: ms(raw.admin.drain_timeout_ms, 10_000, 0, &|| {
+            "admin.drain_timeout_ms".to_string()
+        })?,
         access_log: raw.admin.access_log.unwrap_or(true),
         metrics_listen,
         listeners,
@@ -964,6 +997,23 @@ address = "127.0.0.1:9001"
         let bad = GOOD.replace("hash_on = { header = \"X-User\" }", "");
         let e = parse(Path::new("l7.toml"), &bad).unwrap_err();
         assert_eq!(e.field, "clusters.api.hash_on");
+
+        let bad = GOOD.replace(
+            "hash_on = { header = \"X-User\" }",
+            "hash_on = { header = \"X-User\" }\nhealth = { interval_ms = 0 }",
+        );
+        let e = parse(Path::new("l7.toml"), &bad).unwrap_err();
+        assert_eq!(e.field, "clusters.api.health.interval_ms", "{e}");
+        let bad = GOOD.replace(
+            "hash_on = { header = \"X-User\" }",
+            "hash_on = { header = \"X-User\" }\nrequest_timeout_ms = 0",
+        );
+        let e = parse(Path::new("l7.toml"), &bad).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("must be 1..=86400000 milliseconds, got 0"),
+            "{e}"
+        );
 
         let e = parse(Path::new("l7.toml"), "listeners = 3").unwrap_err();
         assert_eq!(e.line, Some(1), "{e}");
