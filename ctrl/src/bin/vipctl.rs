@@ -289,8 +289,17 @@ fn main() -> ExitCode {
         }
     };
     if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(shell, &mut Cli::command(), "vipctl", &mut std::io::stdout());
-        return ExitCode::SUCCESS;
+        // Into a buffer first: clap_complete panics when stdout closes early (`| head`).
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "vipctl", &mut script);
+        return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vipctl: cannot write the completion script: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let (l7, cmd, args) = match request(&cli.command, cli.l7) {
         Ok(r) => r,
