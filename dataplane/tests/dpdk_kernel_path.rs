@@ -11,7 +11,8 @@
 //! address through the DPDK port, and Scapy checks that VIP traffic leaves encapsulated to the
 //! gateway MAC the dataplane learnt (the tables start with a placeholder MAC).
 //!
-//! Skips (passes after saying why) when not root or Scapy / iproute2 / ping is missing.
+//! Skips (passes after saying why) when not root or Scapy / iproute2 is missing; without `ping`
+//! (iputils-ping) only the ping step is skipped.
 #![cfg(feature = "dpdk")]
 
 mod dpdk_common;
@@ -253,14 +254,10 @@ fn kernel_path_and_arp_resolved_gateway_over_a_dpdk_port() {
         eprintln!("skipped: {why}");
         return;
     }
-    if std::process::Command::new("ping")
+    let have_ping = std::process::Command::new("ping")
         .arg("-V")
         .output()
-        .is_err()
-    {
-        eprintln!("skipped: ping (iputils-ping) is not installed");
-        return;
-    }
+        .is_ok();
     let wire = Wire::new("k", false);
     run_in(
         &wire.wire_ns,
@@ -318,11 +315,15 @@ fn kernel_path_and_arp_resolved_gateway_over_a_dpdk_port() {
     );
     assert!(addrs.trim().is_empty(), "the veth carries no IP: {addrs}");
 
-    let ping = run_in(
-        &wire.wire_ns,
-        &["ping", "-c", "3", "-i", "0.2", "-W", "3", APPLIANCE_IP],
-    );
-    assert!(ping.contains("3 received"), "{ping}");
+    if have_ping {
+        let ping = run_in(
+            &wire.wire_ns,
+            &["ping", "-c", "3", "-i", "0.2", "-W", "3", APPLIANCE_IP],
+        );
+        assert!(ping.contains("3 received"), "{ping}");
+    } else {
+        eprintln!("ping (iputils-ping) is not installed: the ping step is skipped");
+    }
 
     let client = format!(
         "import socket\ns = socket.create_connection(('{APPLIANCE_IP}', {ECHO_PORT}), timeout=5)\n\
@@ -366,8 +367,9 @@ fn kernel_path_and_arp_resolved_gateway_over_a_dpdk_port() {
         .find(|l| l.contains("STATS"))
         .expect("child stats");
     eprintln!("{stats}");
+    let expected_from_kernel = if have_ping { 5 } else { 3 };
     assert!(
-        stat(stats, "from_kernel") >= 5,
+        stat(stats, "from_kernel") >= expected_from_kernel,
         "ping replies, TCP, ARP: {stats}"
     );
     assert!(stat(stats, "neighbor_sent") >= 1, "{stats}");
