@@ -474,14 +474,15 @@ impl NeighborChannel {
     }
 }
 
-/// The control-plane side of next-hop resolution for one port: runs a [`NeighborResolver`]
-/// against a [`NeighborChannel`] and publishes each new gateway MAC into the tables.
+/// The control-plane side of next-hop resolution: runs [`NeighborResolver`]s (e.g. the IPv4 and
+/// the IPv6 gateway of a port) against a [`NeighborChannel`] and publishes each new gateway MAC
+/// into the tables of the resolver's port. A port has one gateway MAC for both families: when
+/// two resolvers of one port learn different MACs, the latest answer wins.
 #[derive(Debug)]
 pub struct NeighborService {
-    resolver: NeighborResolver,
+    resolvers: Vec<(NeighborResolver, u16)>,
     channel: std::sync::Arc<NeighborChannel>,
     tables: crate::publish::TablesHandle,
-    port: u16,
     published: u64,
 }
 
@@ -494,46 +495,62 @@ impl NeighborService {
         port: u16,
     ) -> NeighborService {
         NeighborService {
-            resolver,
+            resolvers: vec![(resolver, port)],
             channel,
             tables,
-            port,
             published: 0,
         }
     }
 
-    /// One round at `now_ms`: feeds every posted frame to the resolver, queues a due request,
-    /// and publishes tables with the new MAC when it changed. Returns the round's events.
+    /// Adds another gateway to resolve (e.g. the other address family's), for `port`.
+    pub fn with_resolver(mut self, resolver: NeighborResolver, port: u16) -> NeighborService {
+        self.resolvers.push((resolver, port));
+        self
+    }
+
+    /// One round at `now_ms`: feeds every posted frame to every resolver, queues due requests,
+    /// and publishes tables with a new MAC when one changed. Returns the round's events.
     pub fn run_once(&mut self, now_ms: u64) -> Vec<NeighborEvent> {
-        let mut events = Vec::new();
+        let mut frames = Vec::new();
         while let Some(frame) = self.channel.seen.pop() {
-            if let Some(event) = self.resolver.handle_frame(frame.data(), now_ms) {
-                events.push(event);
+            frames.push(frame);
+        }
+        let mut events = Vec::new();
+        for (resolver, port) in &mut self.resolvers {
+            let mut mine = Vec::new();
+            for frame in &frames {
+                mine.extend(resolver.handle_frame(frame.data(), now_ms));
             }
-        }
-        let (request, event) = self.resolver.poll(now_ms);
-        events.extend(event);
-        if let Some(request) = request {
-            // A full queue means the lcores are not sending: the next retry tries again.
-            let _ = self.channel.outgoing.push(NeighborFrame::new(&request));
-        }
-        for event in &events {
-            // A lost gateway keeps its last MAC in the tables (nothing better to send to) while
-            // the resolver broadcasts for a new one.
-            if let NeighborEvent::Resolved(mac) = event {
-                let current = self.tables.current();
-                if let Some(tables) = current.with_gateway_mac(self.port, *mac) {
-                    self.tables.publish(tables);
-                    self.published += 1;
+            let (request, event) = resolver.poll(now_ms);
+            mine.extend(event);
+            if let Some(request) = request {
+                // A full queue means the lcores are not sending: the next retry tries again.
+                let _ = self.channel.outgoing.push(NeighborFrame::new(&request));
+            }
+            for event in &mine {
+                // A lost gateway keeps its last MAC in the tables (nothing better to send to)
+                // while the resolver broadcasts for a new one.
+                if let NeighborEvent::Resolved(mac) = event {
+                    let current = self.tables.current();
+                    if let Some(tables) = current.with_gateway_mac(*port, *mac) {
+                        self.tables.publish(tables);
+                        self.published += 1;
+                    }
                 }
             }
+            events.extend(mine);
         }
         events
     }
 
-    /// The resolver (state, MAC).
+    /// The first resolver (state, MAC).
     pub fn resolver(&self) -> &NeighborResolver {
-        &self.resolver
+        &self.resolvers[0].0 // `new` puts one in and nothing removes it
+    }
+
+    /// Every resolver with its port.
+    pub fn resolvers(&self) -> &[(NeighborResolver, u16)] {
+        &self.resolvers
     }
 
     /// How many table versions this service published.

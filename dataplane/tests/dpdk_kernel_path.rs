@@ -5,13 +5,14 @@
 //! with `net_af_packet` on its veth end (which carries no IP address) and `net_tap`, whose kernel
 //! interface holds the appliance's address 192.0.2.1/24 and the port's MAC; a 2-lcore engine
 //! polls the veth, sends non-VIP frames into the TAP and relays what the kernel sends into the
-//! TAP out of the veth; the neighbour service resolves the gateway 192.0.2.254 by ARP through the
-//! dataplane and publishes its MAC. In the wire namespace the kernel owns 192.0.2.254 on the
+//! TAP out of the veth; the neighbour service resolves the gateway 192.0.2.254 by ARP and
+//! 2001:db8::fe by Neighbor Discovery through the dataplane and publishes its MAC. In the wire namespace the kernel owns 192.0.2.254 on the
 //! other veth end and answers that ARP, `ping` and a TCP connection reach the appliance's
 //! address through the DPDK port, and Scapy checks that VIP traffic leaves encapsulated to the
 //! gateway MAC the dataplane learnt (the tables start with a placeholder MAC).
 //!
-//! Skips (passes after saying why) when not root or Scapy / iproute2 / ping is missing.
+//! Skips (passes after saying why) when not root or Scapy / iproute2 is missing; without `ping`
+//! (iputils-ping) only the ping step is skipped.
 #![cfg(feature = "dpdk")]
 
 mod dpdk_common;
@@ -39,6 +40,8 @@ const VIP: &str = "203.0.113.10";
 const BACKENDS: [&str; 3] = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
 const APPLIANCE_IP: &str = "192.0.2.1";
 const GATEWAY_IP: &str = "192.0.2.254";
+const APPLIANCE_IP6: &str = "2001:db8::1";
+const GATEWAY_IP6: &str = "2001:db8::fe";
 const PLACEHOLDER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0];
 const ECHO_PORT: u16 = 7777;
 const CHILD_ENV: &str = "VIPD_KP_CHILD";
@@ -152,8 +155,19 @@ fn appliance_child() {
         },
     })
     .expect("resolver");
+    let resolver6 = NeighborResolver::new(ResolverConfig {
+        gateway: GATEWAY_IP6.parse().unwrap(),
+        source_ip: APPLIANCE_IP6.parse().unwrap(),
+        source_mac: EthernetAddress(mac),
+        timers: ResolverTimers {
+            retry_ms: 200,
+            ..ResolverTimers::default()
+        },
+    })
+    .expect("IPv6 resolver");
     let stop = Arc::new(AtomicBool::new(false));
     let service = NeighborService::new(resolver, Arc::clone(&channel), tables.clone(), afp_id)
+        .with_resolver(resolver6, afp_id)
         .spawn(Duration::from_millis(5), Arc::clone(&stop))
         .expect("neighbour thread");
 
@@ -207,6 +221,10 @@ fn appliance_child() {
     let sum = |f: fn(&dataplane::dpdk_io::DpdkIoStats) -> u64| -> u64 {
         io_stats.iter().map(|s| f(s)).sum()
     };
+    for (resolver, _) in service.resolvers() {
+        let mac = resolver.mac().map_or("none".to_string(), |m| hex_mac(&m.0));
+        println!("NEIGH {} {mac}", resolver.gateway());
+    }
     let t = report.total;
     println!(
         "STATS rx={} tx={} kernel={} kernel_dropped={} from_kernel={} from_kernel_dropped={} \
@@ -236,14 +254,10 @@ fn kernel_path_and_arp_resolved_gateway_over_a_dpdk_port() {
         eprintln!("skipped: {why}");
         return;
     }
-    if std::process::Command::new("ping")
+    let have_ping = std::process::Command::new("ping")
         .arg("-V")
         .output()
-        .is_err()
-    {
-        eprintln!("skipped: ping (iputils-ping) is not installed");
-        return;
-    }
+        .is_ok();
     let wire = Wire::new("k", false);
     run_in(
         &wire.wire_ns,
@@ -254,6 +268,27 @@ fn kernel_path_and_arp_resolved_gateway_over_a_dpdk_port() {
             &format!("{GATEWAY_IP}/24"),
             "dev",
             &wire.wire_if,
+        ],
+    );
+    // The gateway answers Neighbor Discovery too (IPv6 on the wire side only; no DAD delay).
+    run_in(
+        &wire.wire_ns,
+        &[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{}.disable_ipv6=0", wire.wire_if),
+        ],
+    );
+    run_in(
+        &wire.wire_ns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{GATEWAY_IP6}/64"),
+            "dev",
+            &wire.wire_if,
+            "nodad",
         ],
     );
     let gateway_mac = Wire::mac(&wire.wire_ns, &wire.wire_if);
@@ -280,11 +315,15 @@ fn kernel_path_and_arp_resolved_gateway_over_a_dpdk_port() {
     );
     assert!(addrs.trim().is_empty(), "the veth carries no IP: {addrs}");
 
-    let ping = run_in(
-        &wire.wire_ns,
-        &["ping", "-c", "3", "-i", "0.2", "-W", "3", APPLIANCE_IP],
-    );
-    assert!(ping.contains("3 received"), "{ping}");
+    if have_ping {
+        let ping = run_in(
+            &wire.wire_ns,
+            &["ping", "-c", "3", "-i", "0.2", "-W", "3", APPLIANCE_IP],
+        );
+        assert!(ping.contains("3 received"), "{ping}");
+    } else {
+        eprintln!("ping (iputils-ping) is not installed: the ping step is skipped");
+    }
 
     let client = format!(
         "import socket\ns = socket.create_connection(('{APPLIANCE_IP}', {ECHO_PORT}), timeout=5)\n\
@@ -328,12 +367,22 @@ fn kernel_path_and_arp_resolved_gateway_over_a_dpdk_port() {
         .find(|l| l.contains("STATS"))
         .expect("child stats");
     eprintln!("{stats}");
+    let expected_from_kernel = if have_ping { 5 } else { 3 };
     assert!(
-        stat(stats, "from_kernel") >= 5,
+        stat(stats, "from_kernel") >= expected_from_kernel,
         "ping replies, TCP, ARP: {stats}"
     );
     assert!(stat(stats, "neighbor_sent") >= 1, "{stats}");
-    assert_eq!(stat(stats, "published"), 1, "{stats}");
+    // Both gateways resolved through the dataplane, ARP for IPv4 and ND for IPv6, each a new
+    // MAC for its resolver: one publish each.
+    for gateway in [GATEWAY_IP, GATEWAY_IP6] {
+        let line = format!("NEIGH {gateway} {gateway_mac}");
+        assert!(
+            lines.iter().any(|l| l.contains(&line)),
+            "{line} in {lines:?}"
+        );
+    }
+    assert_eq!(stat(stats, "published"), 2, "{stats}");
     assert_eq!(stat(stats, "unaccounted"), 0, "{stats}");
     assert_eq!(stat(stats, "kernel_dropped"), 0, "{stats}");
 }

@@ -294,6 +294,7 @@ fn main() -> anyhow::Result<()> {
         "engine_busy_polls": after.busy_polls - before.busy_polls,
         "engine_idle_polls": after.idle_polls - before.idle_polls,
         "forwarded_total": report.counters.forwarded,
+        "rx_total": report.total.rx_packets,
         "generator_sent": gen_after - gen_before,
         "generator_returned_total": gen_returned.load(Ordering::Relaxed),
         "engine_cpu": args.engine_cpu,
