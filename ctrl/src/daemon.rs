@@ -119,7 +119,7 @@ struct DryRun {
 enum Dataplane {
     DryRun(Box<DryRun>),
     #[cfg(feature = "dpdk")]
-    Engine(Mutex<Option<dataplane::Engine>>),
+    Engine(Mutex<Option<dataplane::Engine>>, crate::dpdk::PortLinks),
 }
 
 struct Checker {
@@ -476,7 +476,7 @@ impl Daemon {
         match &self.inner.dataplane {
             Dataplane::DryRun(_) => {}
             #[cfg(feature = "dpdk")]
-            Dataplane::Engine(engine) => {
+            Dataplane::Engine(engine, _) => {
                 if let Some(engine) = lock(engine).take() {
                     match engine.stop() {
                         Ok(report) => tracing::info!(
@@ -491,7 +491,47 @@ impl Daemon {
         }
     }
 
-    /// Marks the dataplane unhealthy when an lcore stops polling.
+    /// `port.set_link {port, up}`: takes a DPDK port's link down (maintenance: the watchdog
+    /// then withdraws every VIP) or up again.
+    fn set_port_link(&self, args: &Value) -> Result<Value, AdminError> {
+        let port = args
+            .get("port")
+            .and_then(Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| AdminError::bad_args("port: a DPDK port number is required"))?;
+        let up = args
+            .get("up")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| AdminError::bad_args("up: true or false is required"))?;
+        match &self.inner.dataplane {
+            Dataplane::DryRun(_) => {
+                let _ = (port, up);
+                Err(AdminError::new(
+                    "not_available",
+                    "the dry-run dataplane has no DPDK ports".to_string(),
+                ))
+            }
+            #[cfg(feature = "dpdk")]
+            Dataplane::Engine(_, links) => {
+                links
+                    .set(port, up)
+                    .map_err(|e| AdminError::new("port_link_failed", e))?;
+                tracing::warn!(port, up, "port link set by the operator");
+                Ok(json!({"port": port, "up": up}))
+            }
+        }
+    }
+
+    /// Ports whose link is down, with why (none in dry-run).
+    pub fn ports_down(&self) -> Vec<(u16, String)> {
+        match &self.inner.dataplane {
+            Dataplane::DryRun(_) => Vec::new(),
+            #[cfg(feature = "dpdk")]
+            Dataplane::Engine(_, links) => links.down(),
+        }
+    }
+
+    /// Marks the dataplane unhealthy when an lcore stops polling or a port's link is down.
     async fn watchdog(self) {
         let mut last: Vec<u64> = Vec::new();
         loop {
@@ -507,13 +547,12 @@ impl Daemon {
             } else {
                 polls.iter().zip(&last).position(|(a, b)| a == b)
             };
-            let health = match stalled {
-                Some(lcore) => DataplaneHealth {
-                    healthy: false,
-                    reason: Some(format!("lcore {lcore} made no progress for 1 s")),
-                },
-                None => DataplaneHealth::default(),
-            };
+            let health = assess_dataplane(stalled, &self.ports_down());
+            if let (false, Some(reason)) = (health.healthy, &health.reason) {
+                if *self.inner.dataplane_health.borrow() != health {
+                    tracing::error!(%reason, "dataplane unhealthy: VIPs will be withdrawn");
+                }
+            }
             self.inner.dataplane_health.send_if_modified(|h| {
                 let changed = *h != health;
                 *h = health.clone();
@@ -528,7 +567,7 @@ impl Daemon {
         match &self.inner.dataplane {
             Dataplane::DryRun(d) => vec![lock(&d.lcore).stats().snapshot()],
             #[cfg(feature = "dpdk")]
-            Dataplane::Engine(e) => lock(e).as_ref().map(|e| e.stats()).unwrap_or_default(),
+            Dataplane::Engine(e, _) => lock(e).as_ref().map(|e| e.stats()).unwrap_or_default(),
         }
     }
 
@@ -540,7 +579,7 @@ impl Daemon {
                 CounterSnapshot::sum([&*counters])
             }
             #[cfg(feature = "dpdk")]
-            Dataplane::Engine(e) => lock(e).as_ref().map(|e| e.counters()).unwrap_or_default(),
+            Dataplane::Engine(e, _) => lock(e).as_ref().map(|e| e.counters()).unwrap_or_default(),
         }
     }
 
@@ -553,7 +592,7 @@ impl Daemon {
                 Some((flows.len(), flows.capacity()))
             }
             #[cfg(feature = "dpdk")]
-            Dataplane::Engine(_) => {
+            Dataplane::Engine(..) => {
                 let stats = self.lcore_stats();
                 let per_lcore = lock(&self.inner.model)
                     .config()
@@ -698,6 +737,7 @@ impl Daemon {
                 None => Err(not_available("flow counts")),
             },
             "flows.lookup" => self.flow_lookup(args),
+            "port.set_link" => self.set_port_link(args),
             "config.show" => Ok(config_json(&lock(&self.inner.model).config().clone())),
             "config.validate" => {
                 let path = args
@@ -1097,6 +1137,28 @@ impl Handler for Daemon {
     }
 }
 
+/// The dataplane's health from the watchdog's findings: a stalled lcore or a port whose link
+/// is down makes it unhealthy (every reason is named).
+fn assess_dataplane(stalled_lcore: Option<usize>, ports_down: &[(u16, String)]) -> DataplaneHealth {
+    let mut reasons: Vec<String> = Vec::new();
+    if let Some(lcore) = stalled_lcore {
+        reasons.push(format!("lcore {lcore} made no progress for 1 s"));
+    }
+    reasons.extend(
+        ports_down
+            .iter()
+            .map(|(port, why)| format!("port {port}: {why}")),
+    );
+    if reasons.is_empty() {
+        DataplaneHealth::default()
+    } else {
+        DataplaneHealth {
+            healthy: false,
+            reason: Some(reasons.join("; ")),
+        }
+    }
+}
+
 #[cfg(not(feature = "dpdk"))]
 fn start_dpdk(_: &ValidConfig, _: EngineConfig, _: TablesHandle) -> Result<Dataplane, StartError> {
     Err(StartError::Dataplane(
@@ -1110,9 +1172,9 @@ fn start_dpdk(
     engine_config: EngineConfig,
     tables: TablesHandle,
 ) -> Result<Dataplane, StartError> {
-    let engine =
+    let (engine, links) =
         crate::dpdk::start(config, engine_config, tables).map_err(StartError::Dataplane)?;
-    Ok(Dataplane::Engine(Mutex::new(Some(engine))))
+    Ok(Dataplane::Engine(Mutex::new(Some(engine)), links))
 }
 
 #[cfg(test)]
@@ -1152,6 +1214,7 @@ mod tests {
         "stats",
         "flows.count",
         "flows.lookup",
+        "port.set_link",
         "config.show",
         "config.validate",
         "config.reload",
@@ -1197,6 +1260,24 @@ mod tests {
                     .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
+    }
+
+    #[test]
+    fn stalled_lcores_and_down_ports_make_the_dataplane_unhealthy() {
+        assert_eq!(assess_dataplane(None, &[]), DataplaneHealth::default());
+        let stalled = assess_dataplane(Some(1), &[]);
+        assert!(!stalled.healthy);
+        assert_eq!(
+            stalled.reason.as_deref(),
+            Some("lcore 1 made no progress for 1 s")
+        );
+        let both = assess_dataplane(Some(0), &[(1, "link down".into())]);
+        assert!(!both.healthy);
+        assert_eq!(
+            both.reason.as_deref(),
+            Some("lcore 0 made no progress for 1 s; port 1: link down")
+        );
+        assert!(!assess_dataplane(None, &[(0, "link down".into())]).healthy);
     }
 
     /// Random commands with random JSON arguments, and random request lines, against the real

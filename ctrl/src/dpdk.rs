@@ -12,12 +12,47 @@ use dpdk::{Eal, Mempool, PortConfig};
 
 use crate::config::ValidConfig;
 
+/// The links of the engine's ports, watched from the control thread (the lcores own the
+/// queues, the EAL answers link queries by port id).
+pub struct PortLinks {
+    eal: &'static Eal,
+    ports: Vec<u16>,
+}
+
+impl PortLinks {
+    /// The ports whose link is down, each with why (a failed query counts as down: the
+    /// dataplane cannot vouch for a port it cannot see).
+    pub fn down(&self) -> Vec<(u16, String)> {
+        self.ports
+            .iter()
+            .filter_map(|&port| match self.eal.port_link(port) {
+                Ok(link) if link.up => None,
+                Ok(_) => Some((port, "link down".to_string())),
+                Err(e) => Some((port, format!("link state unknown: {e}"))),
+            })
+            .collect()
+    }
+
+    /// Sets a port's link administratively up or down (operator maintenance, tests).
+    pub fn set(&self, port: u16, up: bool) -> Result<(), String> {
+        if !self.ports.contains(&port) {
+            return Err(format!(
+                "port {port} is not one of vipd's ports {:?}",
+                self.ports
+            ));
+        }
+        self.eal
+            .set_port_link(port, up)
+            .map_err(|e| format!("port {port}: {e}"))
+    }
+}
+
 /// Initialises DPDK and starts the engine; the error says what to fix.
 pub fn start(
     config: &ValidConfig,
     mut engine_config: EngineConfig,
     tables: TablesHandle,
-) -> Result<Engine, String> {
+) -> Result<(Engine, PortLinks), String> {
     if config.ports.is_empty() {
         return Err(
             "no [[port]] in the config: list the DPDK ports to poll, or run with --dry-run".into(),
@@ -62,6 +97,10 @@ pub fn start(
     engine_config.lcores = lcores;
     engine_config.ports = (0..wanted).collect();
     engine_config.cpus = config.dataplane.cpus.clone();
+    let links = PortLinks {
+        eal,
+        ports: (0..wanted).collect(),
+    };
     Engine::start(
         engine_config,
         |q| {
@@ -72,5 +111,6 @@ pub fn start(
         },
         tables,
     )
+    .map(|engine| (engine, links))
     .map_err(|e| e.to_string())
 }

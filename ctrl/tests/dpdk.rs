@@ -1,7 +1,8 @@
-//! `vipd` (not dry-run) starts the engine on the DPDK ports of its config: one `net_null`
+//! `vipd` (not dry-run) starts the engine on the DPDK ports of its config: one `net_ring`
 //! virtual port, no hugepages, a file prefix unique to this process. The lcore must be polling
-//! (its figures advance), `status` must report the DPDK dataplane, and SIGTERM must stop it with
-//! exit code 0.
+//! (its figures advance), `status` must report the DPDK dataplane, a port whose link goes down
+//! must make the dataplane unhealthy (the BGP link then withdraws every VIP) and healthy again
+//! when it comes back, and SIGTERM must stop it with exit code 0.
 #![cfg(feature = "dpdk")]
 
 use std::io::{BufRead, BufReader, Write};
@@ -22,11 +23,20 @@ impl Drop for Vipd {
 }
 
 fn call(socket: &Path, cmd: &str) -> Value {
+    call_with(socket, cmd, json!({}))
+}
+
+fn call_with(socket: &Path, cmd: &str, args: Value) -> Value {
     let mut stream = UnixStream::connect(socket).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    writeln!(stream, "{}", json!({"v": 1, "id": 1, "cmd": cmd})).unwrap();
+    writeln!(
+        stream,
+        "{}",
+        json!({"v": 1, "id": 1, "cmd": cmd, "args": args})
+    )
+    .unwrap();
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).unwrap();
     let reply: Value = serde_json::from_str(&line).unwrap();
@@ -46,7 +56,8 @@ fn vipd_runs_the_engine_on_dpdk_ports_from_its_config() {
     let prefix = format!("vipd-ctrl-{}", std::process::id());
     let _runtime_dir = dpdk::RuntimeDir::new(&prefix);
     let mut eal: Vec<String> = dpdk::virtual_device_args(&prefix);
-    eal.push("--vdev=net_null0".into());
+    // net_ring: a virtual port whose link can be set down (net_null cannot).
+    eal.push("--vdev=net_ring0".into());
     let eal: Vec<String> = eal.iter().map(|a| format!("{a:?}")).collect();
     let config = format!(
         "[dataplane]\nlcores = 1\nflow_table_capacity = 4096\neal_args = [{}]\n\
@@ -92,6 +103,28 @@ fn vipd_runs_the_engine_on_dpdk_ports_from_its_config() {
         after > before,
         "the lcore polls the DPDK port ({before} -> {after})"
     );
+
+    // A port whose link goes down: the watchdog (1 s period) marks the dataplane unhealthy.
+    assert_eq!(status["dataplane_healthy"], true, "{status}");
+    let wait_health = |healthy: bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = call(&socket, "status");
+            if s["dataplane_healthy"] == healthy {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dataplane_healthy != {healthy}: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    call_with(&socket, "port.set_link", json!({"port": 0, "up": false}));
+    let down = wait_health(false);
+    assert_eq!(down["dataplane_problem"], "port 0: link down", "{down}");
+    call_with(&socket, "port.set_link", json!({"port": 0, "up": true}));
+    wait_health(true);
 
     let pid = libc::pid_t::try_from(vipd.0.id()).unwrap();
     // SAFETY: kill(2) takes plain integers; `pid` is our own unreaped child.

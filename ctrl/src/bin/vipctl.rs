@@ -69,6 +69,9 @@ enum Command {
     /// BGP speaker.
     #[command(subcommand)]
     Bgp(BgpCmd),
+    /// DPDK ports.
+    #[command(subcommand)]
+    Port(PortCmd),
     /// vip-l7's admin socket.
     #[command(subcommand)]
     L7(L7Cmd),
@@ -155,6 +158,18 @@ enum BgpCmd {
     Summary,
     /// Announced routes.
     Routes,
+}
+
+#[derive(Subcommand, Debug)]
+enum PortCmd {
+    /// Set a port's link up or down (maintenance): while a port is down the dataplane is
+    /// unhealthy and every VIP is withdrawn from BGP.
+    Link {
+        /// DPDK port number (the [[port]] order in the config).
+        port: u16,
+        #[arg(value_parser = ["up", "down"])]
+        state: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -245,6 +260,11 @@ fn request(command: &Command, l7: bool) -> Result<(bool, String, Value), String>
         ),
         Command::Bgp(BgpCmd::Summary) => (false, "bgp.summary".into(), json!({})),
         Command::Bgp(BgpCmd::Routes) => (false, "bgp.routes".into(), json!({})),
+        Command::Port(PortCmd::Link { port, state }) => (
+            false,
+            "port.set_link".into(),
+            json!({"port": port, "up": state == "up"}),
+        ),
         Command::L7(L7Cmd::Clusters) => (true, "clusters".into(), json!({})),
         Command::L7(L7Cmd::Drain { cluster, backend }) => (
             true,

@@ -304,6 +304,28 @@ impl Eal {
         Ok(eal)
     }
 
+    /// The link state of port `port` without waiting, as [`Port::link`] reports it, for code
+    /// that no longer holds the [`Port`] (a control thread watching the links while the lcores
+    /// own the queues). An unknown port id is an error, never undefined behaviour.
+    pub fn port_link(&self, port: u16) -> Result<Link, DpdkError> {
+        link_of(port)
+    }
+
+    /// Sets port `port`'s link administratively up or down while the lcores keep polling (as
+    /// testpmd's `set link-down port` does); not every driver supports it.
+    pub fn set_port_link(&self, port: u16, up: bool) -> Result<(), DpdkError> {
+        // SAFETY: ethdev validates the port id (-ENODEV otherwise); link up/down is a control
+        // path operation the drivers allow while the data path polls.
+        let ret = unsafe {
+            if up {
+                sys::rte_eth_dev_set_link_up(port)
+            } else {
+                sys::rte_eth_dev_set_link_down(port)
+            }
+        };
+        check("rte_eth_dev_set_link_up/down", ret).map(drop)
+    }
+
     /// How many ethdev ports the EAL has (probed or created with [`Eal::create_vdev`]).
     pub fn port_count(&self) -> u16 {
         // SAFETY: no preconditions once the EAL is up (guaranteed by &self).
@@ -1098,16 +1120,7 @@ impl<'pool> Port<'pool> {
 
     /// The current link state, without waiting for autonegotiation.
     pub fn link(&self) -> Result<Link, DpdkError> {
-        let mut link = sys::rte_eth_link::default();
-        // SAFETY: valid port; link is a valid out-pointer.
-        check("rte_eth_link_get_nowait", unsafe {
-            sys::rte_eth_link_get_nowait(self.id, &mut link)
-        })?;
-        Ok(Link {
-            up: u32::from(link.link_status()) == sys::RTE_ETH_LINK_UP,
-            speed_mbps: link.link_speed,
-            full_duplex: u32::from(link.link_duplex()) == sys::RTE_ETH_LINK_FULL_DUPLEX,
-        })
+        link_of(self.id)
     }
 
     /// Polls the link every 10 ms until it is up or `timeout` passed; a link still down is
@@ -1371,4 +1384,19 @@ unsafe fn tx_burst_raw<const N: usize>(
         }
     }
     sent
+}
+
+/// `rte_eth_link_get_nowait` for port `id` (needs an initialised EAL).
+fn link_of(id: u16) -> Result<Link, DpdkError> {
+    let mut link = sys::rte_eth_link::default();
+    // SAFETY: ethdev validates the id (-ENODEV for an unknown port); link is a valid
+    // out-pointer. Callers hold an `Eal` or a `Port`, so the EAL is initialised.
+    check("rte_eth_link_get_nowait", unsafe {
+        sys::rte_eth_link_get_nowait(id, &mut link)
+    })?;
+    Ok(Link {
+        up: u32::from(link.link_status()) == sys::RTE_ETH_LINK_UP,
+        speed_mbps: link.link_speed,
+        full_duplex: u32::from(link.link_duplex()) == sys::RTE_ETH_LINK_FULL_DUPLEX,
+    })
 }
