@@ -314,16 +314,7 @@ impl Eal {
     /// Sets port `port`'s link administratively up or down while the lcores keep polling (as
     /// testpmd's `set link-down port` does); not every driver supports it.
     pub fn set_port_link(&self, port: u16, up: bool) -> Result<(), DpdkError> {
-        // SAFETY: ethdev validates the port id (-ENODEV otherwise); link up/down is a control
-        // path operation the drivers allow while the data path polls.
-        let ret = unsafe {
-            if up {
-                sys::rte_eth_dev_set_link_up(port)
-            } else {
-                sys::rte_eth_dev_set_link_down(port)
-            }
-        };
-        check("rte_eth_dev_set_link_up/down", ret).map(drop)
+        set_link_of(port, up)
     }
 
     /// How many ethdev ports the EAL has (probed or created with [`Eal::create_vdev`]).
@@ -1094,15 +1085,7 @@ impl<'pool> Port<'pool> {
     /// Sets the link administratively up or down (`rte_eth_dev_set_link_up/down`); not every
     /// driver supports it.
     pub fn set_link(&mut self, up: bool) -> Result<(), DpdkError> {
-        // SAFETY: the port is configured; &mut self means no burst runs concurrently.
-        let ret = unsafe {
-            if up {
-                sys::rte_eth_dev_set_link_up(self.id)
-            } else {
-                sys::rte_eth_dev_set_link_down(self.id)
-            }
-        };
-        check("rte_eth_dev_set_link_up/down", ret).map(drop)
+        set_link_of(self.id, up)
     }
 
     /// Accepts frames for any destination MAC (or stops doing so).
@@ -1384,6 +1367,20 @@ unsafe fn tx_burst_raw<const N: usize>(
         }
     }
     sent
+}
+
+/// `rte_eth_dev_set_link_up/down` for port `id` (needs an initialised EAL).
+fn set_link_of(id: u16, up: bool) -> Result<(), DpdkError> {
+    // SAFETY: ethdev validates the id (-ENODEV for an unknown port); link up/down is a control
+    // path operation drivers allow while the data path polls (testpmd's `set link-down port`).
+    let ret = unsafe {
+        if up {
+            sys::rte_eth_dev_set_link_up(id)
+        } else {
+            sys::rte_eth_dev_set_link_down(id)
+        }
+    };
+    check("rte_eth_dev_set_link_up/down", ret).map(drop)
 }
 
 /// `rte_eth_link_get_nowait` for port `id` (needs an initialised EAL).
