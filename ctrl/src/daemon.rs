@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use dataplane::io::{MemoryConfig, MemoryIo, MemoryPorts};
+#[cfg(feature = "dpdk")]
+use dataplane::query::FlowQuery;
+use dataplane::query::FoundFlow;
 use dataplane::{
     CounterSnapshot, DropReason, EngineConfig, Lcore, LcoreStatsSnapshot, TablesHandle,
 };
@@ -136,6 +139,9 @@ struct Inner {
     announcements: watch::Sender<Announcements>,
     dataplane_health: watch::Sender<DataplaneHealth>,
     bgp: Mutex<Option<Arc<dyn BgpAdmin>>>,
+    /// Serialises flow lookups posted to the lcores.
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    flow_queries: tokio::sync::Mutex<()>,
     checkers: Mutex<HashMap<(VipKey, IpAddr), Checker>>,
     shutdown: Notify,
     reloads: Mutex<(u64, u64)>,
@@ -192,6 +198,7 @@ impl Daemon {
                 announcements,
                 dataplane_health,
                 bgp: Mutex::new(None),
+                flow_queries: tokio::sync::Mutex::new(()),
                 checkers: Mutex::new(HashMap::new()),
                 shutdown: Notify::new(),
                 reloads: Mutex::new((0, 0)),
@@ -736,7 +743,7 @@ impl Daemon {
                 Some((flows, capacity)) => Ok(json!({"flows": flows, "capacity": capacity})),
                 None => Err(not_available("flow counts")),
             },
-            "flows.lookup" => self.flow_lookup(args),
+            "flows.lookup" => self.flow_lookup(args).await,
             "port.set_link" => self.set_port_link(args),
             "config.show" => Ok(config_json(&lock(&self.inner.model).config().clone())),
             "config.validate" => {
@@ -849,30 +856,35 @@ impl Daemon {
     }
 
     #[allow(irrefutable_let_patterns)] // refutable with the `dpdk` feature
-    fn flow_lookup(&self, args: &Value) -> Result<Value, AdminError> {
-        let Dataplane::DryRun(d) = &self.inner.dataplane else {
-            return Err(not_available("flow lookup"));
-        };
+    async fn flow_lookup(&self, args: &Value) -> Result<Value, AdminError> {
         let t = tuple_arg(args)?;
-        let key = conntrack::FlowKey {
-            src_addr: dataplane::flow::v6_octets(t.src),
-            dst_addr: dataplane::flow::v6_octets(t.dst),
+        let tuple = dataplane::flow::FlowTuple {
+            src: t.src,
+            dst: t.dst,
             src_port: t.src_port,
             dst_port: t.dst_port,
             protocol: t.protocol,
         };
-        let now = u64::try_from(d.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let found = {
-            let lcore = lock(&d.lcore);
-            let found = lcore
-                .pipeline()
-                .flows()
-                .iter(now)
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| v);
-            found
+        let (lcore, found) = match &self.inner.dataplane {
+            Dataplane::DryRun(d) => {
+                let now_ms = u64::try_from(d.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let lcore = lock(&d.lcore);
+                let found = lcore
+                    .pipeline()
+                    .flow(&self.inner.tables.load(), &tuple, now_ms)
+                    .map(|view| FoundFlow { view, now_ms });
+                (0, found)
+            }
+            #[cfg(feature = "dpdk")]
+            Dataplane::Engine(e, _) => {
+                let queries: Vec<Arc<FlowQuery>> = lock(e)
+                    .as_ref()
+                    .map(|e| e.flow_queries().to_vec())
+                    .unwrap_or_default();
+                self.ask_lcores(&queries, tuple).await?
+            }
         };
-        let Some(view) = found else {
+        let Some(FoundFlow { view, now_ms }) = found else {
             return Err(AdminError::new(
                 "not_found",
                 "no tracked flow with this 5-tuple",
@@ -880,13 +892,55 @@ impl Daemon {
         };
         let (id, generation) = ((view.backend & 0xffff) as u16, (view.backend >> 16) as u16);
         Ok(json!({
-            "lcore": 0,
+            "lcore": lcore,
             "backend": self.backend_by_id(id, generation).map(|a| a.to_string()),
             "backend_id": id,
             "state": view.state.to_string(),
-            "age_ms": now.saturating_sub(view.created_ms),
-            "idle_ms": now.saturating_sub(view.last_seen_ms),
+            "age_ms": now_ms.saturating_sub(view.created_ms),
+            "idle_ms": now_ms.saturating_sub(view.last_seen_ms),
         }))
+    }
+
+    /// Posts `tuple` to every lcore (each owns its flow table) and waits up to 1 s for their
+    /// answers; returns the lcore that tracks the flow, if one does.
+    #[cfg(feature = "dpdk")]
+    async fn ask_lcores(
+        &self,
+        queries: &[Arc<FlowQuery>],
+        tuple: dataplane::flow::FlowTuple,
+    ) -> Result<(usize, Option<FoundFlow>), AdminError> {
+        // One question at a time per lcore slot.
+        let _serial = self.inner.flow_queries.lock().await;
+        for q in queries {
+            q.post(tuple);
+        }
+        let mut answers: Vec<Option<Option<FoundFlow>>> = vec![None; queries.len()];
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while answers.iter().any(Option::is_none) {
+            for (q, a) in queries.iter().zip(answers.iter_mut()) {
+                if a.is_none() {
+                    *a = q.answer();
+                }
+            }
+            if Instant::now() > deadline {
+                let silent: Vec<usize> = (0..answers.len())
+                    .filter(|&i| answers[i].is_none())
+                    .collect();
+                for &i in &silent {
+                    queries[i].cancel();
+                }
+                return Err(AdminError::new(
+                    "lcore_timeout",
+                    format!("lcores {silent:?} did not answer within 1 s; see `vipctl status` (a stalled lcore makes the dataplane unhealthy)"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(answers
+            .into_iter()
+            .enumerate()
+            .find_map(|(i, a)| a.flatten().map(|f| (i, Some(f))))
+            .unwrap_or((0, None)))
     }
 
     /// `traffic.send` (dry-run only): builds frames for the given flows, runs each through the

@@ -27,6 +27,12 @@ fn call(socket: &Path, cmd: &str) -> Value {
 }
 
 fn call_with(socket: &Path, cmd: &str, args: Value) -> Value {
+    let reply = request(socket, cmd, args);
+    assert_eq!(reply["ok"], true, "{reply}");
+    reply["result"].clone()
+}
+
+fn request(socket: &Path, cmd: &str, args: Value) -> Value {
     let mut stream = UnixStream::connect(socket).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -39,9 +45,7 @@ fn call_with(socket: &Path, cmd: &str, args: Value) -> Value {
     .unwrap();
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).unwrap();
-    let reply: Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(reply["ok"], true, "{reply}");
-    reply["result"].clone()
+    serde_json::from_str(&line).unwrap()
 }
 
 fn polls(stats: &Value) -> u64 {
@@ -103,6 +107,15 @@ fn vipd_runs_the_engine_on_dpdk_ports_from_its_config() {
         after > before,
         "the lcore polls the DPDK port ({before} -> {after})"
     );
+
+    // Flow lookups reach the lcore that owns the flow table: an unknown 5-tuple is not found
+    // (the lcore answered), not "not available".
+    let lookup = request(
+        &socket,
+        "flows.lookup",
+        json!({"src": "198.51.100.1", "src_port": 1234, "dst": "192.0.2.10", "dst_port": 80}),
+    );
+    assert_eq!(lookup["error"]["code"], "not_found", "{lookup}");
 
     // A port whose link goes down: the watchdog (1 s period) marks the dataplane unhealthy.
     assert_eq!(status["dataplane_healthy"], true, "{status}");

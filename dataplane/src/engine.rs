@@ -29,6 +29,7 @@ use crate::io::{Burst, PacketIo, MAX_BURST};
 use crate::packet::PacketBuf;
 use crate::pipeline::{Pipeline, PipelineConfig, Verdict};
 use crate::publish::TablesHandle;
+use crate::query::{FlowQuery, FoundFlow};
 
 /// What a poll round does when it found no frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -252,6 +253,7 @@ pub struct Lcore<Io: PacketIo> {
     verdicts: [Verdict; MAX_BURST],
     burst_size: usize,
     stats: Arc<LcoreStats>,
+    query: Arc<FlowQuery>,
     epoch: Instant,
 }
 
@@ -297,8 +299,20 @@ impl<Io: PacketIo> Lcore<Io> {
             verdicts: [Verdict::ToKernel; MAX_BURST],
             burst_size: config.burst_size,
             stats: Arc::new(LcoreStats::default()),
+            query: Arc::default(),
             epoch,
         })
+    }
+
+    /// Answers flow lookups posted in `query` (see [`FlowQuery`]) instead of its own.
+    pub fn with_flow_query(mut self, query: Arc<FlowQuery>) -> Self {
+        self.query = query;
+        self
+    }
+
+    /// Where the control plane posts flow lookups for this lcore.
+    pub fn flow_query(&self) -> Arc<FlowQuery> {
+        Arc::clone(&self.query)
     }
 
     /// The queue this lcore owns on every port (its index).
@@ -338,6 +352,13 @@ impl<Io: PacketIo> Lcore<Io> {
         self.stats
             .flows
             .store(self.pipeline.flows().len() as u64, Relaxed);
+        let (pipeline, tables, epoch) = (&self.pipeline, &self.tables, self.epoch);
+        self.query.serve(|tuple| {
+            let now_ms = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+            pipeline
+                .flow(&tables.load(), tuple, now_ms)
+                .map(|view| FoundFlow { view, now_ms })
+        });
         received
     }
 
@@ -449,11 +470,13 @@ type Started = (Arc<LcoreStats>, Arc<LcoreCounters>, bool);
 type Ready = Result<Started, EngineError>;
 
 /// Runs lcore `queue` until `stop` is set.
+#[allow(clippy::too_many_arguments)] // one call site, each argument a separate part of the lcore
 fn run_lcore<Io: PacketIo>(
     queue: u16,
     config: EngineConfig,
     mut io: Io,
     tables: TablesHandle,
+    query: Arc<FlowQuery>,
     epoch: Instant,
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<(u16, Ready)>,
@@ -465,7 +488,7 @@ fn run_lcore<Io: PacketIo>(
         .is_some_and(|&id| core_affinity::set_for_current(core_affinity::CoreId { id }));
     io.on_lcore_start();
     let mut lcore = match Lcore::new(queue, &config, io, tables, epoch) {
-        Ok(lcore) => lcore,
+        Ok(lcore) => lcore.with_flow_query(query),
         Err(e) => {
             let _ = ready.send((queue, Err(e)));
             return;
@@ -500,6 +523,7 @@ pub struct Engine {
     stats: Vec<Arc<LcoreStats>>,
     counters: Vec<Arc<LcoreCounters>>,
     pinned: Vec<bool>,
+    queries: Vec<Arc<FlowQuery>>,
     tables: TablesHandle,
 }
 
@@ -559,10 +583,13 @@ impl Engine {
             stats: Vec::new(),
             counters: Vec::new(),
             pinned: Vec::new(),
+            queries: Vec::new(),
             tables: tables.clone(),
         };
         for queue in 0..config.lcores {
             let io = io_factory(queue);
+            let query = Arc::new(FlowQuery::default());
+            engine.queries.push(Arc::clone(&query));
             let (config, tables, stop, ready) = (
                 config.clone(),
                 tables.clone(),
@@ -571,7 +598,7 @@ impl Engine {
             );
             let thread = thread::Builder::new()
                 .name(format!("vipd-lcore-{queue}"))
-                .spawn(move || run_lcore(queue, config, io, tables, epoch, stop, ready))
+                .spawn(move || run_lcore(queue, config, io, tables, query, epoch, stop, ready))
                 .map_err(|e| EngineError::Spawn(queue, e))?; // `engine`'s Drop stops the others
             engine.threads.push(thread);
         }
@@ -609,6 +636,11 @@ impl Engine {
     /// Number of lcores.
     pub fn lcores(&self) -> usize {
         self.stats.len()
+    }
+
+    /// Where to post flow lookups, per lcore (each lcore owns its flow table).
+    pub fn flow_queries(&self) -> &[Arc<FlowQuery>] {
+        &self.queries
     }
 
     /// Whether each lcore's thread was pinned to its configured CPU.

@@ -24,6 +24,7 @@ pub mod nexthop;
 pub mod packet;
 pub mod pipeline;
 pub mod publish;
+pub mod query;
 pub mod rss;
 pub mod setup;
 pub mod tables;

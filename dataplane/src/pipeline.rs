@@ -16,7 +16,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use conntrack::{FlowTable, FlowTableConfig, PacketKind};
+use conntrack::{FlowTable, FlowTableConfig, FlowView, PacketKind};
 use wire::{
     ethertype, icmpv4_type, icmpv6_type, ip_protocol, ipv6_upper_layer, EthernetFrame,
     Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket, VlanHeader,
@@ -168,6 +168,16 @@ impl Pipeline {
     /// This core's flow table (admin lookups, occupancy).
     pub fn flows(&self) -> &FlowTable {
         &self.flows
+    }
+
+    /// The tracked flow of `tuple` (client -> VIP in `tables`), looked up the way packets look
+    /// it up (the VIP's hash policy) and without touching it: for the admin socket.
+    pub fn flow(&self, tables: &Tables, tuple: &FlowTuple, now_ms: u64) -> Option<FlowView> {
+        let vip = tables.vip(tuple.dst, tuple.protocol, tuple.dst_port)?;
+        let hash = tuple.hash(vip.hash);
+        self.flows
+            .find(&tuple.key(), hash, now_ms)
+            .map(|slot| self.flows.view(slot))
     }
 
     /// Processes a burst received on `rx_port`: rewrites each frame in place and writes its verdict

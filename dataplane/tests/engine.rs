@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use dataplane::flow::FlowTuple;
 use dataplane::testing::{backend, port, vip, FrameSpec};
 use dataplane::{
     BackendState, CounterSnapshot, DropReason, Engine, EngineConfig, ForwardingMode, HeapPacket,
@@ -410,5 +411,66 @@ fn stop_joins_promptly_and_threads_are_named() {
     assert_eq!(report.lcores[1].tx_packets, 1, "queue 1 is lcore 1's");
     assert_eq!(report.lcores[0].rx_packets, 0);
     assert!(report.lcores.iter().all(|l| l.idle_polls > 0));
+    assert_eq!(report.total.unaccounted(), 0);
+}
+
+/// The control plane asks a running lcore about one flow: the lcore that saw the SYN answers
+/// with the flow's backend and state, the other lcore has no such flow, an unknown 5-tuple is
+/// not found, and unanswered questions can be withdrawn.
+#[test]
+fn running_lcores_answer_flow_lookups() {
+    let ports = memory(2, 64);
+    let handle = TablesHandle::new(tables(BackendState::Active));
+    let engine = Engine::start(config(2), |q| ports.io(q), handle).unwrap();
+    assert!(ports.inject(0, 1, &syn(7)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.total_stats().tx_packets == 0 {
+        assert!(Instant::now() < deadline, "frame not forwarded");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let sent = ports.take_tx(0, 1).expect("the SYN went to a backend");
+    let backend = outer_dst(sent.data());
+
+    let ask = |lcore: usize, tuple: FlowTuple| {
+        let query = &engine.flow_queries()[lcore];
+        query.post(tuple);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(answer) = query.answer() {
+                return answer;
+            }
+            assert!(Instant::now() < deadline, "lcore {lcore} did not answer");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    let tuple = FlowTuple {
+        src: IpAddr::V4(Ipv4Addr::from(0xC612_0000)),
+        dst: VIP.parse().unwrap(),
+        src_port: 1024 + 7,
+        dst_port: 80,
+        protocol: ip_protocol::TCP,
+    };
+    let found = ask(1, tuple).expect("lcore 1 tracks the flow");
+    let view = found.view;
+    assert!(found.now_ms >= view.created_ms);
+    let expected = if backend == "10.0.0.1".parse::<IpAddr>().unwrap() {
+        0
+    } else {
+        1
+    };
+    assert_eq!(
+        view.backend & 0xffff,
+        expected,
+        "the backend the SYN went to"
+    );
+    assert_eq!(view.state, conntrack::FlowState::SynSent);
+    assert_eq!(ask(0, tuple), None, "lcore 0 never saw it");
+    let unknown = FlowTuple {
+        src_port: 9,
+        ..tuple
+    };
+    assert_eq!(ask(1, unknown), None);
+
+    let report = engine.stop().unwrap();
     assert_eq!(report.total.unaccounted(), 0);
 }
