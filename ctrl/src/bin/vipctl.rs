@@ -176,14 +176,14 @@ enum PortCmd {
 enum L7Cmd {
     /// Clusters and their backends.
     Clusters,
-    /// Drain a backend of a cluster.
-    Drain { cluster: String, backend: String },
-    /// Undrain a backend.
-    Undrain { cluster: String, backend: String },
-    /// Set a backend's weight.
+    /// Drain an upstream of a cluster (e.g. `vipctl l7 drain app 10.0.0.7:80`).
+    Drain { cluster: String, upstream: String },
+    /// Undrain an upstream.
+    Undrain { cluster: String, upstream: String },
+    /// Set an upstream's weight.
     Weight {
         cluster: String,
-        backend: String,
+        upstream: String,
         weight: u32,
     },
     /// Reload vip-l7's config.
@@ -266,24 +266,24 @@ fn request(command: &Command, l7: bool) -> Result<(bool, String, Value), String>
             json!({"port": port, "up": state == "up"}),
         ),
         Command::L7(L7Cmd::Clusters) => (true, "clusters".into(), json!({})),
-        Command::L7(L7Cmd::Drain { cluster, backend }) => (
+        Command::L7(L7Cmd::Drain { cluster, upstream }) => (
             true,
             "drain".into(),
-            json!({"cluster": cluster, "backend": backend}),
+            json!({"cluster": cluster, "upstream": upstream}),
         ),
-        Command::L7(L7Cmd::Undrain { cluster, backend }) => (
+        Command::L7(L7Cmd::Undrain { cluster, upstream }) => (
             true,
             "undrain".into(),
-            json!({"cluster": cluster, "backend": backend}),
+            json!({"cluster": cluster, "upstream": upstream}),
         ),
         Command::L7(L7Cmd::Weight {
             cluster,
-            backend,
+            upstream,
             weight,
         }) => (
             true,
             "weight".into(),
-            json!({"cluster": cluster, "backend": backend, "weight": weight}),
+            json!({"cluster": cluster, "upstream": upstream, "weight": weight}),
         ),
         Command::L7(L7Cmd::Reload) => (true, "reload".into(), json!({})),
         Command::Raw { cmd, args } => {
@@ -376,6 +376,8 @@ fn main() -> ExitCode {
                 serde_json::to_string_pretty(&result).unwrap_or_default() + "\n"
             } else if cmd == "status" && !l7 {
                 render_status(&result)
+            } else if cmd == "clusters" && l7 {
+                render_l7_clusters(&result)
             } else {
                 render(&result)
             };
@@ -491,6 +493,49 @@ fn render(v: &Value) -> String {
         }
         other => format!("{}\n", cell(other)),
     }
+}
+
+/// `vipctl l7 clusters`: one line per upstream, like HAProxy's `show servers state`.
+fn render_l7_clusters(v: &Value) -> String {
+    let headers: Vec<String> = [
+        "cluster",
+        "balancer",
+        "upstream",
+        "health",
+        "weight",
+        "active",
+        "draining",
+        "ejected",
+        "ejections",
+    ]
+    .map(String::from)
+    .to_vec();
+    let empty = Vec::new();
+    let clusters = v["clusters"].as_array().unwrap_or(&empty);
+    let rows: Vec<Vec<String>> = clusters
+        .iter()
+        .flat_map(|c| {
+            let upstreams = c["upstreams"].as_array().unwrap_or(&empty);
+            upstreams.iter().map(move |u| {
+                vec![
+                    cell(&c["name"]),
+                    cell(&c["balancer"]),
+                    cell(&u["address"]),
+                    cell(&u["health"]),
+                    cell(&u["weight"]),
+                    cell(&u["active_requests"]),
+                    cell(&u["draining"]),
+                    cell(&u["ejected"]),
+                    cell(&u["ejections"]),
+                ]
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        // Not the shape this vipctl knows: show it generically rather than nothing.
+        return render(v);
+    }
+    table(&headers, &rows)
 }
 
 /// `vipctl status`: like `birdc show protocols`, one line per VIP.
