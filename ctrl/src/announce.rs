@@ -16,7 +16,6 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::admin::BoxFuture;
-use crate::config::ValidConfig;
 use crate::daemon::{Announcements, BgpAdmin, Daemon, DataplaneHealth};
 
 /// Parses the raw `[bgp]` table into the speaker's config.
@@ -43,18 +42,9 @@ pub fn policy(raw: Option<&toml::Value>) -> Result<RoutePolicy, String> {
     }
 }
 
-/// Every `[vip.bgp]` problem of `config`, as `vip[N].bgp: message` (empty when all are valid).
-pub fn check_vip_policies(config: &ValidConfig) -> Vec<String> {
-    config
-        .vips()
-        .iter()
-        .enumerate()
-        .filter_map(|(i, vip)| {
-            policy(vip.bgp.as_ref())
-                .err()
-                .map(|e| format!("vip[{i}] ({}).bgp: {e}", vip.address))
-        })
-        .collect()
+/// The `[vip.bgp]` validator (a [`crate::config::BgpCheck`] `vip_policy`).
+pub fn check_policy(raw: &toml::Value) -> Vec<String> {
+    policy(Some(raw)).err().into_iter().collect()
 }
 
 /// The host routes to announce: the up VIPs with their policies, or none at all while the
@@ -73,8 +63,8 @@ pub fn desired_routes(
         .filter(|(_, vip)| vip.up)
         .map(|(address, vip)| {
             let policy = policy(vip.policy.as_ref()).unwrap_or_else(|e| {
-                // Reachable only if a reload bypassed `check_vip_policies`; announce plainly
-                // rather than not at all.
+                // Unreachable with vipd's config hook (`check_policy` refuses such a file on
+                // load and reload); announce plainly rather than not at all.
                 tracing::error!(vip = %address, error = %e, "invalid [vip.bgp]; default policy");
                 RoutePolicy::default()
             });

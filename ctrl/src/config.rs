@@ -539,9 +539,15 @@ fn one_of(items: impl Iterator<Item = String>) -> String {
     }
 }
 
-/// Checks the raw `[bgp]` table; returns one message per problem (empty when valid). The BGP
-/// speaker's config parser plugs in here so `vipd --check` covers `[bgp]` too.
-pub type BgpCheck = fn(&toml::Value) -> Vec<String>;
+/// Checks of the raw BGP tables, each returning one message per problem (empty when valid).
+/// The BGP speaker's config parser plugs in here so `vipd --check` and reload cover them too.
+#[derive(Clone, Copy, Debug)]
+pub struct BgpCheck {
+    /// Checks `[bgp]`.
+    pub section: fn(&toml::Value) -> Vec<String>,
+    /// Checks one VIP's `[vip.bgp]` policy.
+    pub vip_policy: fn(&toml::Value) -> Vec<String>,
+}
 
 /// Reads and validates the config file at `path`.
 pub fn load(path: impl AsRef<Path>) -> Result<ValidConfig, ConfigError> {
@@ -647,8 +653,22 @@ pub fn parse_with(
                 "must be a table: [bgp]".to_string(),
             );
         } else if let Some(hook) = bgp_hook {
-            for message in hook(bgp.get_ref()) {
+            for message in (hook.section)(bgp.get_ref()) {
                 checker.report(bgp.span(), "bgp".to_string(), message);
+            }
+        }
+    }
+    if let Some(hook) = bgp_hook {
+        for (index, raw_vip) in raw.vip.iter().enumerate() {
+            if let Some(policy) = raw_vip
+                .get_ref()
+                .bgp
+                .as_ref()
+                .filter(|b| b.get_ref().is_table())
+            {
+                for message in (hook.vip_policy)(policy.get_ref()) {
+                    checker.report(policy.span(), format!("vip[{index}].bgp"), message);
+                }
             }
         }
     }
@@ -1835,22 +1855,41 @@ mod tests {
 
     #[test]
     fn bgp_hook_problems_are_located_at_the_bgp_table() {
-        fn hook(v: &toml::Value) -> Vec<String> {
+        fn section(v: &toml::Value) -> Vec<String> {
             if v.get("local_as").is_none() {
                 vec!["local_as: required".to_string()]
             } else {
                 Vec::new()
             }
         }
-        let err = parse_with("# c\n[bgp]\nrouter_id = \"1.2.3.4\"\n", "f", Some(hook)).unwrap_err();
+        fn vip_policy(v: &toml::Value) -> Vec<String> {
+            if v.get("med").is_some_and(|m| m.as_integer().is_none()) {
+                vec!["med: a number".to_string()]
+            } else {
+                Vec::new()
+            }
+        }
+        let hook = Some(BgpCheck {
+            section,
+            vip_policy,
+        });
+        let err = parse_with("# c\n[bgp]\nrouter_id = \"1.2.3.4\"\n", "f", hook).unwrap_err();
         assert_eq!(
             err.problems()[0].to_string(),
             "f:2: bgp: local_as: required"
         );
-        assert!(parse_with("[bgp]\nlocal_as = 1\n", "f", Some(hook)).is_ok());
+        assert!(parse_with("[bgp]\nlocal_as = 1\n", "f", hook).is_ok());
+        assert!(parse_with("", "f", hook).is_ok(), "no [bgp]: BGP disabled");
+        let vip = "[[vip]]\naddress = \"192.0.2.1\"\nport = 80\nprotocol = \"tcp\"\n\
+                   encap_source_v4 = \"10.0.0.1\"\n[[vip.backend]]\naddress = \"10.0.1.1\"\n";
+        assert!(parse_with(&format!("{vip}[vip.bgp]\nmed = 5\n"), "f", hook).is_ok());
+        let err = parse_with(&format!("{vip}[vip.bgp]\nmed = \"x\"\n"), "f", hook).unwrap_err();
+        assert_eq!(err.problems().len(), 1, "{err}");
         assert!(
-            parse_with("", "f", Some(hook)).is_ok(),
-            "no [bgp]: BGP disabled"
+            err.problems()[0]
+                .to_string()
+                .ends_with("vip[0].bgp: med: a number"),
+            "{err}"
         );
     }
 

@@ -91,3 +91,31 @@ fn missing_file_and_bad_usage() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Usage: vipd"));
 }
+
+/// `[bgp]` and `[vip.bgp]` are checked by the BGP speaker's own parser, located by line.
+#[test]
+fn bgp_sections_are_checked_by_the_speaker() {
+    let vip = "[[vip]]\naddress = \"192.0.2.1\"\nport = 80\nprotocol = \"tcp\"\n\
+               encap_source_v4 = \"10.0.0.1\"\n[[vip.backend]]\naddress = \"10.0.1.1\"\n";
+    let cases = [
+        (
+            format!("{vip}[vip.bgp]\ncommunities = [\"not-a-community\"]\n"),
+            ":8: vip[0].bgp: invalid community",
+        ),
+        (
+            format!("[bgp]\nlocal_as = 0\nrouter_id = \"10.0.0.1\"\n{vip}"),
+            ":1: bgp: bgp.local_as:",
+        ),
+    ];
+    for (text, expected) in cases {
+        let file = TempFile::new("bgp.toml", &text);
+        let out = vipd()
+            .args(["--check", "--config"])
+            .arg(&file.0)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "want {expected:?} in:\n{stderr}");
+    }
+}

@@ -47,9 +47,13 @@ struct Cli {
     drain_ms: u64,
 }
 
-/// The `[bgp]` validator `--check` and reload use: the BGP speaker's own config parser.
+/// The `[bgp]` and `[vip.bgp]` validators `--check` and reload use: the BGP speaker's own
+/// config parser.
 fn bgp_check() -> Option<BgpCheck> {
-    Some(announce::check)
+    Some(BgpCheck {
+        section: announce::check,
+        vip_policy: announce::check_policy,
+    })
 }
 
 fn main() -> ExitCode {
@@ -63,12 +67,6 @@ fn main() -> ExitCode {
     };
     if cli.check {
         return match config::load_with(&cli.config, bgp_check()) {
-            Ok(config) if !announce::check_vip_policies(&config).is_empty() => {
-                for problem in announce::check_vip_policies(&config) {
-                    eprintln!("{}: {problem}", cli.config.display());
-                }
-                ExitCode::FAILURE
-            }
             Ok(config) => {
                 println!(
                     "{}: OK ({} VIPs, {} backends)",
