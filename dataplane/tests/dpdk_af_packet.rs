@@ -24,8 +24,7 @@ use dataplane::dpdk_io::{lcore_port_config, leak_mempool, start_port, DpdkIo, Dp
 use dataplane::rss::RssMode;
 use dataplane::testing::{backend, vip};
 use dataplane::{
-    BackendState, Burst, Engine, EngineConfig, ForwardingMode, IdlePolicy, PacketIo, Port, Tables,
-    TablesHandle,
+    BackendState, Burst, Engine, ForwardingMode, PacketIo, Port, Tables, TablesHandle,
 };
 use netns_common::{ApplianceChild, Wire};
 use wire::EthernetAddress;
@@ -150,16 +149,7 @@ fn appliance_child() {
         .into_iter()
         .map(Some)
         .collect();
-    let mut config = EngineConfig {
-        lcores: 2,
-        ports: vec![port_id],
-        idle: IdlePolicy {
-            spin_polls: 64,
-            sleep_us: 100,
-        },
-        ..EngineConfig::default()
-    };
-    config.pipeline.flow_table.capacity = 4096;
+    let config = netns_common::two_lcore_config(port_id);
     let engine = Engine::start(
         config,
         |q| Recording {

@@ -30,9 +30,7 @@ use dataplane::nexthop::{
 };
 use dataplane::rss::RssMode;
 use dataplane::testing::{backend, vip};
-use dataplane::{
-    BackendState, Engine, EngineConfig, ForwardingMode, IdlePolicy, Port, Tables, TablesHandle,
-};
+use dataplane::{BackendState, Engine, ForwardingMode, Port, Tables, TablesHandle};
 use netns_common::{run, run_in, ApplianceChild, Wire};
 use wire::EthernetAddress;
 
@@ -184,16 +182,7 @@ fn appliance_child() {
         })
         .collect();
     let io_stats: Vec<_> = ios.iter().flatten().map(|io| io.stats()).collect();
-    let mut config = EngineConfig {
-        lcores: 2,
-        ports: vec![afp_id],
-        idle: IdlePolicy {
-            spin_polls: 64,
-            sleep_us: 100,
-        },
-        ..EngineConfig::default()
-    };
-    config.pipeline.flow_table.capacity = 4096;
+    let config = netns_common::two_lcore_config(afp_id);
     let engine = Engine::start(
         config,
         |q| ios[usize::from(q)].take().expect("one io per lcore"),

@@ -259,3 +259,19 @@ pub fn wait_for_stop() {
         }
     }
 }
+
+/// The engine config of the namespace tests: two lcores polling `port`, backing off quickly when
+/// idle (the machine's two CPUs are shared with the kernel side), a small flow table.
+pub fn two_lcore_config(port: u16) -> dataplane::EngineConfig {
+    let mut config = dataplane::EngineConfig {
+        lcores: 2,
+        ports: vec![port],
+        idle: dataplane::IdlePolicy {
+            spin_polls: 64,
+            sleep_us: 100,
+        },
+        ..dataplane::EngineConfig::default()
+    };
+    config.pipeline.flow_table.capacity = 4096;
+    config
+}
