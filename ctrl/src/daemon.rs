@@ -108,7 +108,7 @@ pub enum StartError {
     #[error("admin socket: {0}")]
     Admin(std::io::Error),
     /// The metrics address could not be bound.
-    #[error("metrics: {0}")]
+    #[error("cannot serve metrics on [metrics] address: {0} (another vipd running? change or remove [metrics])")]
     Metrics(std::io::Error),
 }
 
