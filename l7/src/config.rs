@@ -17,6 +17,7 @@
 //! address = "0.0.0.0:443"
 //! tls = true                            # https: needs [[listeners.certificates]]
 //! header_read_timeout_ms = 10000        # slowloris guard; also closes idle h1 keep-alive
+//! idle_timeout_ms = 60000               # no request in flight this long: close (h2: GOAWAY)
 //! max_header_bytes = 16384              # 431 above
 //! max_uri_bytes = 8192                  # 414 above
 //! [[listeners.certificates]]            # the first one is the default when SNI matches none
@@ -136,6 +137,7 @@ struct RawListener {
     #[serde(default)]
     certificates: Vec<RawCert>,
     header_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
     max_header_bytes: Option<usize>,
     max_uri_bytes: Option<usize>,
 }
@@ -290,6 +292,9 @@ pub struct Listener {
     /// How long a client may take to send a request head, counted from the end of the
     /// previous response on a keep-alive connection (so it is also the h1 idle timeout).
     pub header_read_timeout: Duration,
+    /// A client connection (h1 or h2) with no request in flight for this long is closed; on h2
+    /// with a GOAWAY.
+    pub idle_timeout: Duration,
     /// Largest request head (431 above).
     pub max_header_bytes: usize,
     /// Longest request target (414 above).
@@ -626,6 +631,9 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
             certificates,
             header_read_timeout: ms(l.header_read_timeout_ms, 10_000, 1, &|| {
                 format!("{field}.header_read_timeout_ms")
+            })?,
+            idle_timeout: ms(l.idle_timeout_ms, 60_000, 1, &|| {
+                format!("{field}.idle_timeout_ms")
             })?,
             max_header_bytes,
             max_uri_bytes: l.max_uri_bytes.unwrap_or(8192),

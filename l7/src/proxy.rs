@@ -22,7 +22,6 @@ use hyper_util::rt::TokioIo;
 use crate::config::{self, Config, HashOn};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::route::{Headers, RouteTable};
-use crate::tls::CertResolver;
 use crate::upstream::{BoxError, ClusterRt, ConnectError, CountGuard, ProxyBody};
 
 /// Request bodies up to this size are buffered so the request can be retried.
@@ -53,6 +52,9 @@ pub enum ApplyError {
     /// Routes are invalid.
     #[error("{0}")]
     Route(#[from] crate::route::RouteError),
+    /// A listener cannot be bound or its certificates loaded.
+    #[error("{0}")]
+    Listener(#[from] crate::server::ListenerError),
 }
 
 impl Runtime {
@@ -106,8 +108,8 @@ pub struct Shared {
     pub epoch: Instant,
     /// Config file (reload reads it again).
     pub config_path: PathBuf,
-    /// Certificate resolvers of the TLS listeners, by listener address.
-    pub resolvers: Vec<(SocketAddr, Arc<CertResolver>)>,
+    /// The running listeners (reload adds, changes and removes them).
+    pub listeners: crate::server::Listeners,
     /// Serialises reloads.
     pub reload_lock: tokio::sync::Mutex<()>,
     /// Requests handled.
@@ -119,9 +121,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Reads the config file again and applies it: routes, clusters and certificates. On any
-    /// error the running configuration stays. Listener address changes need a restart; they are
-    /// reported as warnings.
+    /// Reads the config file again and applies it: routes, clusters, listeners and
+    /// certificates. On any error (including a new listener address that cannot be bound) the
+    /// running configuration stays.
     pub async fn reload(&self) -> Result<Vec<String>, ApplyError> {
         let _g = self.reload_lock.lock().await;
         let path = self.config_path.clone();
@@ -136,29 +138,10 @@ impl Shared {
                 })
             })??;
         let old = self.runtime.load_full();
-        let mut warnings = Vec::new();
-        let old_addrs: Vec<SocketAddr> = old.config.listeners.iter().map(|l| l.address).collect();
-        let new_addrs: Vec<SocketAddr> = cfg.listeners.iter().map(|l| l.address).collect();
-        if old_addrs != new_addrs {
-            warnings.push(
-                "listener addresses changed; restart vip-l7 to bind the new set (kept the old listeners)"
-                    .to_string(),
-            );
-        }
-        // Load every certificate set before swapping anything.
-        for l in &cfg.listeners {
-            if l.is_tls() {
-                CertResolver::new(&l.certificates)?;
-            }
-        }
+        // Bind new listener addresses and load every certificate before swapping anything.
+        let listeners = self.listeners.prepare(&cfg)?;
         let rt = Runtime::build(cfg, Some(&old), self.epoch, &self.metrics)?;
-        for l in &rt.config.listeners {
-            if let Some((_, r)) = self.resolvers.iter().find(|(a, _)| *a == l.address) {
-                if l.is_tls() {
-                    r.reload(&l.certificates)?;
-                }
-            }
-        }
+        let warnings = self.listeners.commit(listeners);
         self.runtime.store(Arc::new(rt));
         self.reloads.fetch_add(1, Ordering::Relaxed);
         tracing::info!("configuration reloaded");

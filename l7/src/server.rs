@@ -1,19 +1,25 @@
-//! The process: listeners (plain and TLS, h1 and h2 on one port), the metrics endpoint, the
-//! admin socket, signals (SIGHUP reloads, SIGTERM drains) and graceful shutdown.
+//! The process: listeners (plain and TLS, h1 and h2 on one port; added, changed and removed by
+//! reload), the metrics endpoint, the admin socket, signals (SIGHUP reloads, SIGTERM drains),
+//! client idle timeouts and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{self, Config};
@@ -24,35 +30,253 @@ use crate::tls::{self, CertResolver};
 /// Most client connections per listener; further accepts wait (bounded memory).
 const MAX_CONNECTIONS_PER_LISTENER: usize = 50_000;
 
-struct Bound {
+/// Why a listener could not be set up (at start or on reload).
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    /// The address could not be bound.
+    #[error("listener {name}: cannot bind {address}: {source}; free the address or change it")]
+    Bind {
+        /// Listener name.
+        name: String,
+        /// Its address.
+        address: SocketAddr,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// Its certificates could not be loaded.
+    #[error("listener {name}: {source}")]
+    Tls {
+        /// Listener name.
+        name: String,
+        /// What was wrong.
+        source: tls::TlsError,
+    },
+}
+
+/// What an accept loop serves new connections with; swapped when a reload changes the listener
+/// at the same address (connections already open keep what they started with).
+struct ListenerState {
     cfg: Arc<config::Listener>,
-    tcp: TcpListener,
     tls: Option<TlsAcceptor>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+}
+
+struct Running {
+    address: SocketAddr,
+    state: Arc<ArcSwap<ListenerState>>,
+    resolver: Option<Arc<CertResolver>>,
+    stop: watch::Sender<bool>,
+}
+
+/// A listener bound and ready for its accept loop.
+struct Bound {
+    tcp: TcpListener,
+    state: Arc<ArcSwap<ListenerState>>,
+    stop: watch::Receiver<bool>,
+}
+
+/// The running listeners. A reload [`prepare`](Listeners::prepare)s the new set (binding new
+/// addresses and loading certificates, so any error refuses the reload), then commits it.
+pub struct Listeners {
+    running: Mutex<Vec<Running>>,
+    spawn: mpsc::UnboundedSender<Bound>,
+}
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        f.debug_list()
+            .entries(running.iter().map(|r| r.address))
+            .finish()
+    }
+}
+
+enum Plan {
+    /// Same address: new settings and certificates for new connections.
+    Keep {
+        index: usize,
+        cfg: Arc<config::Listener>,
+        resolver: Option<Arc<CertResolver>>,
+    },
+    /// A new address, already bound.
+    Add {
+        tcp: TcpListener,
+        cfg: Arc<config::Listener>,
+        resolver: Option<Arc<CertResolver>>,
+    },
+}
+
+/// A new listener set, bound and loaded; [`Listeners::commit`] applies it.
+pub struct Prepared {
+    plans: Vec<Plan>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Prepared({} listeners)", self.plans.len())
+    }
+}
+
+fn bind(l: &config::Listener) -> Result<TcpListener, ListenerError> {
+    let err = |source| ListenerError::Bind {
+        name: l.name.clone(),
+        address: l.address,
+        source,
+    };
+    let std = std::net::TcpListener::bind(l.address).map_err(err)?;
+    std.set_nonblocking(true).map_err(err)?;
+    TcpListener::from_std(std).map_err(err)
+}
+
+fn state_for(
+    cfg: Arc<config::Listener>,
+    resolver: Option<&Arc<CertResolver>>,
+) -> Result<ListenerState, ListenerError> {
+    let tls = match resolver {
+        Some(r) => Some(TlsAcceptor::from(tls::server_config(r.clone()).map_err(
+            |source| ListenerError::Tls {
+                name: cfg.name.clone(),
+                source,
+            },
+        )?)),
+        None => None,
+    };
+    Ok(ListenerState {
+        builder: Arc::new(http_builder(&cfg)),
+        tls,
+        cfg,
+    })
+}
+
+impl Listeners {
+    /// Binds new addresses and loads certificates for `cfg`; nothing running changes.
+    pub fn prepare(&self, cfg: &Config) -> Result<Prepared, ListenerError> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut plans = Vec::new();
+        for l in &cfg.listeners {
+            let resolver = if l.is_tls() {
+                Some(Arc::new(CertResolver::new(&l.certificates).map_err(
+                    |source| ListenerError::Tls {
+                        name: l.name.clone(),
+                        source,
+                    },
+                )?))
+            } else {
+                None
+            };
+            let cfg = Arc::new(l.clone());
+            match running.iter().position(|r| r.address == l.address) {
+                Some(index) => plans.push(Plan::Keep {
+                    index,
+                    cfg,
+                    resolver,
+                }),
+                None => plans.push(Plan::Add {
+                    tcp: bind(l)?,
+                    cfg,
+                    resolver,
+                }),
+            }
+        }
+        Ok(Prepared { plans })
+    }
+
+    /// Applies `p`: kept listeners take their new settings, new ones start accepting, removed
+    /// ones stop accepting and close their connections gracefully (in-flight requests finish).
+    pub fn commit(&self, p: Prepared) -> Vec<String> {
+        let mut notes = Vec::new();
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keep = vec![false; running.len()];
+        let mut added = Vec::new();
+        for plan in p.plans {
+            match plan {
+                Plan::Keep {
+                    index,
+                    cfg,
+                    resolver,
+                } => {
+                    keep[index] = true;
+                    let r = &mut running[index];
+                    // A TLS listener keeps its resolver (and so its rustls config) and takes
+                    // the new certificates.
+                    let resolver = match (&r.resolver, resolver) {
+                        (Some(old), Some(new)) => {
+                            old.replace_with(&new);
+                            Some(old.clone())
+                        }
+                        (_, new) => new,
+                    };
+                    match state_for(cfg, resolver.as_ref()) {
+                        Ok(s) => {
+                            r.state.store(Arc::new(s));
+                            r.resolver = resolver;
+                        }
+                        Err(e) => notes.push(format!("{e}; kept its previous settings")),
+                    }
+                }
+                Plan::Add { tcp, cfg, resolver } => match state_for(cfg, resolver.as_ref()) {
+                    Ok(s) => {
+                        let address = s.cfg.address;
+                        tracing::info!(listener = %s.cfg.name, %address, tls = s.tls.is_some(), "listening");
+                        let (stop, stop_rx) = watch::channel(false);
+                        let state = Arc::new(ArcSwap::from_pointee(s));
+                        added.push(Running {
+                            address,
+                            state: state.clone(),
+                            resolver,
+                            stop,
+                        });
+                        // The server's main loop spawns the accept loop; if it is gone the
+                        // process is stopping anyway.
+                        let _ = self.spawn.send(Bound {
+                            tcp,
+                            state,
+                            stop: stop_rx,
+                        });
+                    }
+                    Err(e) => notes.push(format!("{e}; not started")),
+                },
+            }
+        }
+        let mut i = 0;
+        running.retain(|r| {
+            let k = keep[i];
+            i += 1;
+            if !k {
+                tracing::info!(address = %r.address, "listener removed: closing it gracefully");
+                let _ = r.stop.send(true);
+            }
+            k
+        });
+        running.extend(added);
+        notes
+    }
+
+    /// Stops every listener (SIGTERM).
+    fn stop_all(&self) {
+        for r in self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = r.stop.send(true);
+        }
+    }
 }
 
 /// Runs vip-l7 with `config` (read from `config_path`) until SIGTERM/SIGINT, then drains.
 pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let epoch = Instant::now();
-    let mut bound = Vec::new();
-    let mut resolvers = Vec::new();
-    for l in &config.listeners {
-        let tcp = TcpListener::bind(l.address)
-            .await
-            .with_context(|| format!("listener {}: cannot bind {}", l.name, l.address))?;
-        let tls = if l.is_tls() {
-            let r = Arc::new(CertResolver::new(&l.certificates)?);
-            resolvers.push((l.address, r.clone()));
-            Some(TlsAcceptor::from(tls::server_config(r)?))
-        } else {
-            None
-        };
-        tracing::info!(listener = %l.name, address = %l.address, tls = l.is_tls(), "listening");
-        bound.push(Bound {
-            cfg: Arc::new(l.clone()),
-            tcp,
-            tls,
-        });
+    let (spawn_tx, mut spawn_rx) = mpsc::unbounded_channel();
+    let listeners = Listeners {
+        running: Mutex::new(Vec::new()),
+        spawn: spawn_tx,
+    };
+    let prepared = listeners.prepare(&config)?;
+    if let Some(n) = listeners.commit(prepared).into_iter().next() {
+        anyhow::bail!("{n}");
     }
     let admin_path = config.admin_socket.clone();
     let metrics_listen = config.metrics_listen;
@@ -63,7 +287,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         epoch,
         config_path,
-        resolvers,
+        listeners,
         reload_lock: tokio::sync::Mutex::new(()),
         requests_total: AtomicU64::new(0),
         reloads: AtomicU64::new(0),
@@ -79,17 +303,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         tokio::spawn(serve_metrics(l, metrics.clone()));
     }
 
-    let graceful = Arc::new(std::sync::Mutex::new(Some(GracefulShutdown::new())));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut accept_tasks = Vec::new();
-    for b in bound {
-        accept_tasks.push(tokio::spawn(accept_loop(
-            b,
-            shared.clone(),
-            graceful.clone(),
-            stop_rx.clone(),
-        )));
-    }
+    let graceful = Arc::new(Mutex::new(Some(GracefulShutdown::new())));
+    let mut accept_tasks = tokio::task::JoinSet::new();
 
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
@@ -99,6 +314,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            Some(b) = spawn_rx.recv() => {
+                accept_tasks.spawn(accept_loop(b, shared.clone(), graceful.clone()));
+            }
+            Some(_) = accept_tasks.join_next(), if !accept_tasks.is_empty() => {}
             _ = hup.recv() => {
                 match shared.reload().await {
                     Ok(w) => for w in w { tracing::warn!("{w}") },
@@ -112,10 +331,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         drain_timeout
     );
     shared.draining.store(true, Ordering::Relaxed);
-    let _ = stop_tx.send(true);
-    for t in accept_tasks {
-        let _ = t.await;
-    }
+    shared.listeners.stop_all();
+    while accept_tasks.join_next().await.is_some() {}
     let g = graceful.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(g) = g {
         if tokio::time::timeout(drain_timeout, g.shutdown())
@@ -154,23 +371,30 @@ fn http_builder(l: &config::Listener) -> auto::Builder<TokioExecutor> {
 async fn accept_loop(
     b: Bound,
     shared: Arc<Shared>,
-    graceful: Arc<std::sync::Mutex<Option<GracefulShutdown>>>,
-    mut stop: watch::Receiver<bool>,
+    graceful: Arc<Mutex<Option<GracefulShutdown>>>,
 ) {
-    let builder = Arc::new(http_builder(&b.cfg));
+    let Bound {
+        tcp,
+        state,
+        mut stop,
+    } = b;
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS_PER_LISTENER));
     loop {
+        if *stop.borrow() {
+            return;
+        }
+        // A closed channel (the listener was dropped from the registry) also stops it.
         let permit = tokio::select! {
             _ = stop.changed() => return,
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
         };
         let (stream, client) = tokio::select! {
             _ = stop.changed() => return,
-            r = b.tcp.accept() => match r {
+            r = tcp.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(listener = %b.cfg.name, "accept failed: {e}");
+                    tracing::warn!(listener = %state.load().cfg.name, "accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -182,42 +406,177 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        let builder = builder.clone();
-        let cfg = b.cfg.clone();
-        let tls = b.tls.clone();
+        let st = state.load_full();
+        let stop = stop.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            shared.metrics.connection(&cfg.name, 1);
-            serve_conn(
-                stream,
-                client,
-                cfg.clone(),
-                tls,
-                builder,
-                shared.clone(),
-                watcher,
-            )
-            .await;
-            shared.metrics.connection(&cfg.name, -1);
+            let _watcher = watcher;
+            let name = st.cfg.name.clone();
+            shared.metrics.connection(&name, 1);
+            serve_conn(stream, client, st, shared.clone(), stop).await;
+            shared.metrics.connection(&name, -1);
         });
     }
+}
+
+/// Requests in flight on one client connection, and since when it has had none.
+#[derive(Debug)]
+pub struct Activity {
+    active: AtomicUsize,
+    idle_since_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            active: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Returns once the connection has had no request in flight for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let wait = if self.active.load(Ordering::Acquire) > 0 {
+                timeout
+            } else {
+                let idle = Duration::from_millis(
+                    self.now_ms()
+                        .saturating_sub(self.idle_since_ms.load(Ordering::Acquire)),
+                );
+                match timeout.checked_sub(idle) {
+                    Some(w) if !w.is_zero() => w,
+                    _ => return,
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Counts one request (or one tunnel) as in flight on its connection while it lives.
+#[derive(Debug)]
+pub struct ActiveGuard(Arc<Activity>);
+
+impl ActiveGuard {
+    /// Marks one more request in flight on the connection.
+    pub fn new(a: &Arc<Activity>) -> ActiveGuard {
+        a.active.fetch_add(1, Ordering::AcqRel);
+        ActiveGuard(a.clone())
+    }
+}
+
+impl Clone for ActiveGuard {
+    fn clone(&self) -> ActiveGuard {
+        ActiveGuard::new(&self.0)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0
+                .idle_since_ms
+                .store(self.0.now_ms(), Ordering::Release);
+        }
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is sent (or dropped).
+pub struct ActiveBody<B> {
+    inner: B,
+    _guard: ActiveGuard,
+}
+
+impl<B> Body for ActiveBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serves one connection until it ends, closing it gracefully (h2: GOAWAY, in-flight streams
+/// finish) when its listener stops or it has been idle for the listener's `idle_timeout`.
+macro_rules! drive {
+    ($conn:expr, $activity:expr, $idle:expr, $stop:expr) => {{
+        let conn = $conn;
+        tokio::pin!(conn);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => break,
+                _ = $stop.changed(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = $activity.idle_for($idle), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }};
 }
 
 async fn serve_conn(
     stream: TcpStream,
     client: SocketAddr,
-    cfg: Arc<config::Listener>,
-    tls: Option<TlsAcceptor>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    st: Arc<ListenerState>,
     shared: Arc<Shared>,
-    watcher: hyper_util::server::graceful::Watcher,
+    mut stop: watch::Receiver<bool>,
 ) {
-    let info = Arc::new(ConnInfo::new(client, tls.is_some(), cfg.clone()));
-    let svc = service_fn(move |req| proxy::handle(shared.clone(), info.clone(), req));
-    match tls {
+    let cfg = st.cfg.clone();
+    let info = Arc::new(ConnInfo::new(client, st.tls.is_some(), cfg.clone()));
+    let activity = Activity::new();
+    let act = activity.clone();
+    let svc = service_fn(move |mut req| {
+        let guard = ActiveGuard::new(&act);
+        // Tunnels (WebSocket over h2, extended CONNECT) hold a guard while they run.
+        if req.method() == http::Method::CONNECT {
+            req.extensions_mut().insert(guard.clone());
+        }
+        let fut = proxy::handle(shared.clone(), info.clone(), req);
+        async move {
+            let resp = fut.await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|inner| ActiveBody {
+                inner,
+                _guard: guard,
+            }))
+        }
+    });
+    let idle = cfg.idle_timeout;
+    if *stop.borrow_and_update() {
+        return;
+    }
+    match &st.tls {
         None => {
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-            let _ = watcher.watch(conn).await;
+            drive!(
+                st.builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc),
+                activity,
+                idle,
+                stop
+            );
         }
         Some(acceptor) => {
             // The handshake must finish within the header read timeout (TLS slowloris).
@@ -231,8 +590,13 @@ async fn serve_conn(
                 }
                 Err(_) => return,
             };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(s), svc);
-            let _ = watcher.watch(conn).await;
+            drive!(
+                st.builder
+                    .serve_connection_with_upgrades(TokioIo::new(s), svc),
+                activity,
+                idle,
+                stop
+            );
         }
     }
 }

@@ -163,6 +163,12 @@ impl CertResolver {
         self.set.store(Arc::new(CertSet::load(files)?));
         Ok(())
     }
+
+    /// Takes over the certificates `other` loaded (a reload that loaded everything first, then
+    /// commits without a chance to fail).
+    pub fn replace_with(&self, other: &CertResolver) {
+        self.set.store(other.set.load_full());
+    }
 }
 
 impl ResolvesServerCert for CertResolver {

@@ -1,0 +1,338 @@
+//! vip-l7 features with real clients: the client idle timeout (h2 GOAWAY), circuit breaker on
+//! pending connects, retries after transport errors, listener changes on reload, WebSocket over
+//! h2 (RFC 8441).
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+fn cluster(name: &str, extra: &str, ups: &[&str]) -> String {
+    let mut s = format!("[clusters.{name}]\n{extra}\n");
+    for u in ups {
+        s += &format!("[[clusters.{name}.upstreams]]\naddress = \"{u}\"\n");
+    }
+    s
+}
+
+type H2Send = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
+
+/// An h2 (prior knowledge) client connection; the handle resolves when the connection ends.
+async fn h2_connect(port: u16) -> (H2Send, tokio::task::JoinHandle<Result<(), hyper::Error>>) {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    (send, tokio::spawn(conn))
+}
+
+async fn h2_get(send: &mut H2Send, port: u16, path: &str) -> (u16, Bytes) {
+    send.ready().await.unwrap();
+    let req = http::Request::get(format!("http://127.0.0.1:{port}{path}"))
+        .body(Empty::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_h2_connections_get_goaway_but_not_while_a_stream_is_open() {
+    let up = Upstream::start("u1").await;
+    let port = free_port();
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\nidle_timeout_ms = 700\n[[routes]]\ncluster = \"web\"\n{}",
+        cluster("web", "", &[&up.addr.to_string()])
+    );
+    let _l7 = L7::start(&cfg, &[port]);
+
+    // An idle h2 connection is closed (GOAWAY, then EOF: the client's connection task ends
+    // cleanly) about idle_timeout after its last stream.
+    let (mut send, conn) = h2_connect(port).await;
+    let (status, _) = h2_get(&mut send, port, "/").await;
+    assert_eq!(status, 200);
+    let t0 = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("idle h2 connection was not closed within 5 s");
+    let idle = t0.elapsed();
+    assert!(
+        matches!(r, Ok(Ok(()))),
+        "the close was not a clean GOAWAY: {r:?}"
+    );
+    assert!(
+        idle >= Duration::from_millis(500) && idle < Duration::from_millis(2500),
+        "closed after {idle:?}, idle_timeout is 700 ms"
+    );
+
+    // A stream slower than the idle timeout is not cut; the connection closes only once it is
+    // idle again.
+    let (mut send, mut conn) = h2_connect(port).await;
+    let t0 = Instant::now();
+    let (status, body) = h2_get(&mut send, port, "/sleep/1800").await;
+    assert_eq!(status, 200, "{body:?}");
+    assert!(t0.elapsed() >= Duration::from_millis(1800));
+    assert!(
+        !conn.is_finished(),
+        "connection closed while a stream was open"
+    );
+    // Still usable right after the slow stream.
+    let (status, _) = h2_get(&mut send, port, "/").await;
+    assert_eq!(status, 200);
+    let r = tokio::time::timeout(Duration::from_secs(5), &mut conn)
+        .await
+        .expect("connection not closed after the slow stream ended");
+    assert!(r.unwrap().is_ok());
+
+    // nghttp (a second h2 implementation), when installed: a stream longer than the idle
+    // timeout completes, and only the client says GOAWAY (vip-l7 does not cut it short).
+    if let Ok(o) = std::process::Command::new("nghttp")
+        .args(["-v", &format!("http://127.0.0.1:{port}/sleep/1200")])
+        .output()
+    {
+        let v = String::from_utf8_lossy(&o.stdout);
+        assert!(v.contains(":status: 200"), "{v}");
+        assert!(!v.contains("recv GOAWAY"), "{v}");
+    }
+
+    // h1 keep-alive connections follow the same idle timeout.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let t0 = Instant::now();
+    let eof = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(eof.is_ok(), "idle h1 connection not closed");
+    assert!(t0.elapsed() < Duration::from_millis(2500));
+}
+
+/// The value of the metric line that starts with `prefix` (0 when absent).
+fn metric(port: u16, prefix: &str) -> f64 {
+    let (ok, text, err) = curl(&[&format!("http://127.0.0.1:{port}/metrics")]);
+    assert!(ok, "{err}");
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+/// A TCP server that accepts and then never says anything (a stalled TLS handshake);
+/// returns its address and the number of connections accepted.
+async fn stalled_server() -> (
+    std::net::SocketAddr,
+    Arc<AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            n2.fetch_add(1, Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    (addr, n, task)
+}
+
+/// A server that reads each request head and then resets the connection (RST) without an
+/// answer; counts the requests it read.
+async fn resetting_server() -> (
+    std::net::SocketAddr,
+    Arc<AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let n = n2.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => head.extend_from_slice(&buf[..k]),
+                    }
+                }
+                n.fetch_add(1, Ordering::SeqCst);
+                let _ = s.set_zero_linger();
+                drop(s);
+            });
+        }
+    });
+    (addr, n, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_pending_circuit_breaker_answers_503_at_once() {
+    let (stall, accepted, _task) = stalled_server().await;
+    let (port, mport) = (free_port(), free_port());
+    // Upstream TLS against a server that never answers: each connect stays pending (TCP up,
+    // handshake stalled) until connect_timeout_ms.
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n[[routes]]\ncluster = \"slow\"\n{}",
+        cluster(
+            "slow",
+            "connect_timeout_ms = 4000\ntls = { insecure_skip_verify = true }\ncircuit = { max_pending = 1 }\nretry = { attempts = 1 }",
+            &[&stall.to_string()]
+        )
+    );
+    let _l7 = L7::start(&cfg, &[port, mport]);
+    let url = format!("http://127.0.0.1:{port}/");
+    let first = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || curl(&["-o", "/dev/null", "-w", "%{http_code}", &url]))
+    };
+    eventually(
+        "the first connect is pending",
+        Duration::from_secs(5),
+        || accepted.load(Ordering::SeqCst) == 1,
+    )
+    .await;
+    // The pending slot is taken: the next request is refused at once, without a connect.
+    let t0 = Instant::now();
+    let (ok, out, err) = curl(&["-i", &url]);
+    let took = t0.elapsed();
+    assert!(ok, "{err}");
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    assert!(out.contains("circuit breaker open"), "{out}");
+    assert!(took < Duration::from_secs(1), "503 took {took:?}");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "a second connect was made"
+    );
+    assert_eq!(
+        metric(mport, "vip_l7_rejected_total{reason=\"circuit_open\"}"),
+        1.0
+    );
+    // The first request ends with the connect timeout as a gateway error, and the slot is
+    // free again afterwards (the next request connects rather than being refused).
+    let (ok, code, err) = first.await.unwrap();
+    assert!(ok, "{err}");
+    assert!(code == "502" || code == "504", "{code}");
+    let (_, code, _) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "1",
+        &url,
+    ]);
+    assert_eq!(
+        code, "000",
+        "the request waited on a new connect (curl timed out)"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_requests_are_retried_after_a_reset_within_the_budget() {
+    let good = Upstream::start("good").await;
+    let (bad_r, reads_r, _t1) = resetting_server().await;
+    let (bad_nb, reads_nb, _t2) = resetting_server().await;
+    let (port, mport) = (free_port(), free_port());
+    let common = "balancer = \"round_robin\"\noutlier = { max_ejection_percent = 0 }";
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\naccess_log = false\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\
+         [[routes]]\npath_prefix = \"/r\"\ncluster = \"r\"\n[[routes]]\npath_prefix = \"/nb\"\ncluster = \"nb\"\n{}{}",
+        cluster(
+            "r",
+            &format!("{common}\nretry = {{ attempts = 2, budget_percent = 100, min_concurrent = 10 }}"),
+            &[&bad_r.to_string(), &good.addr.to_string()]
+        ),
+        cluster(
+            "nb",
+            &format!("{common}\nretry = {{ attempts = 2, budget_percent = 0, min_concurrent = 0 }}"),
+            &[&bad_nb.to_string(), &good.addr.to_string()]
+        ),
+    );
+    let _l7 = L7::start(&cfg, &[port, mport]);
+    let code = |args: &[&str]| {
+        let mut a = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+        a.extend_from_slice(args);
+        let (ok, out, err) = curl(&a);
+        assert!(ok, "{err}");
+        out
+    };
+
+    // GET: every request succeeds; those sent to the resetting upstream first were retried on
+    // the other one.
+    for i in 0..6 {
+        assert_eq!(code(&[&format!("http://127.0.0.1:{port}/r/{i}")]), "200");
+    }
+    let resets = reads_r.load(Ordering::SeqCst);
+    assert!(
+        resets >= 2,
+        "round robin sent {resets} GETs to the resetting upstream"
+    );
+    assert_eq!(
+        metric(mport, "vip_l7_retries_total{cluster=\"r\"}"),
+        resets as f64
+    );
+
+    // POST is not idempotent: the reset is the answer (502), no retry.
+    let mut failed = 0;
+    for i in 0..6 {
+        match code(&["-d", "x=1", &format!("http://127.0.0.1:{port}/r/p{i}")]).as_str() {
+            "200" => {}
+            "502" => failed += 1,
+            other => panic!("POST answered {other}"),
+        }
+    }
+    assert!(
+        failed >= 2,
+        "only {failed} POSTs reached the resetting upstream"
+    );
+    assert_eq!(reads_r.load(Ordering::SeqCst), resets + failed);
+    assert_eq!(
+        metric(mport, "vip_l7_retries_total{cluster=\"r\"}"),
+        resets as f64,
+        "a POST was retried"
+    );
+
+    // A zero retry budget: GETs that hit the resetting upstream fail too.
+    let mut failed = 0;
+    for i in 0..6 {
+        match code(&[&format!("http://127.0.0.1:{port}/nb/{i}")]).as_str() {
+            "200" => {}
+            "502" => failed += 1,
+            other => panic!("GET answered {other}"),
+        }
+    }
+    assert!(failed >= 2);
+    assert_eq!(reads_nb.load(Ordering::SeqCst), failed);
+    assert_eq!(metric(mport, "vip_l7_retries_total{cluster=\"nb\"}"), 0.0);
+}
