@@ -12,6 +12,7 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
 
 fn cluster(name: &str, extra: &str, ups: &[&str]) -> String {
     let mut s = format!("[clusters.{name}]\n{extra}\n");
@@ -335,4 +336,100 @@ async fn idempotent_requests_are_retried_after_a_reset_within_the_budget() {
     assert!(failed >= 2);
     assert_eq!(reads_nb.load(Ordering::SeqCst), failed);
     assert_eq!(metric(mport, "vip_l7_retries_total{cluster=\"nb\"}"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_changes_and_removes_listeners() {
+    let up_a = Upstream::start("a").await;
+    let up_b = Upstream::start("b").await;
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let listener = |port: u16, extra: &str| {
+        format!("[[listeners]]\nname = \"l{port}\"\naddress = \"127.0.0.1:{port}\"\n{extra}\n")
+    };
+    let config = |listeners: &str, up: &Upstream| {
+        format!(
+            "[admin]\nsocket = \"ADMIN\"\naccess_log = false\n{listeners}[[routes]]\ncluster = \"web\"\n{}",
+            cluster("web", "", &[&up.addr.to_string()])
+        )
+    };
+    let l7 = L7::start(
+        &config(&(listener(p1, "") + &listener(p2, "")), &up_a),
+        &[p1, p2],
+    );
+    let get = |port: u16, path: &str| {
+        curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://127.0.0.1:{port}{path}"),
+        ])
+    };
+    assert_eq!(get(p1, "/").1, "200");
+
+    // A slow request on p1, in flight across the reload that removes p1.
+    let slow = tokio::task::spawn_blocking(move || {
+        curl(&[
+            "-w",
+            " %{http_code}",
+            &format!("http://127.0.0.1:{p1}/sleep/1500"),
+        ])
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Remove p1, add p3, change p2 (a lower max_uri_bytes).
+    std::fs::write(
+        &l7.config,
+        config(
+            &(listener(p2, "max_uri_bytes = 64") + &listener(p3, "")),
+            &up_a,
+        )
+        .replace("ADMIN", &l7.admin.display().to_string()),
+    )
+    .unwrap();
+    let r = l7.admin("reload", json!({}));
+    assert_eq!(r["ok"], true, "{r}");
+    // p3 serves, p1 refuses new connections, p2 has its new limit.
+    assert_eq!(get(p3, "/").1, "200");
+    let (ok, _, err) = get(p1, "/");
+    assert!(!ok && err.contains("(7)"), "p1 still accepts: {err}");
+    assert_eq!(get(p2, "/short").1, "200");
+    assert_eq!(get(p2, &format!("/{}", "x".repeat(100))).1, "414");
+    // The request in flight on the removed listener finished normally.
+    let (ok, out, err) = slow.await.unwrap();
+    assert!(ok, "{err}");
+    assert!(
+        out.ends_with(" 200") && out.contains("\"upstream\":\"a\""),
+        "{out}"
+    );
+
+    // A listener that cannot be bound refuses the whole reload: routes, clusters and listeners
+    // all stay as they were.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let p4 = taken.local_addr().unwrap().port();
+    std::fs::write(
+        &l7.config,
+        config(
+            &(listener(p2, "") + &listener(p3, "") + &listener(p4, "")),
+            &up_b,
+        )
+        .replace("ADMIN", &l7.admin.display().to_string()),
+    )
+    .unwrap();
+    let r = l7.admin("reload", json!({}));
+    assert_eq!(r["ok"], false, "{r}");
+    assert_eq!(r["error"]["code"], "reload_failed");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("l{p4}")) && msg.contains("cannot bind"),
+        "{msg}"
+    );
+    let (ok, out, err) = curl(&[&format!("http://127.0.0.1:{p3}/")]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("\"upstream\":\"a\""),
+        "old cluster kept: {out}"
+    );
+    assert_eq!(get(p2, &format!("/{}", "x".repeat(100))).1, "414");
+    assert_eq!(up_b.hits(), 0);
+    drop(taken);
 }
