@@ -456,6 +456,9 @@ async fn forward(
             "request headers too large",
         );
     }
+    if req.method() == Method::CONNECT && req.extensions().get::<hyper::ext::Protocol>().is_some() {
+        return extended_connect(shared, info, rt, req, request_id, host, path).await;
+    }
     if req.method() == Method::CONNECT {
         return reject(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -777,6 +780,307 @@ async fn forward(
     named(local_response(status, &msg, request_id), up)
 }
 
+/// 16 bytes in base64 (22 digits, `==`).
+fn base64_16(bytes: [u8; 16]) -> [u8; 24] {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut raw = [0u8; 18];
+    raw[..16].copy_from_slice(&bytes);
+    let mut out = [0u8; 24];
+    for (i, c) in raw.chunks(3).enumerate() {
+        let n = (u32::from(c[0]) << 16) | (u32::from(c[1]) << 8) | u32::from(c[2]);
+        for k in 0..4 {
+            out[i * 4 + k] = B64[((n >> (18 - 6 * k)) & 63) as usize];
+        }
+    }
+    out[22] = b'=';
+    out[23] = b'=';
+    out
+}
+
+/// A random `Sec-WebSocket-Key` (16 random bytes in base64).
+fn websocket_key() -> HeaderValue {
+    let mut raw = [0u8; 16];
+    raw[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    raw[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    // Base64 digits are always a valid header value.
+    HeaderValue::from_bytes(&base64_16(raw))
+        .unwrap_or_else(|_| HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAA=="))
+}
+
+/// WebSocket over h2 (RFC 8441): an extended CONNECT with `:protocol = websocket` is sent to
+/// an upstream as an HTTP/1.1 Upgrade; on its 101 the client gets 200 and the h2 stream and the
+/// upstream connection are spliced. Connect failures are retried on another upstream.
+async fn extended_connect(
+    shared: &Arc<Shared>,
+    info: &ConnInfo,
+    rt: &Runtime,
+    mut req: Request<Incoming>,
+    request_id: &HeaderValue,
+    host: &str,
+    path: &str,
+) -> Forwarded {
+    let metrics = &shared.metrics;
+    let websocket = req
+        .extensions()
+        .get::<hyper::ext::Protocol>()
+        .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+    if !websocket {
+        metrics.rejected("connect");
+        let r = local_response(
+            StatusCode::NOT_IMPLEMENTED,
+            "extended CONNECT supports only :protocol websocket",
+            request_id,
+        );
+        return (r, None, None, None);
+    }
+    let Some((route_index, cluster_name)) = rt.routes.route_indexed(host, path, req.headers())
+    else {
+        metrics.rejected("no_route");
+        let r = local_response(
+            StatusCode::NOT_FOUND,
+            "no route for this host and path",
+            request_id,
+        );
+        return (r, None, None, None);
+    };
+    let Some(cluster) = rt.clusters.get(cluster_name).cloned() else {
+        metrics.rejected("no_route");
+        let r = local_response(StatusCode::NOT_FOUND, "route names no cluster", request_id);
+        return (r, None, None, None);
+    };
+    let named = |resp: Response<ProxyBody>, up: Option<usize>| -> Forwarded {
+        (resp, Some(route_index), Some(cluster.clone()), up)
+    };
+    let local = |status: StatusCode, reason: &'static str, msg: &str| -> Forwarded {
+        metrics.rejected(reason);
+        named(local_response(status, msg, request_id), None)
+    };
+    if cluster.cfg.protocol == config::UpstreamProtocol::H2 {
+        return local(
+            StatusCode::BAD_GATEWAY,
+            "websocket_h2_upstream",
+            "WebSocket needs an http1 cluster (upstreams get an HTTP/1.1 Upgrade)",
+        );
+    }
+    if let Some(rl) = &cluster.rate_limiter {
+        let key = match rl.key_header() {
+            None => info.client_ip.clone(),
+            Some(h) => req
+                .headers()
+                .get(h)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default(),
+        };
+        if !rl.allow(&key, Instant::now()) {
+            return local(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "rate limit exceeded",
+            );
+        }
+    }
+    if cluster.active_requests.load(Ordering::Relaxed) >= cluster.cfg.circuit.max_requests as usize
+    {
+        return local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "circuit_open",
+            "cluster at max_requests (circuit breaker open)",
+        );
+    }
+    let active_guard = CountGuard::new(&cluster.active_requests);
+    // The client connection counts the tunnel as a request in flight while it runs (idle
+    // timeout); the server put this guard on the request.
+    let conn_guard = req.extensions_mut().remove::<crate::server::ActiveGuard>();
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let mut headers = std::mem::take(req.headers_mut());
+    strip_hop_by_hop(&mut headers);
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::SEC_WEBSOCKET_KEY, websocket_key());
+    if !headers.contains_key(header::SEC_WEBSOCKET_VERSION) {
+        headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+    }
+    match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {}", info.client_ip)) {
+                headers.insert("x-forwarded-for", v);
+            }
+        }
+        None => {
+            headers.insert("x-forwarded-for", info.client_ip_header.clone());
+        }
+    }
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if info.tls { "https" } else { "http" }),
+    );
+    if let Ok(v) = HeaderValue::from_str(host) {
+        if !host.is_empty() {
+            headers.insert("x-forwarded-host", v.clone());
+            headers.insert(header::HOST, v);
+        }
+    }
+    headers.insert("x-request-id", request_id.clone());
+    let key_hash = match &cluster.cfg.hash_on {
+        Some(HashOn::Header(h)) => headers
+            .get(h.as_str())
+            .map(|v| crate::balance::key_hash(v.as_bytes())),
+        Some(HashOn::Cookie(c)) => {
+            cookie(&headers, c).map(|v| crate::balance::key_hash(v.as_bytes()))
+        }
+        Some(HashOn::SourceIp) => Some(crate::balance::key_hash(info.client_ip.as_bytes())),
+        None => None,
+    };
+    let scheme = if cluster.cfg.tls.is_some() {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    };
+    let mut tried: Vec<usize> = Vec::new();
+    let mut retry_guard: Option<CountGuard> = None;
+    for attempt in 0..cluster.cfg.retry.attempts.max(1) {
+        if attempt > 0 {
+            if !cluster.retry_allowed() {
+                break;
+            }
+            metrics.retry(&cluster.cfg.name);
+            retry_guard.get_or_insert_with(|| CountGuard::new(&cluster.active_retries));
+        }
+        let Some(idx) = cluster.picker.pick(&cluster.upstreams, &tried, key_hash) else {
+            if tried.is_empty() {
+                return local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_upstream",
+                    "no healthy upstream in cluster",
+                );
+            }
+            break;
+        };
+        tried.push(idx);
+        let up = cluster.upstreams[idx].clone();
+        let uri = match Uri::builder()
+            .scheme(scheme.clone())
+            .authority(cluster.authorities[idx].clone())
+            .path_and_query(path_and_query.clone())
+            .build()
+        {
+            Ok(u) => u,
+            Err(_) => {
+                return local(
+                    StatusCode::BAD_REQUEST,
+                    "bad_uri",
+                    "request target is not valid",
+                )
+            }
+        };
+        let mut out = Request::new(text_body(Bytes::new()));
+        *out.uri_mut() = uri;
+        *out.headers_mut() = headers.clone();
+        let upstream_active = UpstreamActive::new(cluster.clone(), idx);
+        let t0 = Instant::now();
+        let result =
+            tokio::time::timeout(cluster.cfg.request_timeout, cluster.client.request(out)).await;
+        let mut resp = match result {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                up.observe_latency(t0.elapsed());
+                if is_circuit_error(&e) {
+                    return local(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "circuit_open",
+                        "cluster at its connection limit (circuit breaker open)",
+                    );
+                }
+                if up.record_outcome(true, cluster.cfg.outlier.consecutive_errors) {
+                    cluster.maybe_eject(idx, metrics);
+                }
+                tracing::debug!(upstream = %up.name, error = %e, "WebSocket upgrade failed");
+                if e.is_connect() {
+                    continue;
+                }
+                break;
+            }
+            Err(_) => {
+                if up.record_outcome(true, cluster.cfg.outlier.consecutive_errors) {
+                    cluster.maybe_eject(idx, metrics);
+                }
+                metrics.rejected("upstream_timeout");
+                let r = local_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream did not answer in time",
+                    request_id,
+                );
+                return named(r, Some(idx));
+            }
+        };
+        up.observe_latency(t0.elapsed());
+        let status = resp.status();
+        if up.record_outcome(
+            status.is_server_error(),
+            cluster.cfg.outlier.consecutive_errors,
+        ) {
+            cluster.maybe_eject(idx, metrics);
+        }
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            if status.is_success() {
+                // A 2xx would open the tunnel at the client with nothing behind it.
+                metrics.rejected("upstream_error");
+                let r = local_response(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream did not switch to WebSocket",
+                    request_id,
+                );
+                return named(r, Some(idx));
+            }
+            // A refusal (401, 403, 404, ...) goes back as it is.
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            parts.headers.insert("x-request-id", request_id.clone());
+            let body = Guarded {
+                inner: body,
+                _guards: vec![active_guard],
+                _upstream: Some(upstream_active),
+            };
+            return named(Response::from_parts(parts, body.boxed()), Some(idx));
+        }
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            let _hold = (upstream_active, active_guard, retry_guard, conn_guard);
+            if let (Ok(c), Ok(u)) = tokio::join!(client_upgrade, upstream_upgrade) {
+                let mut c = TokioIo::new(c);
+                let mut u = TokioIo::new(u);
+                let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+            }
+        });
+        let mut r = Response::new(text_body(Bytes::new()));
+        for name in [
+            header::SEC_WEBSOCKET_PROTOCOL,
+            header::SEC_WEBSOCKET_EXTENSIONS,
+        ] {
+            if let Some(v) = resp.headers().get(&name) {
+                r.headers_mut().insert(name, v.clone());
+            }
+        }
+        r.headers_mut().insert("x-request-id", request_id.clone());
+        return named(r, Some(idx));
+    }
+    metrics.rejected("upstream_error");
+    let r = local_response(
+        StatusCode::BAD_GATEWAY,
+        "no upstream accepted the WebSocket",
+        request_id,
+    );
+    named(r, tried.last().copied())
+}
+
 /// A plain-text answer for the metrics endpoint.
 pub fn metrics_response(metrics: &Metrics) -> Response<ProxyBody> {
     let mut r = Response::new(text_body(metrics.encode()));
@@ -814,6 +1118,15 @@ mod tests {
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["x-keep"], "yes");
         assert_eq!(h[header::TE], "trailers");
+    }
+
+    #[test]
+    fn websocket_keys_are_base64_of_16_bytes() {
+        assert_eq!(&base64_16([0; 16]), b"AAAAAAAAAAAAAAAAAAAAAA==");
+        let seq: [u8; 16] = std::array::from_fn(|i| i as u8);
+        assert_eq!(&base64_16(seq), b"AAECAwQFBgcICQoLDA0ODw==");
+        assert_eq!(&base64_16([0xff; 16]), b"/////////////////////w==");
+        assert_ne!(websocket_key(), websocket_key());
     }
 
     #[test]

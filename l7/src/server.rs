@@ -363,6 +363,8 @@ fn http_builder(l: &config::Listener) -> auto::Builder<TokioExecutor> {
         // Rapid reset (CVE-2023-44487) and other stream floods: a few pending resets, then GOAWAY.
         .max_pending_accept_reset_streams(Some(20))
         .max_local_error_reset_streams(Some(256))
+        // WebSocket over h2 (RFC 8441).
+        .enable_connect_protocol()
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10));
     b

@@ -433,3 +433,156 @@ async fn reload_adds_changes_and_removes_listeners() {
     assert_eq!(up_b.hits(), 0);
     drop(taken);
 }
+
+/// The Python WebSocket echo upstream (`ws_echo.py PORT --serve`); killed on drop.
+struct WsEcho(std::process::Child);
+
+impl WsEcho {
+    fn start(port: u16) -> WsEcho {
+        use std::io::BufRead;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ws_echo.py");
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg("--serve")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("/usr/bin/python3 runs");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        WsEcho(child)
+    }
+}
+
+impl Drop for WsEcho {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A masked client WebSocket frame (RFC 6455 5.2).
+fn ws_frame(opcode: u8, data: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    match data.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n < 65536 => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    let mask: [u8; 4] = fastrand::u32(..).to_be_bytes();
+    f.extend_from_slice(&mask);
+    f.extend(data.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Reads one unmasked server frame: (opcode, payload).
+async fn ws_read(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).await.unwrap();
+    let n = match h[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).await.unwrap();
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b).await.unwrap();
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    let mut data = vec![0u8; n];
+    s.read_exact(&mut data).await.unwrap();
+    (h[0] & 0x0f, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_h2_extended_connect() {
+    use tokio::io::AsyncWriteExt;
+    let ws_port = free_port();
+    let _echo = WsEcho::start(ws_port);
+    let port = free_port();
+    // A short idle timeout: the open tunnel must keep the connection up past it.
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\nidle_timeout_ms = 400\n\
+         [[routes]]\npath_prefix = \"/chat\"\ncluster = \"ws\"\n[[routes]]\ncluster = \"h2only\"\n{}{}",
+        cluster("ws", "", &[&format!("127.0.0.1:{ws_port}")]),
+        cluster("h2only", "protocol = \"h2\"", &[&format!("127.0.0.1:{ws_port}")]),
+    );
+    let l7 = L7::start(&cfg, &[port]);
+
+    let (mut send, conn) = h2_connect(port).await;
+    // A first exchange, so the server's SETTINGS (ENABLE_CONNECT_PROTOCOL) are in.
+    let (status, body) = h2_get(&mut send, port, "/chat/plain").await;
+    assert_eq!(status, 200, "{body:?}");
+    let connect = |path: &str, protocol: &'static str| {
+        http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("http://127.0.0.1:{port}{path}"))
+            .header("sec-websocket-version", "13")
+            .extension(hyper::ext::Protocol::from_static(protocol))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    send.ready().await.unwrap();
+    let resp = send
+        .send_request(connect("/chat", "websocket"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{resp:?}\n{}", l7.stderr_text());
+    assert!(resp.headers().contains_key("x-request-id"));
+    let mut ws = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    ws.write_all(&ws_frame(1, b"hello")).await.unwrap();
+    assert_eq!(ws_read(&mut ws).await, (1, b"hello".to_vec()));
+    // Quiet for longer than the idle timeout: the tunnel counts as in flight.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let big = vec![b'x'; 70_000];
+    ws.write_all(&ws_frame(2, &big)).await.unwrap();
+    assert_eq!(ws_read(&mut ws).await, (2, big));
+    assert!(!conn.is_finished());
+
+    // A second tunnel on the same connection, at the same time.
+    send.ready().await.unwrap();
+    let resp = send
+        .send_request(connect("/chat/2", "websocket"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut ws2 = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    ws2.write_all(&ws_frame(1, b"second")).await.unwrap();
+    assert_eq!(ws_read(&mut ws2).await, (1, b"second".to_vec()));
+    ws.write_all(&ws_frame(1, b"first again")).await.unwrap();
+    assert_eq!(ws_read(&mut ws).await, (1, b"first again".to_vec()));
+
+    // Other protocols and h2-only clusters are refused with an answer, not a hang.
+    send.ready().await.unwrap();
+    let resp = send
+        .send_request(connect("/chat", "x-other"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 501);
+    send.ready().await.unwrap();
+    let resp = send
+        .send_request(connect("/other", "websocket"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+
+    // Close frames end the tunnels; then the connection goes idle and is closed.
+    ws.write_all(&ws_frame(8, b"")).await.unwrap();
+    ws2.write_all(&ws_frame(8, b"")).await.unwrap();
+    drop((ws, ws2));
+    let r = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(r.is_ok(), "connection not closed after the tunnels ended");
+}

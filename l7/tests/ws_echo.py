@@ -2,6 +2,7 @@
 """WebSocket echo upstream + Python stdlib clients through vip-l7.
 
 Usage: ws_echo.py UPSTREAM_PORT PROXY_PORT
+       ws_echo.py UPSTREAM_PORT --serve     (only the echo server, until killed)
 Starts a WebSocket echo server (RFC 6455, stdlib only) on UPSTREAM_PORT that also answers
 plain HTTP with a JSON echo, then talks to it through vip-l7 on PROXY_PORT: a WebSocket
 handshake and two echoed messages, and an http.client POST. Exit 0 and "... ok" lines on success.
@@ -110,8 +111,13 @@ class Server(socketserver.ThreadingTCPServer):
 
 
 def main():
-    up_port, proxy_port = int(sys.argv[1]), int(sys.argv[2])
+    up_port = int(sys.argv[1])
     srv = Server(("127.0.0.1", up_port), Handler)
+    if sys.argv[2] == "--serve":
+        print("ready", flush=True)
+        srv.serve_forever()
+        return
+    proxy_port = int(sys.argv[2])
     threading.Thread(target=srv.serve_forever, daemon=True).start()
 
     # WebSocket through the proxy.
