@@ -585,6 +585,16 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
                 ),
             )
         })?;
+        if let Some(j) = listeners
+            .iter()
+            .position(|o: &Listener| o.address == address)
+        {
+            return Err(cx.err(
+                Some(l.address.span()),
+                format!("{field}.address"),
+                format!("{address} is already the address of listeners[{j}]; give each listener its own address"),
+            ));
+        }
         if l.tls && l.certificates.is_empty() {
             return Err(cx.err(
                 Some(l.address.span()),
@@ -971,6 +981,7 @@ address = "127.0.0.1:9001"
         let c = parse(Path::new("l7.toml"), GOOD).unwrap();
         assert_eq!(c.listeners.len(), 1);
         assert!(!c.listeners[0].is_tls());
+        assert_eq!(c.listeners[0].idle_timeout, Duration::from_secs(60));
         let api = &c.clusters["api"];
         assert_eq!(api.balancer, Balancer::ConsistentHash);
         assert_eq!(api.hash_on, Some(HashOn::Header("x-user".into())));
@@ -1022,6 +1033,21 @@ address = "127.0.0.1:9001"
                 .contains("must be 1..=86400000 milliseconds, got 0"),
             "{e}"
         );
+
+        let bad = GOOD.replacen(
+            "[[listeners]]",
+            "[[listeners]]\naddress = \"127.0.0.1:8080\"\n[[listeners]]",
+            1,
+        );
+        let e = parse(Path::new("l7.toml"), &bad).unwrap_err();
+        assert_eq!(e.field, "listeners[1].address", "{e}");
+        assert!(
+            e.message.contains("already the address of listeners[0]"),
+            "{e}"
+        );
+        let bad = GOOD.replacen("[[listeners]]", "[[listeners]]\nidle_timeout_ms = 0", 1);
+        let e = parse(Path::new("l7.toml"), &bad).unwrap_err();
+        assert_eq!(e.field, "listeners[0].idle_timeout_ms", "{e}");
 
         let e = parse(Path::new("l7.toml"), "listeners = 3").unwrap_err();
         assert_eq!(e.line, Some(1), "{e}");

@@ -432,6 +432,47 @@ async fn reload_adds_changes_and_removes_listeners() {
     assert_eq!(get(p2, &format!("/{}", "x".repeat(100))).1, "414");
     assert_eq!(up_b.hits(), 0);
     drop(taken);
+
+    // The listener at p3 turns into HTTPS in place (same address, new settings); a keep-alive
+    // connection opened before stays plain HTTP until it ends.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut old_conn = tokio::net::TcpStream::connect(("127.0.0.1", p3))
+        .await
+        .unwrap();
+    let (cert, key) = write_cert(l7.dir.path(), "c", &["c.test"]);
+    let tls = format!(
+        "tls = true\n[[listeners.certificates]]\ncert = \"{}\"\nkey = \"{}\"\nnames = [\"c.test\"]",
+        cert.display(),
+        key.display()
+    );
+    std::fs::write(
+        &l7.config,
+        config(&(listener(p2, "") + &listener(p3, &tls)), &up_b)
+            .replace("ADMIN", &l7.admin.display().to_string()),
+    )
+    .unwrap();
+    let r = l7.admin("reload", json!({}));
+    assert_eq!(r["ok"], true, "{r}");
+    let (ok, out, err) = curl(&[
+        "-k",
+        "--resolve",
+        &format!("c.test:{p3}:127.0.0.1"),
+        &format!("https://c.test:{p3}/"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"upstream\":\"b\""), "{out}");
+    assert!(!get(p3, "/").0, "plain HTTP still served on p3");
+    old_conn
+        .write_all(b"GET /old HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = old_conn.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
 }
 
 /// The Python WebSocket echo upstream (`ws_echo.py PORT --serve`); killed on drop.
@@ -515,7 +556,7 @@ async fn websocket_over_h2_extended_connect() {
     let port = free_port();
     // A short idle timeout: the open tunnel must keep the connection up past it.
     let cfg = format!(
-        "[admin]\nsocket = \"ADMIN\"\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\nidle_timeout_ms = 400\n\
+        "[admin]\nsocket = \"ADMIN\"\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\nidle_timeout_ms = 600\n\
          [[routes]]\npath_prefix = \"/chat\"\ncluster = \"ws\"\n[[routes]]\ncluster = \"h2only\"\n{}{}",
         cluster("ws", "", &[&format!("127.0.0.1:{ws_port}")]),
         cluster("h2only", "protocol = \"h2\"", &[&format!("127.0.0.1:{ws_port}")]),
@@ -546,7 +587,7 @@ async fn websocket_over_h2_extended_connect() {
     ws.write_all(&ws_frame(1, b"hello")).await.unwrap();
     assert_eq!(ws_read(&mut ws).await, (1, b"hello".to_vec()));
     // Quiet for longer than the idle timeout: the tunnel counts as in flight.
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
     let big = vec![b'x'; 70_000];
     ws.write_all(&ws_frame(2, &big)).await.unwrap();
     assert_eq!(ws_read(&mut ws).await, (2, big));
