@@ -553,15 +553,21 @@ async fn websocket_over_h2_extended_connect() {
     use tokio::io::AsyncWriteExt;
     let ws_port = free_port();
     let _echo = WsEcho::start(ws_port);
-    let port = free_port();
+    let (port, tls_port) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path(), "ws", &["ws.test"]);
     // A short idle timeout: the open tunnel must keep the connection up past it.
     let cfg = format!(
         "[admin]\nsocket = \"ADMIN\"\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\nidle_timeout_ms = 600\n\
+         [[listeners]]\naddress = \"127.0.0.1:{tls_port}\"\ntls = true\n\
+         [[listeners.certificates]]\ncert = \"{}\"\nkey = \"{}\"\nnames = [\"ws.test\"]\n\
          [[routes]]\npath_prefix = \"/chat\"\ncluster = \"ws\"\n[[routes]]\ncluster = \"h2only\"\n{}{}",
+        cert.display(),
+        key.display(),
         cluster("ws", "", &[&format!("127.0.0.1:{ws_port}")]),
         cluster("h2only", "protocol = \"h2\"", &[&format!("127.0.0.1:{ws_port}")]),
     );
-    let l7 = L7::start(&cfg, &[port]);
+    let l7 = L7::start_in(dir, &cfg, &[port, tls_port]);
 
     let (mut send, conn) = h2_connect(port).await;
     // A first exchange, so the server's SETTINGS (ENABLE_CONNECT_PROTOCOL) are in.
@@ -626,4 +632,50 @@ async fn websocket_over_h2_extended_connect() {
     drop((ws, ws2));
     let r = tokio::time::timeout(Duration::from_secs(5), conn).await;
     assert!(r.is_ok(), "connection not closed after the tunnels ended");
+
+    // Over TLS with ALPN h2, as browsers do it.
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tls_port))
+        .await
+        .unwrap();
+    let s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect(
+            rustls::pki_types::ServerName::try_from("ws.test").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let (status, _) = h2_get(&mut send, tls_port, "/chat/plain").await;
+    assert_eq!(status, 200);
+    send.ready().await.unwrap();
+    let req = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("https://ws.test:{tls_port}/chat"))
+        .header("sec-websocket-version", "13")
+        .extension(hyper::ext::Protocol::from_static("websocket"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut ws = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    ws.write_all(&ws_frame(1, b"over tls")).await.unwrap();
+    assert_eq!(ws_read(&mut ws).await, (1, b"over tls".to_vec()));
 }
