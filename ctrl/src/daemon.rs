@@ -1163,7 +1163,7 @@ fn signal(
 fn config_json(c: &ValidConfig) -> Value {
     json!({
         "dataplane": {"lcores": c.dataplane.lcores, "cpus": c.dataplane.cpus, "eal_args": c.dataplane.eal_args, "flow_table_capacity": c.dataplane.flow_table_capacity},
-        "ports": c.ports.iter().map(|p| json!({"mac": p.mac.to_string(), "gateway_mac": p.gateway_mac.to_string(), "mtu": p.mtu, "vlan": p.vlan})).collect::<Vec<_>>(),
+        "ports": c.ports.iter().map(port_json).collect::<Vec<_>>(),
         "admin": {"socket": c.admin.socket.display().to_string(), "max_request_bytes": c.admin.max_request_bytes, "idle_timeout_ms": c.admin.idle_timeout_ms},
         "metrics": c.metrics.map(|a| a.to_string()),
         "panic_threshold": c.panic_threshold,
@@ -1178,6 +1178,26 @@ fn config_json(c: &ValidConfig) -> Value {
             "health": v.health.as_ref().map(|h| json!({"type": h.kind.as_str(), "port": h.port.get(), "path": h.path, "expect_status": h.expect_status, "interval_ms": h.interval_ms, "timeout_ms": h.timeout_ms, "jitter_ms": h.jitter_ms, "rise": h.rise, "fall": h.fall, "insecure_skip_verify": h.insecure_skip_verify})),
             "backends": v.backends.iter().map(|b| json!({"address": b.address.to_string(), "weight": b.weight.get(), "mac": b.mac.map(|m| m.to_string())})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
+    })
+}
+
+/// One `[[port]]` as JSON (`config.show`).
+fn port_json(p: &config::PortConfig) -> Value {
+    let (gateway_mac, gateway) = match &p.gateway {
+        config::NextHop::Mac(mac) => (Some(mac.to_string()), Vec::new()),
+        config::NextHop::Resolve(ips) => (None, ips.iter().map(IpAddr::to_string).collect()),
+    };
+    json!({
+        "mac": p.mac.to_string(),
+        "gateway_mac": gateway_mac,
+        "gateway": gateway,
+        "mtu": p.mtu,
+        "vlan": p.vlan,
+        "kernel": p.kernel.as_ref().map(|k| json!({
+            "tap": k.tap,
+            "addresses": k.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "mtu": k.mtu,
+        })),
     })
 }
 
