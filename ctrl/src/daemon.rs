@@ -67,6 +67,23 @@ impl Default for DataplaneHealth {
     }
 }
 
+/// One next hop of a port, as `status` and the metrics show it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NextHopStatus {
+    /// The port.
+    pub port: u16,
+    /// Whether the port's link is up (`None`: unknown, or the dry-run dataplane).
+    pub link_up: Option<bool>,
+    /// The gateway's address when it is resolved by ARP/ND; `None` for a static MAC.
+    pub gateway: Option<IpAddr>,
+    /// The gateway's MAC, if known.
+    pub mac: Option<MacAddr>,
+    /// `static`, `incomplete`, `reachable`, `probe`, or `not resolved (dry-run)`.
+    pub state: &'static str,
+    /// Time since the gateway last answered ARP/ND.
+    pub age: Option<Duration>,
+}
+
 /// The BGP speaker as the admin socket and shutdown see it.
 pub trait BgpAdmin: Send + Sync {
     /// `bgp.summary`: sessions and their states.
@@ -538,7 +555,56 @@ impl Daemon {
         }
     }
 
-    /// Marks the dataplane unhealthy when an lcore stops polling or a port's link is down.
+    /// Every port's next hop(s): resolved by ARP/ND on DPDK, as configured in dry-run.
+    pub fn next_hops(&self) -> Vec<NextHopStatus> {
+        match &self.inner.dataplane {
+            Dataplane::DryRun(_) => {
+                let config = self.config();
+                let mut out = Vec::new();
+                for (i, p) in config.ports.iter().enumerate() {
+                    let port = u16::try_from(i).unwrap_or(u16::MAX);
+                    match &p.gateway {
+                        config::NextHop::Mac(mac) => out.push(NextHopStatus {
+                            port,
+                            link_up: None,
+                            gateway: None,
+                            mac: Some(*mac),
+                            state: "static",
+                            age: None,
+                        }),
+                        config::NextHop::Resolve(ips) => {
+                            out.extend(ips.iter().map(|ip| NextHopStatus {
+                                port,
+                                link_up: None,
+                                gateway: Some(*ip),
+                                mac: None,
+                                state: "not resolved (dry-run)",
+                                age: None,
+                            }))
+                        }
+                    }
+                }
+                out
+            }
+            #[cfg(feature = "dpdk")]
+            Dataplane::Engine(_, links) => links
+                .gateways()
+                .into_iter()
+                .map(|g| NextHopStatus {
+                    port: g.port,
+                    link_up: links.link_up(g.port),
+                    gateway: g.gateway,
+                    mac: g.mac.map(MacAddr),
+                    state: g.state,
+                    age: g.last_answer.map(|t| t.elapsed()),
+                })
+                .collect(),
+        }
+    }
+
+    /// Marks the dataplane unhealthy when an lcore stops polling, a port's link is down or a
+    /// port has no next hop (no gateway MAC: its traffic would be dropped, so the VIPs are
+    /// withdrawn rather than blackholed).
     async fn watchdog(self) {
         let mut last: Vec<u64> = Vec::new();
         loop {
@@ -804,6 +870,15 @@ impl Daemon {
             "reloads": ok,
             "reloads_failed": failed,
             "alarms": lock(&self.inner.alarms).clone(),
+            "ports": self.next_hops().iter().map(|n| json!({
+                "port": n.port,
+                "link_up": n.link_up,
+                "gateway": n.gateway.map(|g| g.to_string()),
+                "gateway_mac": n.mac.map(|m| m.to_string()),
+                "next_hop": if n.mac.is_some() { "resolved" } else { "unresolved" },
+                "state": n.state,
+                "age_s": n.age.map(|a| (a.as_secs_f64() * 10.0).round() / 10.0),
+            })).collect::<Vec<_>>(),
             "vips": vips,
         })
     }
