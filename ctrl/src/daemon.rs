@@ -607,8 +607,14 @@ impl Daemon {
     /// withdrawn rather than blackholed).
     async fn watchdog(self) {
         let mut last: Vec<u64> = Vec::new();
+        let mut first = true;
         loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // The first check at once (a port down or without a next hop at start must not be
+            // announced for a second), then every second.
+            if !first {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            first = false;
             let polls: Vec<u64> = self
                 .lcore_stats()
                 .iter()

@@ -35,6 +35,9 @@ use crate::config::{KernelPath, NextHop, ValidConfig};
 /// The DPDK device name of the exception path's TAP.
 const TAP_DEVICE: &str = "net_tap_vipd";
 
+/// How long `start` waits for the gateways to answer before going on.
+const STARTUP_RESOLVE_WAIT: Duration = Duration::from_secs(2);
+
 /// How often the neighbour service runs (reads the lcores' ARP/ND frames, sends due requests).
 const NEIGHBOR_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -301,6 +304,16 @@ pub fn start(
         }
         spawn_neighbors(service, gateways, stop_neighbors)
             .map_err(|e| format!("cannot start the neighbour thread: {e}"))?;
+        // Give the gateway a moment to answer, so that vipd starts healthy on a working link
+        // (and announces nothing it cannot forward); a silent one is reported by the watchdog.
+        let deadline = Instant::now() + STARTUP_RESOLVE_WAIT;
+        while Instant::now() < deadline && links.gateways().iter().any(|g| g.mac.is_none()) {
+            std::thread::sleep(NEIGHBOR_INTERVAL);
+        }
+        for g in links.gateways().iter().filter(|g| g.mac.is_none()) {
+            let gateway = g.gateway.map(|ip| ip.to_string()).unwrap_or_default();
+            tracing::warn!(port = g.port, %gateway, waited_ms = STARTUP_RESOLVE_WAIT.as_millis() as u64, "the gateway has not answered ARP/ND yet; still asking");
+        }
     }
     Ok((engine, links))
 }
