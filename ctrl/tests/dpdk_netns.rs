@@ -14,6 +14,12 @@
 //! (d) VIP traffic sent from the wire namespace comes back IP-in-IP encapsulated from the port's
 //!     MAC to the resolved gateway MAC (Scapy checks every frame: dataplane/tests/scapy).
 //!
+//! A second scenario gives vipd a gateway nobody answers for: vipd still starts, reports the
+//! next hop unresolved (status, metrics) and the dataplane unhealthy (so BGP would withdraw), and
+//! drops VIP traffic as `no_next_hop` rather than sending it to a made-up MAC.
+//!
+//! The two scenarios take one lock: each runs a busy-polling vipd, and the machine is small.
+//!
 //! Needs root, iproute2, BIRD 2 (`bird`, `birdc`), `ping` and Scapy for `/usr/bin/python3`;
 //! skips (passes after saying why) otherwise.
 #![cfg(feature = "dpdk")]
@@ -62,7 +68,7 @@ fn skip_reason() -> Option<String> {
     if let Some(why) = netns_common::missing_prerequisite() {
         return Some(why);
     }
-    for bin in ["bird", "birdc", "ping"] {
+    for bin in ["bird", "birdc", "ping", "curl"] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {bin}")])
             .stdout(Stdio::null())
@@ -70,7 +76,7 @@ fn skip_reason() -> Option<String> {
             .is_ok_and(|s| s.success());
         if !found {
             return Some(format!(
-                "{bin} is not installed (apt-get install bird2 iputils-ping)"
+                "{bin} is not installed (apt-get install bird2 iputils-ping curl)"
             ));
         }
     }
@@ -129,7 +135,23 @@ fn wait_for<T>(
     }
 }
 
-fn vipd_config(dir: &Path, wire: &Wire, port_mac: &str, tap: &str, prefix: &str) -> PathBuf {
+/// One vipd at a time (each busy-polls a CPU).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn vipd_config(
+    dir: &Path,
+    wire: &Wire,
+    port_mac: &str,
+    tap: &str,
+    prefix: &str,
+    gateway: &str,
+) -> PathBuf {
     let mut eal = dpdk::virtual_device_args(prefix);
     eal.push(format!("--vdev=net_af_packet0,iface={}", wire.appliance_if));
     let eal: Vec<String> = eal.iter().map(|a| format!("{a:?}")).collect();
@@ -146,7 +168,7 @@ eal_args = [{eal}]
 
 [[port]]
 mac = "{port_mac}"
-gateway = "{GATEWAY}"
+gateway = "{gateway}"
 
 [port.kernel]
 tap = "{tap}"
@@ -154,6 +176,9 @@ addresses = ["{APPLIANCE}/24"]
 
 [admin]
 socket = "{socket}"
+
+[metrics]
+address = "127.0.0.1:{metrics_port}"
 
 [bgp]
 local_as = 65001
@@ -176,10 +201,48 @@ encap_source_v4 = "{APPLIANCE}"
 {backends}"#,
         eal = eal.join(", "),
         socket = dir.join("vipd.sock").display(),
+        metrics_port = free_port(),
     );
     let path = dir.join("vipd.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts vipd in the appliance namespace and waits for its admin socket.
+fn start_vipd(wire: &Wire, config: &Path, socket: &Path, log: &Path) -> Proc {
+    let mut c = Command::new("ip");
+    c.args([
+        "netns",
+        "exec",
+        &wire.appliance_ns,
+        VIPD,
+        "--drain-ms",
+        "50",
+        "--config",
+    ])
+    .arg(config);
+    let mut vipd = spawn_logged(c, log);
+    let diag = || std::fs::read_to_string(log).unwrap_or_default();
+    wait_for(
+        "vipd's admin socket",
+        Duration::from_secs(30),
+        &diag,
+        || {
+            if let Ok(Some(status)) = vipd.0.try_wait() {
+                panic!("vipd exited with {status:?}:\n{}", diag());
+            }
+            UnixStream::connect(socket).ok()
+        },
+    );
+    vipd
 }
 
 #[test]
@@ -188,6 +251,7 @@ fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_ga
         eprintln!("skipped: {why}");
         return;
     }
+    let _serial = serial();
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let wire = Wire::new("vd", false);
@@ -207,7 +271,7 @@ fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_ga
     let tap = format!("vt{}d", std::process::id());
     let prefix = format!("vipd-netns-{}", std::process::id());
     let _runtime_dir = dpdk::RuntimeDir::new(&prefix);
-    let config = vipd_config(dir.path(), &wire, &port_mac, &tap, &prefix);
+    let config = vipd_config(dir.path(), &wire, &port_mac, &tap, &prefix, GATEWAY);
     let socket = dir.path().join("vipd.sock");
 
     let check = Command::new(VIPD)
@@ -258,19 +322,8 @@ fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_ga
     };
 
     // The real vipd in the appliance namespace (`ip netns exec` execs it: the pid is vipd's).
-    let mut c = Command::new("ip");
-    c.args([
-        "netns",
-        "exec",
-        &wire.appliance_ns,
-        VIPD,
-        "--drain-ms",
-        "50",
-        "--config",
-    ])
-    .arg(&config);
     let vipd_log = dir.path().join("vipd.log");
-    let mut vipd = spawn_logged(c, &vipd_log);
+    let mut vipd = start_vipd(&wire, &config, &socket, &vipd_log);
     let diag = || {
         format!(
             "vipd log:\n{}\nbird:\n{}",
@@ -278,17 +331,6 @@ fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_ga
             birdc(&["show", "protocols", "all", "lb1"])
         )
     };
-    wait_for(
-        "vipd's admin socket",
-        Duration::from_secs(30),
-        &diag,
-        || {
-            if let Ok(Some(status)) = vipd.0.try_wait() {
-                panic!("vipd exited with {status:?}:\n{}", diag());
-            }
-            UnixStream::connect(&socket).ok()
-        },
-    );
 
     // The DPDK-owned veth carries no address; the TAP holds the appliance's.
     let veth = run_in(
@@ -415,4 +457,114 @@ fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_ga
     let log = std::fs::read_to_string(&vipd_log).unwrap_or_default();
     assert!(!log.contains("took over 10 s"), "{log}");
     eprintln!("dpdk_netns: {:?}", started.elapsed());
+}
+
+#[test]
+fn an_unanswered_gateway_leaves_the_next_hop_unresolved_the_dataplane_unhealthy_and_drops_counted()
+{
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let wire = Wire::new("vu", false);
+    // The wire side owns 10.0.0.2; the configured gateway 10.0.0.9 does not exist.
+    run_in(
+        &wire.wire_ns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{GATEWAY}/24"),
+            "dev",
+            &wire.wire_if,
+        ],
+    );
+    let port_mac = Wire::mac(&wire.appliance_ns, &wire.appliance_if);
+    let tap = format!("vt{}u", std::process::id());
+    let prefix = format!("vipd-netns-u-{}", std::process::id());
+    let _runtime_dir = dpdk::RuntimeDir::new(&prefix);
+    let config = vipd_config(dir.path(), &wire, &port_mac, &tap, &prefix, "10.0.0.9");
+    let socket = dir.path().join("vipd.sock");
+    let log = dir.path().join("vipd.log");
+    let _vipd = start_vipd(&wire, &config, &socket, &log);
+    let diag = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let status = request(&socket, "status")["result"].clone();
+    let port = &status["ports"][0];
+    assert_eq!(port["gateway"], "10.0.0.9", "{status}");
+    assert_eq!(port["next_hop"], "unresolved", "{status}");
+    assert_eq!(port["state"], "incomplete", "{status}");
+    assert_eq!(port["gateway_mac"], Value::Null, "{status}");
+    // Checked at once at start: unhealthy, so nothing is announced through this port.
+    assert_eq!(status["dataplane_healthy"], false, "{status}");
+    assert_eq!(
+        status["dataplane_problem"],
+        "port 0: next hop unresolved: no ARP/ND answer from gateway 10.0.0.9",
+        "{status}"
+    );
+    let human = vipctl(&socket, &["status"]);
+    assert!(
+        human.contains("UNHEALTHY") && human.contains("unresolved (incomplete)"),
+        "{human}"
+    );
+    let log_text = diag();
+    assert!(
+        log_text.contains("the gateway has not answered ARP/ND yet"),
+        "{log_text}"
+    );
+
+    // The exception path works regardless (the kernel does its own ARP for 10.0.0.2).
+    let ping = run_in(
+        &wire.wire_ns,
+        &["ping", "-c", "2", "-i", "0.2", "-W", "3", APPLIANCE],
+    );
+    assert!(ping.contains("2 received"), "{ping}");
+
+    // VIP traffic: counted no_next_hop drops, nothing encapsulated leaves.
+    let send = format!(
+        "import time\nfrom scapy.all import *\nconf.verb = 0\n\
+         f = [Ether(dst='{port_mac}')/IP(src='198.18.0.1', dst='{VIP}')/TCP(sport=20000 + i, dport=80, flags='S') for i in range(8)]\n\
+         s = AsyncSniffer(iface='{iface}', lfilter=lambda p: IP in p and p[IP].proto == 4)\n\
+         s.start(); time.sleep(0.5)\n\
+         sendp(f, iface='{iface}', inter=0.01)\n\
+         time.sleep(0.5)\n\
+         print(len(s.stop()))\n",
+        iface = wire.wire_if
+    );
+    let encapsulated = run_in(&wire.wire_ns, &["/usr/bin/python3", "-c", &send]);
+    assert_eq!(encapsulated.trim(), "0", "nothing goes to a made-up MAC");
+    let drops = wait_for("no_next_hop drops", Duration::from_secs(5), &diag, || {
+        let stats = request(&socket, "stats");
+        let n = stats["result"]["drops"]["no_next_hop"].as_u64()?;
+        (n >= 8).then_some(n)
+    });
+    assert_eq!(drops, 8);
+
+    // The metrics say the same.
+    let config_text = std::fs::read_to_string(&config).unwrap();
+    let metrics = config_text
+        .lines()
+        .find_map(|l| l.strip_prefix("address = \"127.0.0.1:"))
+        .and_then(|a| a.strip_suffix('"'))
+        .unwrap()
+        .to_string();
+    // vipd serves them on the appliance namespace's loopback.
+    let body = run_in(
+        &wire.appliance_ns,
+        &[
+            "curl",
+            "-sf",
+            &format!("http://127.0.0.1:{metrics}/metrics"),
+        ],
+    );
+    assert!(
+        body.contains("vipd_port_next_hop_resolved{port=\"0\",gateway=\"10.0.0.9\"} 0"),
+        "{body}"
+    );
+    assert!(
+        body.contains("vipd_drops_total{reason=\"no_next_hop\"} 8"),
+        "{body}"
+    );
 }
