@@ -40,6 +40,8 @@ const VIPD: &str = env!("CARGO_BIN_EXE_vipd");
 const VIPCTL: &str = env!("CARGO_BIN_EXE_vipctl");
 const APPLIANCE: &str = "10.0.0.1";
 const GATEWAY: &str = "10.0.0.2";
+const APPLIANCE6: &str = "fd00::1";
+const GATEWAY6: &str = "fd00::2";
 const VIP: &str = "203.0.113.10";
 const BACKENDS: [&str; 3] = ["10.1.0.1", "10.1.0.2", "10.1.0.3"];
 
@@ -168,11 +170,11 @@ eal_args = [{eal}]
 
 [[port]]
 mac = "{port_mac}"
-gateway = "{gateway}"
+gateway = {gateway}
 
 [port.kernel]
 tap = "{tap}"
-addresses = ["{APPLIANCE}/24"]
+addresses = ["{APPLIANCE}/24", "{APPLIANCE6}/64"]
 
 [admin]
 socket = "{socket}"
@@ -271,7 +273,29 @@ fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_ga
     let tap = format!("vt{}d", std::process::id());
     let prefix = format!("vipd-netns-{}", std::process::id());
     let _runtime_dir = dpdk::RuntimeDir::new(&prefix);
-    let config = vipd_config(dir.path(), &wire, &port_mac, &tap, &prefix, GATEWAY);
+    // The gateway answers Neighbor Discovery too (IPv6 on the wire side only; no DAD delay).
+    run_in(
+        &wire.wire_ns,
+        &[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{}.disable_ipv6=0", wire.wire_if),
+        ],
+    );
+    run_in(
+        &wire.wire_ns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{GATEWAY6}/64"),
+            "dev",
+            &wire.wire_if,
+            "nodad",
+        ],
+    );
+    let gateways = format!("[\"{GATEWAY}\", \"{GATEWAY6}\"]");
+    let config = vipd_config(dir.path(), &wire, &port_mac, &tap, &prefix, &gateways);
     let socket = dir.path().join("vipd.sock");
 
     let check = Command::new(VIPD)
@@ -340,32 +364,36 @@ fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_ga
     assert!(veth.trim().is_empty(), "the veth carries no IP: {veth}");
     let tap_addr = run_in(
         &wire.appliance_ns,
-        &["ip", "-4", "-o", "addr", "show", "dev", &tap],
+        &["ip", "-o", "addr", "show", "dev", &tap],
     );
     assert!(
-        tap_addr.contains(&format!("{APPLIANCE}/24")),
-        "the TAP holds the appliance's address: {tap_addr}"
+        tap_addr.contains(&format!("{APPLIANCE}/24"))
+            && tap_addr.contains(&format!("{APPLIANCE6}/64")),
+        "the TAP holds the appliance's addresses: {tap_addr}"
     );
     let tap_mac = Wire::mac(&wire.appliance_ns, &tap);
     assert_eq!(tap_mac, port_mac, "the TAP has the port's MAC");
 
-    // (b) The gateway's MAC, learnt by ARP through the dataplane.
-    let port = wait_for(
-        "the gateway MAC resolved by ARP",
+    // (b) The gateway's MAC, learnt by ARP (and ND for the IPv6 gateway) through the dataplane.
+    let ports = wait_for(
+        "the gateway MAC resolved by ARP and ND",
         Duration::from_secs(20),
         &diag,
         || {
             let status: Value =
                 serde_json::from_str(&vipctl(&socket, &["--json", "status"])).unwrap();
-            let port = status["ports"][0].clone();
-            (port["next_hop"] == "resolved").then_some(port)
+            let ports = status["ports"].as_array().cloned().unwrap_or_default();
+            (ports.len() == 2 && ports.iter().all(|p| p["next_hop"] == "resolved")).then_some(ports)
         },
     );
-    assert_eq!(port["gateway"], GATEWAY, "{port}");
-    assert_eq!(port["gateway_mac"], gateway_mac.as_str(), "{port}");
-    assert_eq!(port["state"], "reachable", "{port}");
-    assert_eq!(port["link_up"], true, "{port}");
-    assert!(port["age_s"].as_f64().is_some_and(|a| a < 35.0), "{port}");
+    for (port, gateway) in ports.iter().zip([GATEWAY, GATEWAY6]) {
+        assert_eq!(port["port"], 0, "{port}");
+        assert_eq!(port["gateway"], gateway, "{port}");
+        assert_eq!(port["gateway_mac"], gateway_mac.as_str(), "{port}");
+        assert_eq!(port["state"], "reachable", "{port}");
+        assert_eq!(port["link_up"], true, "{port}");
+        assert!(port["age_s"].as_f64().is_some_and(|a| a < 35.0), "{port}");
+    }
     let human = vipctl(&socket, &["status"]);
     assert!(
         human.contains(&gateway_mac) && human.contains("resolved (reachable)"),
@@ -380,6 +408,11 @@ fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_ga
     assert!(ping.contains("3 received"), "{ping}");
     let neigh = run_in(&wire.wire_ns, &["ip", "neigh", "show", APPLIANCE]);
     assert!(neigh.contains(&port_mac), "the TAP answered ARP: {neigh}");
+    let ping6 = run_in(
+        &wire.wire_ns,
+        &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "3", APPLIANCE6],
+    );
+    assert!(ping6.contains("3 received"), "{ping6}");
 
     // (c) BGP over the DPDK port: BIRD's session is up and its RIB holds the VIP.
     wait_for(
@@ -485,7 +518,7 @@ fn an_unanswered_gateway_leaves_the_next_hop_unresolved_the_dataplane_unhealthy_
     let tap = format!("vt{}u", std::process::id());
     let prefix = format!("vipd-netns-u-{}", std::process::id());
     let _runtime_dir = dpdk::RuntimeDir::new(&prefix);
-    let config = vipd_config(dir.path(), &wire, &port_mac, &tap, &prefix, "10.0.0.9");
+    let config = vipd_config(dir.path(), &wire, &port_mac, &tap, &prefix, "\"10.0.0.9\"");
     let socket = dir.path().join("vipd.sock");
     let log = dir.path().join("vipd.log");
     let _vipd = start_vipd(&wire, &config, &socket, &log);
