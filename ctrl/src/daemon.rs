@@ -222,6 +222,13 @@ impl Daemon {
                 alarms: Mutex::new(Vec::new()),
             }),
         };
+        // Before anything subscribes: a port that is down or has no next hop at start must not
+        // be announced, not even until the watchdog's first round.
+        let health = assess_dataplane(None, &daemon.ports_down());
+        if let (false, Some(reason)) = (health.healthy, &health.reason) {
+            tracing::error!(%reason, "dataplane unhealthy: VIPs will be withdrawn");
+        }
+        daemon.inner.dataplane_health.send_replace(health);
         daemon.update_announcements();
         Ok(daemon)
     }

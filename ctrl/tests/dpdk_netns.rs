@@ -547,6 +547,12 @@ fn an_unanswered_gateway_leaves_the_next_hop_unresolved_the_dataplane_unhealthy_
         log_text.contains("the gateway has not answered ARP/ND yet"),
         "{log_text}"
     );
+    // Unhealthy from the start: the VIP is never announced (the speaker only withdraws).
+    assert!(
+        log_text.contains("dataplane unhealthy: VIPs will be withdrawn"),
+        "{log_text}"
+    );
+    assert!(!log_text.contains("BGP: announce"), "{log_text}");
 
     // The exception path works regardless (the kernel does its own ARP for 10.0.0.2).
     let ping = run_in(
