@@ -1721,4 +1721,63 @@ mod tests {
             2
         );
     }
+
+    /// Dry-run with a resolved gateway: status, metrics and config.show show the port's next
+    /// hop as configured and unresolved (no ARP in memory), and traffic to a backend through
+    /// it is a `no_next_hop` drop rather than a frame to a made-up MAC.
+    #[tokio::test]
+    async fn dry_run_reports_an_unresolved_next_hop_and_drops_no_next_hop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vipd.toml");
+        let port = "[[port]]\nmac = \"02:00:00:00:00:01\"\ngateway = \"10.0.0.254\"\n\
+                    [port.kernel]\ntap = \"vipd0\"\naddresses = [\"10.0.0.1/24\"]\n\
+                    [[port]]\nmac = \"02:00:00:00:00:02\"\ngateway_mac = \"02:00:00:00:00:fe\"\n";
+        std::fs::write(&path, format!("{port}{CONFIG}")).unwrap();
+        let daemon = Daemon::new(Options {
+            config_path: path,
+            dry_run: true,
+            admin_socket: Some(dir.path().join("admin.sock")),
+            bgp_check: None,
+            drain: Duration::ZERO,
+        })
+        .unwrap();
+        let status = cmd(&daemon, "status", json!({})).await;
+        assert_eq!(
+            status["result"]["ports"],
+            json!([
+                {"port": 0, "link_up": null, "gateway": "10.0.0.254", "gateway_mac": null,
+                 "next_hop": "unresolved", "state": "not resolved (dry-run)", "age_s": null},
+                {"port": 1, "link_up": null, "gateway": null, "gateway_mac": "02:00:00:00:00:fe",
+                 "next_hop": "resolved", "state": "static", "age_s": null},
+            ]),
+            "{status}"
+        );
+        let shown = cmd(&daemon, "config.show", json!({})).await;
+        assert_eq!(
+            shown["result"]["ports"][0],
+            json!({"mac": "02:00:00:00:00:01", "gateway_mac": null, "gateway": ["10.0.0.254"],
+                   "mtu": 1500, "vlan": null,
+                   "kernel": {"tap": "vipd0", "addresses": ["10.0.0.1/24"], "mtu": 1500}}),
+            "{shown}"
+        );
+        let r = cmd(&daemon, "traffic.send", json!({"packets": [
+            {"src": "198.51.100.9", "src_port": 40000, "dst": "192.0.2.10", "dst_port": 80, "flags": "syn"},
+        ]}))
+        .await;
+        assert_eq!(
+            r["result"]["results"][0]["verdict"], "drop",
+            "no gateway MAC: {r}"
+        );
+        let stats = cmd(&daemon, "stats", json!({})).await;
+        assert_eq!(stats["result"]["drops"]["no_next_hop"], 1, "{stats}");
+        let metrics = crate::metrics::render(&daemon);
+        assert!(
+            metrics.contains("vipd_port_next_hop_resolved{port=\"0\",gateway=\"10.0.0.254\"} 0"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("vipd_port_next_hop_resolved{port=\"1\",gateway=\"static\"} 1"),
+            "{metrics}"
+        );
+    }
 }

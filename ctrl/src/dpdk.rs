@@ -169,7 +169,7 @@ pub fn start(
         Some((_, k)) => {
             let id = eal.port_by_name(TAP_DEVICE).map_err(|e| {
                 format!(
-                    "the kernel exception path's TAP {:?} was not created ({e}); is the net_tap PMD installed (Debian: dpdk), and is vipd root?",
+                    "the kernel exception path's TAP {:?} was not created ({e}); is the net_tap PMD installed (Debian: dpdk), is vipd root, and is the name free (no such interface yet)?",
                     k.tap
                 )
             })?;
