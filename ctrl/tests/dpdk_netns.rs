@@ -18,7 +18,10 @@
 //! next hop unresolved (status, metrics) and the dataplane unhealthy (so BGP would withdraw), and
 //! drops VIP traffic as `no_next_hop` rather than sending it to a made-up MAC.
 //!
-//! The two scenarios take one lock: each runs a busy-polling vipd, and the machine is small.
+//! A third gives the TAP the name of an existing interface: vipd exits 1 naming the TAP and the
+//! fixes.
+//!
+//! The scenarios take one lock: each runs a busy-polling vipd, and the machine is small.
 //!
 //! Needs root, iproute2, BIRD 2 (`bird`, `birdc`), `ping` and Scapy for `/usr/bin/python3`;
 //! skips (passes after saying why) otherwise.
@@ -605,5 +608,64 @@ fn an_unanswered_gateway_leaves_the_next_hop_unresolved_the_dataplane_unhealthy_
     assert!(
         body.contains("vipd_drops_total{reason=\"no_next_hop\"} 8"),
         "{body}"
+    );
+}
+
+/// A TAP name that is already an interface: vipd exits 1 with an error naming the TAP and the
+/// fixes, instead of running without an exception path.
+#[test]
+fn a_taken_tap_name_is_a_clear_start_up_error() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let wire = Wire::new("vt", false);
+    let tap = format!("vt{}t", std::process::id());
+    run_in(
+        &wire.appliance_ns,
+        &[
+            "ip",
+            "link",
+            "add",
+            &tap,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{tap}p"),
+        ],
+    );
+    let port_mac = Wire::mac(&wire.appliance_ns, &wire.appliance_if);
+    let prefix = format!("vipd-netns-t-{}", std::process::id());
+    let _runtime_dir = dpdk::RuntimeDir::new(&prefix);
+    let config = vipd_config(
+        dir.path(),
+        &wire,
+        &port_mac,
+        &tap,
+        &prefix,
+        &format!("\"{GATEWAY}\""),
+    );
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &wire.appliance_ns, VIPD, "--config"])
+        .arg(&config);
+    let log = dir.path().join("vipd.log");
+    let mut vipd = spawn_logged(c, &log);
+    let diag = || std::fs::read_to_string(&log).unwrap_or_default();
+    let exit = wait_for(
+        "vipd to refuse to start",
+        Duration::from_secs(30),
+        &diag,
+        || vipd.0.try_wait().unwrap(),
+    );
+    assert_eq!(exit.code(), Some(1), "{}", diag());
+    let text = diag();
+    assert!(
+        text.contains(&format!(
+            "the kernel exception path's TAP {tap:?} was not created"
+        )) && text.contains("is the name free"),
+        "{text}"
     );
 }
