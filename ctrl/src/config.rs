@@ -20,9 +20,15 @@
 //!
 //! [[port]]                      # DPDK port N is the N-th [[port]]
 //! mac = "02:00:00:00:00:01"
-//! gateway_mac = "02:00:00:00:00:fe"
+//! gateway_mac = "02:00:00:00:00:fe" # static next hop, or:
+//! gateway = "192.0.2.254"       # resolved by ARP/ND (or ["192.0.2.254", "2001:db8::fe"])
 //! mtu = 1500                    # 576..=9216
-//! vlan = 100                    # 1..=4094, absent = untagged
+//! vlan = 100                    # 1..=4094, absent = untagged (not with `gateway`)
+//!
+//! [port.kernel]                 # kernel exception path (at most one port); `gateway` needs it
+//! tap = "vipd0"                 # TAP interface vipd creates (net_tap)
+//! addresses = ["192.0.2.1/24", "2001:db8::1/64"]  # the appliance's own, put on the TAP
+//! mtu = 1500                    # default the port's
 //!
 //! [admin]
 //! socket = "/run/vipd/admin.sock"
@@ -156,12 +162,115 @@ impl Default for DataplaneSettings {
 pub struct PortConfig {
     /// The port's MAC (source of frames sent).
     pub mac: MacAddr,
-    /// The next hop's MAC for encapsulated traffic.
-    pub gateway_mac: MacAddr,
+    /// The next hop for encapsulated traffic: a static MAC, or gateway addresses resolved by
+    /// ARP / Neighbor Discovery from the dataplane.
+    pub gateway: NextHop,
     /// IP MTU, 576..=9216; default 1500.
     pub mtu: u16,
     /// 802.1Q VLAN id towards the backends, 1..=4094.
     pub vlan: Option<u16>,
+    /// The kernel exception path of this port (`[port.kernel]`), if any.
+    pub kernel: Option<KernelPath>,
+}
+
+impl PortConfig {
+    /// The static gateway MAC, if the next hop is configured that way.
+    pub fn gateway_mac(&self) -> Option<MacAddr> {
+        match &self.gateway {
+            NextHop::Mac(mac) => Some(*mac),
+            NextHop::Resolve(_) => None,
+        }
+    }
+}
+
+/// How a port's next hop (gateway) MAC is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextHop {
+    /// `gateway_mac = "02:00:00:00:00:fe"`: fixed.
+    Mac(MacAddr),
+    /// `gateway = "192.0.2.254"` (or one IPv4 and one IPv6 address): resolved by ARP / ND
+    /// through the port, from the address of the same family on `[port.kernel]`.
+    Resolve(Vec<IpAddr>),
+}
+
+/// `[port.kernel]`: the kernel exception path of a port. vipd creates the TAP interface
+/// (DPDK `net_tap`), gives it the port's MAC, these addresses and MTU, and brings it up;
+/// frames not for a VIP go to it and what the kernel sends into it leaves through the port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelPath {
+    /// The TAP interface's name, e.g. `vipd0`.
+    pub tap: String,
+    /// The appliance's own addresses on this link, with prefix length.
+    pub addresses: Vec<IfAddr>,
+    /// The TAP's MTU; default the port's.
+    pub mtu: u16,
+}
+
+/// An interface address with its prefix length, e.g. `192.0.2.1/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfAddr {
+    /// The address.
+    pub address: IpAddr,
+    /// The prefix length (0..=32 or 0..=128).
+    pub prefix_len: u8,
+}
+
+impl IfAddr {
+    /// Whether `ip` is on this address's subnet.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.address, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for IfAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
+impl FromStr for IfAddr {
+    type Err = String;
+
+    /// Parses `address/prefix_len`, e.g. `192.0.2.1/24` or `2001:db8::1/64`.
+    fn from_str(text: &str) -> Result<IfAddr, String> {
+        let bad = || {
+            format!(
+                "must be an address with its prefix length like \"192.0.2.1/24\" or \"2001:db8::1/64\", got {text:?}"
+            )
+        };
+        let (address, len) = text.split_once('/').ok_or_else(bad)?;
+        let address: IpAddr = address.parse().map_err(|_| bad())?;
+        let prefix_len: u8 = len.parse().map_err(|_| bad())?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        if prefix_len > max {
+            return Err(format!(
+                "prefix length {prefix_len} is longer than {max} bits in {text:?}"
+            ));
+        }
+        if address.is_unspecified() || address.is_multicast() || address.is_loopback() {
+            return Err(format!(
+                "must be a unicast address of this host (not unspecified, multicast or loopback), got {text:?}"
+            ));
+        }
+        Ok(IfAddr {
+            address,
+            prefix_len,
+        })
+    }
 }
 
 /// `[admin]`: the admin socket.
@@ -617,6 +726,18 @@ pub fn parse_with(
         .enumerate()
         .filter_map(|(i, p)| checker.port(i, p))
         .collect();
+    // One TAP: the engine's lcores hand every non-VIP frame to one kernel path.
+    for (i, p) in raw.port.iter().enumerate().skip(1) {
+        if let Some(k) = &p.get_ref().kernel {
+            if raw.port[..i].iter().any(|q| q.get_ref().kernel.is_some()) {
+                checker.report(
+                    k.span(),
+                    format!("port[{i}].kernel"),
+                    "only one [[port]] may have a kernel exception path (vipd hands every frame not for a VIP to one TAP); remove it here, or from the other port".into(),
+                );
+            }
+        }
+    }
     let admin = checker.admin(raw.admin.as_ref());
     let metrics = raw.metrics.as_ref().and_then(|m| {
         checker.field(
@@ -718,8 +839,18 @@ struct RawDataplane {
 struct RawPort {
     mac: Option<Spanned<String>>,
     gateway_mac: Option<Spanned<String>>,
+    gateway: Option<Spanned<toml::Value>>,
     mtu: Option<Spanned<i64>>,
     vlan: Option<Spanned<i64>>,
+    kernel: Option<Spanned<RawKernel>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKernel {
+    tap: Option<Spanned<String>>,
+    addresses: Option<Spanned<Vec<String>>>,
+    mtu: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -944,7 +1075,6 @@ impl Checker<'_> {
             raw.mac.as_ref(),
             Err("required: the port's MAC address, e.g. mac = \"02:00:00:00:00:01\""),
         );
-        let gateway_mac = self.mac_field(span.clone(), format!("{path}.gateway_mac"), raw.gateway_mac.as_ref(), Err("required: the next hop's MAC address towards the backends, e.g. gateway_mac = \"02:00:00:00:00:fe\""));
         let mtu = self.int(
             span.clone(),
             format!("{path}.mtu"),
@@ -954,7 +1084,7 @@ impl Checker<'_> {
             "",
         );
         let vlan = self.field(
-            span,
+            span.clone(),
             format!("{path}.vlan"),
             raw.vlan.as_ref(),
             Ok(None),
@@ -968,12 +1098,188 @@ impl Checker<'_> {
                 }
             },
         );
+        let kernel = match &raw.kernel {
+            None => Some(None),
+            Some(k) => self.kernel(&path, k, mtu.unwrap_or(1500)).map(Some),
+        };
+        let gateway = match (&raw.gateway_mac, &raw.gateway) {
+            (Some(_), Some(g)) => {
+                self.report(
+                    g.span(),
+                    format!("{path}.gateway"),
+                    "give either gateway_mac (a static next-hop MAC) or gateway (addresses resolved by ARP/ND), not both".into(),
+                );
+                None
+            }
+            (None, None) => {
+                self.report(
+                    span,
+                    format!("{path}.gateway"),
+                    "required: the next hop towards the backends, either gateway = \"192.0.2.254\" (resolved by ARP/ND; needs [port.kernel] with an address on its subnet) or gateway_mac = \"02:00:00:00:00:fe\" (static)".into(),
+                );
+                None
+            }
+            (Some(_), None) => self
+                .mac_field(
+                    span,
+                    format!("{path}.gateway_mac"),
+                    raw.gateway_mac.as_ref(),
+                    Ok(None),
+                )
+                .flatten()
+                .map(NextHop::Mac),
+            (None, Some(g)) => self.gateway(&path, g, kernel.as_ref(), vlan),
+        };
         Some(PortConfig {
             mac: mac??,
-            gateway_mac: gateway_mac??,
+            gateway: gateway?,
             mtu: mtu?,
             vlan: vlan?,
+            kernel: kernel?,
         })
+    }
+
+    /// `[port.kernel]`; `port_mtu` is the TAP's default MTU.
+    fn kernel(
+        &mut self,
+        port_path: &str,
+        raw: &Spanned<RawKernel>,
+        port_mtu: u16,
+    ) -> Option<KernelPath> {
+        let span = raw.span();
+        let raw = raw.get_ref();
+        let path = format!("{port_path}.kernel");
+        let tap = self.field(
+            span.clone(),
+            format!("{path}.tap"),
+            raw.tap.as_ref(),
+            Err("required: the name of the TAP interface vipd creates for the kernel, e.g. tap = \"vipd0\""),
+            |name| {
+                let ok = !name.is_empty()
+                    && name.len() < 16
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+                    && name != "."
+                    && name != "..";
+                if ok {
+                    Ok(name.clone())
+                } else {
+                    Err(format!("must be an interface name of 1..=15 letters, digits, '-', '_' or '.', got {name:?}"))
+                }
+            },
+        );
+        let addresses = self.field(
+            span.clone(),
+            format!("{path}.addresses"),
+            raw.addresses.as_ref(),
+            Err("required: the appliance's own addresses on this link with prefix length, e.g. addresses = [\"192.0.2.1/24\", \"2001:db8::1/64\"]"),
+            |list| {
+                if list.is_empty() {
+                    return Err("must list at least one address, e.g. [\"192.0.2.1/24\"]".into());
+                }
+                let parsed = list
+                    .iter()
+                    .map(|a| a.parse::<IfAddr>())
+                    .collect::<Result<Vec<_>, _>>()?;
+                for (i, a) in parsed.iter().enumerate() {
+                    if parsed[..i].iter().any(|b| b.address == a.address) {
+                        return Err(format!("lists {} twice", a.address));
+                    }
+                }
+                Ok(parsed)
+            },
+        );
+        let mtu = self.int(
+            span,
+            format!("{path}.mtu"),
+            raw.mtu.as_ref(),
+            Ok(port_mtu),
+            576..=9216,
+            "",
+        );
+        Some(KernelPath {
+            tap: tap?,
+            addresses: addresses?,
+            mtu: mtu?,
+        })
+    }
+
+    /// `gateway`: one address, or a list of at most one per family, each on the subnet of an
+    /// address of `[port.kernel]` (IPv6: or link-local).
+    fn gateway(
+        &mut self,
+        port_path: &str,
+        raw: &Spanned<toml::Value>,
+        kernel: Option<&Option<KernelPath>>,
+        vlan: Option<Option<u16>>,
+    ) -> Option<NextHop> {
+        let path = format!("{port_path}.gateway");
+        let texts: Vec<&toml::Value> = match raw.get_ref() {
+            toml::Value::Array(list) => list.iter().collect(),
+            other => vec![other],
+        };
+        let parsed: Result<Vec<IpAddr>, String> = texts
+            .iter()
+            .map(|v| {
+                let text = v.as_str().ok_or_else(|| {
+                    format!(
+                        "must be an address or a list of addresses like \"192.0.2.254\", got {v}"
+                    )
+                })?;
+                let ip: IpAddr = text.parse().map_err(|_| {
+                    format!("must be an IPv4 or IPv6 address like \"192.0.2.254\", got {text:?}")
+                })?;
+                if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+                    return Err(format!("must be a unicast address, got {text:?}"));
+                }
+                if let IpAddr::V4(v4) = ip {
+                    if v4.is_broadcast() {
+                        return Err(format!("must be a unicast address, got {text:?}"));
+                    }
+                }
+                Ok(ip)
+            })
+            .collect();
+        let problem = match &parsed {
+            Err(e) => Some(e.clone()),
+            Ok(list) if list.is_empty() || list.len() > 2 => Some(format!(
+                "must be one address, or a list of one IPv4 and one IPv6 address, got {} addresses",
+                list.len()
+            )),
+            Ok(list) if list.len() == 2 && list[0].is_ipv4() == list[1].is_ipv4() => Some(
+                "lists two addresses of one family; give at most one IPv4 and one IPv6 gateway"
+                    .into(),
+            ),
+            Ok(_) if matches!(vlan, Some(Some(_))) => Some(
+                "ARP/ND resolution is not supported on a VLAN-tagged port (vlan is set); give gateway_mac instead".into(),
+            ),
+            Ok(list) => match kernel {
+                Some(None) => Some(
+                    "needs [port.kernel] on this port: ARP/ND requests are sent from the appliance's address there, e.g. [port.kernel] tap = \"vipd0\", addresses = [\"192.0.2.1/24\"]".into(),
+                ),
+                // [port.kernel] invalid: reported there.
+                None => return None,
+                Some(Some(k)) => list.iter().find_map(|gw| {
+                    let on_link = k.addresses.iter().any(|a| {
+                        a.contains(*gw)
+                            || matches!((a.address, gw), (IpAddr::V6(_), IpAddr::V6(g)) if g.segments()[0] & 0xffc0 == 0xfe80)
+                    });
+                    (!on_link).then(|| {
+                        format!(
+                            "{gw} is not on the subnet of any of {port_path}.kernel.addresses; add an address of that subnet (the ARP/ND source) or fix the gateway"
+                        )
+                    })
+                }),
+            },
+        };
+        match problem {
+            Some(message) => {
+                self.report(raw.span(), path, message);
+                None
+            }
+            None => parsed.ok().map(NextHop::Resolve),
+        }
     }
 
     fn admin(&mut self, raw: Option<&Spanned<RawAdmin>>) -> Option<AdminSettings> {
@@ -1451,7 +1757,10 @@ mod tests {
         assert_eq!(config.dataplane.lcores, 1);
         assert!(config.dataplane.eal_args.contains(&"--no-huge".to_string()));
         assert_eq!(config.ports.len(), 1);
-        assert_eq!(config.ports[0].gateway_mac.to_string(), "02:00:00:00:00:fe");
+        assert_eq!(
+            config.ports[0].gateway_mac().map(|m| m.to_string()),
+            Some("02:00:00:00:00:fe".to_string())
+        );
         assert_eq!(config.admin.socket, Path::new(DEFAULT_ADMIN_SOCKET));
         assert_eq!(config.metrics, Some("127.0.0.1:9110".parse().unwrap()));
         assert_eq!(config.panic_threshold, 50);
@@ -1748,6 +2057,88 @@ mod tests {
             .starts_with("/nonexistent/vipd.toml: cannot read config file"));
     }
 
+    const PORT: &str = "[[port]]\nmac = \"02:00:00:00:00:01\"\n";
+    const KERNEL: &str =
+        "[port.kernel]\ntap = \"vipd0\"\naddresses = [\"192.0.2.1/24\", \"2001:db8::1/64\"]\n";
+
+    #[test]
+    fn port_with_a_kernel_path_and_a_resolved_gateway() {
+        let text = format!(
+            "{PORT}gateway = [\"192.0.2.254\", \"fe80::1\"]\nmtu = 9000\n{KERNEL}{TCP_VIP}"
+        );
+        let c = parse(&text, "x").unwrap();
+        let p = &c.ports[0];
+        assert_eq!(
+            p.gateway,
+            NextHop::Resolve(vec![
+                "192.0.2.254".parse().unwrap(),
+                "fe80::1".parse().unwrap()
+            ])
+        );
+        assert_eq!(p.gateway_mac(), None);
+        let k = p.kernel.as_ref().unwrap();
+        assert_eq!(k.tap, "vipd0");
+        assert_eq!(k.mtu, 9000, "the TAP's MTU defaults to the port's");
+        assert_eq!(
+            k.addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["192.0.2.1/24", "2001:db8::1/64"]
+        );
+        // One address is fine; a static MAC with a kernel path too.
+        let one = format!("{PORT}gateway = \"2001:db8::fe\"\n{KERNEL}");
+        assert!(parse(&one, "x").is_ok());
+        let fixed = format!("{PORT}gateway_mac = \"02:00:00:00:00:fe\"\n{KERNEL}mtu = 1400\n");
+        let c = parse(&fixed, "x").unwrap();
+        assert_eq!(c.ports[0].kernel.as_ref().unwrap().mtu, 1400);
+        assert!(IfAddr::from_str("10.1.2.3/8")
+            .unwrap()
+            .contains("10.200.0.1".parse().unwrap()));
+        assert!(!IfAddr::from_str("10.1.2.3/32")
+            .unwrap()
+            .contains("10.1.2.4".parse().unwrap()));
+        assert!(IfAddr::from_str("10.1.2.3/0")
+            .unwrap()
+            .contains("1.1.1.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn next_hop_and_kernel_path_errors() {
+        let mac = "gateway_mac = \"02:00:00:00:00:fe\"\n";
+        let cases: Vec<(String, &str)> = vec![
+            (format!("{PORT}{mac}gateway = \"192.0.2.254\"\n{KERNEL}"), "vipd.toml:4: port[0].gateway: give either gateway_mac (a static next-hop MAC) or gateway (addresses resolved by ARP/ND), not both"),
+            (format!("{PORT}gateway = \"192.0.2.254\"\n"), "vipd.toml:3: port[0].gateway: needs [port.kernel] on this port"),
+            (format!("{PORT}gateway = \"198.51.100.1\"\n{KERNEL}"), "vipd.toml:3: port[0].gateway: 198.51.100.1 is not on the subnet of any of port[0].kernel.addresses"),
+            (format!("{PORT}gateway = \"gw\"\n{KERNEL}"), "vipd.toml:3: port[0].gateway: must be an IPv4 or IPv6 address like \"192.0.2.254\", got \"gw\""),
+            (format!("{PORT}gateway = 7\n{KERNEL}"), "vipd.toml:3: port[0].gateway: must be an address or a list of addresses"),
+            (format!("{PORT}gateway = \"255.255.255.255\"\n{KERNEL}"), "vipd.toml:3: port[0].gateway: must be a unicast address"),
+            (format!("{PORT}gateway = [\"192.0.2.254\", \"192.0.2.253\"]\n{KERNEL}"), "vipd.toml:3: port[0].gateway: lists two addresses of one family"),
+            (format!("{PORT}gateway = []\n{KERNEL}"), "vipd.toml:3: port[0].gateway: must be one address, or a list of one IPv4 and one IPv6 address, got 0"),
+            (format!("{PORT}gateway = \"192.0.2.254\"\nvlan = 10\n{KERNEL}"), "vipd.toml:3: port[0].gateway: ARP/ND resolution is not supported on a VLAN-tagged port"),
+            (format!("{PORT}{mac}[port.kernel]\naddresses = [\"192.0.2.1/24\"]\n"), "vipd.toml:4: port[0].kernel.tap: required: the name of the TAP interface"),
+            (format!("{PORT}{mac}[port.kernel]\ntap = \"a/b\"\naddresses = [\"192.0.2.1/24\"]\n"), "vipd.toml:5: port[0].kernel.tap: must be an interface name of 1..=15"),
+            (format!("{PORT}{mac}[port.kernel]\ntap = \"vipd0\"\n"), "vipd.toml:4: port[0].kernel.addresses: required: the appliance's own addresses"),
+            (format!("{PORT}{mac}[port.kernel]\ntap = \"vipd0\"\naddresses = [\"192.0.2.1\"]\n"), "vipd.toml:6: port[0].kernel.addresses: must be an address with its prefix length like"),
+            (format!("{PORT}{mac}[port.kernel]\ntap = \"vipd0\"\naddresses = [\"192.0.2.1/33\"]\n"), "vipd.toml:6: port[0].kernel.addresses: prefix length 33 is longer than 32 bits"),
+            (format!("{PORT}{mac}[port.kernel]\ntap = \"vipd0\"\naddresses = [\"224.0.0.1/4\"]\n"), "vipd.toml:6: port[0].kernel.addresses: must be a unicast address of this host"),
+            (format!("{PORT}{mac}[port.kernel]\ntap = \"vipd0\"\naddresses = []\n"), "vipd.toml:6: port[0].kernel.addresses: must list at least one address"),
+            (format!("{PORT}{mac}[port.kernel]\ntap = \"vipd0\"\naddresses = [\"192.0.2.1/24\", \"192.0.2.1/25\"]\n"), "vipd.toml:6: port[0].kernel.addresses: lists 192.0.2.1 twice"),
+            (format!("{PORT}{mac}{KERNEL}mtu = 70000\n"), "vipd.toml:7: port[0].kernel.mtu: must be 576..=9216, got 70000"),
+            (format!("{PORT}{mac}{KERNEL}tun = \"x\"\n"), "vipd.toml:7: unknown field `tun`, expected one of `tap`, `addresses`, `mtu`"),
+            (format!("{PORT}{mac}{KERNEL}{PORT}{mac}{}", KERNEL.replace("vipd0", "vipd1")), "vipd.toml:10: port[1].kernel: only one [[port]] may have a kernel exception path"),
+        ];
+        for (text, expected) in &cases {
+            let got = problems(text);
+            assert_eq!(got.len(), 1, "{text}: {got:?}");
+            assert!(
+                got[0].to_string().starts_with(expected),
+                "{text}\n  got:      {}\n  expected: {expected}",
+                got[0]
+            );
+        }
+    }
+
     /// Every new section's validation errors, each located and saying what is allowed.
     #[test]
     fn section_errors_name_line_field_and_allowed_values() {
@@ -1757,7 +2148,7 @@ mod tests {
             ("[dataplane]\nflow_table_capacity = 10\n", "vipd.toml:2: dataplane.flow_table_capacity: must be 1024..=67108864 flow entries per lcore, got 10"),
             ("[dataplane]\neal_args = [1]\n", "vipd.toml:2: invalid type: integer `1`, expected a string"),
             ("[[port]]\ngateway_mac = \"02:00:00:00:00:fe\"\n", "vipd.toml:1: port[0].mac: required: the port's MAC address"),
-            ("[[port]]\nmac = \"02:00:00:00:00:01\"\n", "vipd.toml:1: port[0].gateway_mac: required"),
+            ("[[port]]\nmac = \"02:00:00:00:00:01\"\n", "vipd.toml:1: port[0].gateway: required: the next hop towards the backends, either gateway = "),
             ("[[port]]\nmac = \"ff:ff:ff:ff:ff:ff\"\ngateway_mac = \"02:00:00:00:00:fe\"\n", "vipd.toml:2: port[0].mac: must be a unicast MAC"),
             ("[[port]]\nmac = \"02:00:00:00:00:01\"\ngateway_mac = \"02:00:00:00:00:fe\"\nmtu = 100\n", "vipd.toml:4: port[0].mtu: must be 576..=9216, got 100"),
             ("[[port]]\nmac = \"02:00:00:00:00:01\"\ngateway_mac = \"02:00:00:00:00:fe\"\nvlan = 4095\n", "vipd.toml:4: port[0].vlan: must be a VLAN id 1..=4094, or absent for untagged, got 4095"),

@@ -67,6 +67,23 @@ impl Default for DataplaneHealth {
     }
 }
 
+/// One next hop of a port, as `status` and the metrics show it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NextHopStatus {
+    /// The port.
+    pub port: u16,
+    /// Whether the port's link is up (`None`: unknown, or the dry-run dataplane).
+    pub link_up: Option<bool>,
+    /// The gateway's address when it is resolved by ARP/ND; `None` for a static MAC.
+    pub gateway: Option<IpAddr>,
+    /// The gateway's MAC, if known.
+    pub mac: Option<MacAddr>,
+    /// `static`, `incomplete`, `reachable`, `probe`, or `not resolved (dry-run)`.
+    pub state: &'static str,
+    /// Time since the gateway last answered ARP/ND.
+    pub age: Option<Duration>,
+}
+
 /// The BGP speaker as the admin socket and shutdown see it.
 pub trait BgpAdmin: Send + Sync {
     /// `bgp.summary`: sessions and their states.
@@ -205,6 +222,13 @@ impl Daemon {
                 alarms: Mutex::new(Vec::new()),
             }),
         };
+        // Before anything subscribes: a port that is down or has no next hop at start must not
+        // be announced, not even until the watchdog's first round.
+        let health = assess_dataplane(None, &daemon.ports_down());
+        if let (false, Some(reason)) = (health.healthy, &health.reason) {
+            tracing::error!(%reason, "dataplane unhealthy: VIPs will be withdrawn");
+        }
+        daemon.inner.dataplane_health.send_replace(health);
         daemon.update_announcements();
         Ok(daemon)
     }
@@ -538,11 +562,66 @@ impl Daemon {
         }
     }
 
-    /// Marks the dataplane unhealthy when an lcore stops polling or a port's link is down.
+    /// Every port's next hop(s): resolved by ARP/ND on DPDK, as configured in dry-run.
+    pub fn next_hops(&self) -> Vec<NextHopStatus> {
+        match &self.inner.dataplane {
+            Dataplane::DryRun(_) => {
+                let config = self.config();
+                let mut out = Vec::new();
+                for (i, p) in config.ports.iter().enumerate() {
+                    let port = u16::try_from(i).unwrap_or(u16::MAX);
+                    match &p.gateway {
+                        config::NextHop::Mac(mac) => out.push(NextHopStatus {
+                            port,
+                            link_up: None,
+                            gateway: None,
+                            mac: Some(*mac),
+                            state: "static",
+                            age: None,
+                        }),
+                        config::NextHop::Resolve(ips) => {
+                            out.extend(ips.iter().map(|ip| NextHopStatus {
+                                port,
+                                link_up: None,
+                                gateway: Some(*ip),
+                                mac: None,
+                                state: "not resolved (dry-run)",
+                                age: None,
+                            }))
+                        }
+                    }
+                }
+                out
+            }
+            #[cfg(feature = "dpdk")]
+            Dataplane::Engine(_, links) => links
+                .gateways()
+                .into_iter()
+                .map(|g| NextHopStatus {
+                    port: g.port,
+                    link_up: links.link_up(g.port),
+                    gateway: g.gateway,
+                    mac: g.mac.map(MacAddr),
+                    state: g.state,
+                    age: g.last_answer.map(|t| t.elapsed()),
+                })
+                .collect(),
+        }
+    }
+
+    /// Marks the dataplane unhealthy when an lcore stops polling, a port's link is down or a
+    /// port has no next hop (no gateway MAC: its traffic would be dropped, so the VIPs are
+    /// withdrawn rather than blackholed).
     async fn watchdog(self) {
         let mut last: Vec<u64> = Vec::new();
+        let mut first = true;
         loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // The first check at once (a port down or without a next hop at start must not be
+            // announced for a second), then every second.
+            if !first {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            first = false;
             let polls: Vec<u64> = self
                 .lcore_stats()
                 .iter()
@@ -804,6 +883,15 @@ impl Daemon {
             "reloads": ok,
             "reloads_failed": failed,
             "alarms": lock(&self.inner.alarms).clone(),
+            "ports": self.next_hops().iter().map(|n| json!({
+                "port": n.port,
+                "link_up": n.link_up,
+                "gateway": n.gateway.map(|g| g.to_string()),
+                "gateway_mac": n.mac.map(|m| m.to_string()),
+                "next_hop": if n.mac.is_some() { "resolved" } else { "unresolved" },
+                "state": n.state,
+                "age_s": n.age.map(|a| (a.as_secs_f64() * 10.0).round() / 10.0),
+            })).collect::<Vec<_>>(),
             "vips": vips,
         })
     }
@@ -1163,7 +1251,7 @@ fn signal(
 fn config_json(c: &ValidConfig) -> Value {
     json!({
         "dataplane": {"lcores": c.dataplane.lcores, "cpus": c.dataplane.cpus, "eal_args": c.dataplane.eal_args, "flow_table_capacity": c.dataplane.flow_table_capacity},
-        "ports": c.ports.iter().map(|p| json!({"mac": p.mac.to_string(), "gateway_mac": p.gateway_mac.to_string(), "mtu": p.mtu, "vlan": p.vlan})).collect::<Vec<_>>(),
+        "ports": c.ports.iter().map(port_json).collect::<Vec<_>>(),
         "admin": {"socket": c.admin.socket.display().to_string(), "max_request_bytes": c.admin.max_request_bytes, "idle_timeout_ms": c.admin.idle_timeout_ms},
         "metrics": c.metrics.map(|a| a.to_string()),
         "panic_threshold": c.panic_threshold,
@@ -1178,6 +1266,26 @@ fn config_json(c: &ValidConfig) -> Value {
             "health": v.health.as_ref().map(|h| json!({"type": h.kind.as_str(), "port": h.port.get(), "path": h.path, "expect_status": h.expect_status, "interval_ms": h.interval_ms, "timeout_ms": h.timeout_ms, "jitter_ms": h.jitter_ms, "rise": h.rise, "fall": h.fall, "insecure_skip_verify": h.insecure_skip_verify})),
             "backends": v.backends.iter().map(|b| json!({"address": b.address.to_string(), "weight": b.weight.get(), "mac": b.mac.map(|m| m.to_string())})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
+    })
+}
+
+/// One `[[port]]` as JSON (`config.show`).
+fn port_json(p: &config::PortConfig) -> Value {
+    let (gateway_mac, gateway) = match &p.gateway {
+        config::NextHop::Mac(mac) => (Some(mac.to_string()), Vec::new()),
+        config::NextHop::Resolve(ips) => (None, ips.iter().map(IpAddr::to_string).collect()),
+    };
+    json!({
+        "mac": p.mac.to_string(),
+        "gateway_mac": gateway_mac,
+        "gateway": gateway,
+        "mtu": p.mtu,
+        "vlan": p.vlan,
+        "kernel": p.kernel.as_ref().map(|k| json!({
+            "tap": k.tap,
+            "addresses": k.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "mtu": k.mtu,
+        })),
     })
 }
 
@@ -1611,6 +1719,65 @@ mod tests {
                 .unwrap()
                 .len(),
             2
+        );
+    }
+
+    /// Dry-run with a resolved gateway: status, metrics and config.show show the port's next
+    /// hop as configured and unresolved (no ARP in memory), and traffic to a backend through
+    /// it is a `no_next_hop` drop rather than a frame to a made-up MAC.
+    #[tokio::test]
+    async fn dry_run_reports_an_unresolved_next_hop_and_drops_no_next_hop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vipd.toml");
+        let port = "[[port]]\nmac = \"02:00:00:00:00:01\"\ngateway = \"10.0.0.254\"\n\
+                    [port.kernel]\ntap = \"vipd0\"\naddresses = [\"10.0.0.1/24\"]\n\
+                    [[port]]\nmac = \"02:00:00:00:00:02\"\ngateway_mac = \"02:00:00:00:00:fe\"\n";
+        std::fs::write(&path, format!("{port}{CONFIG}")).unwrap();
+        let daemon = Daemon::new(Options {
+            config_path: path,
+            dry_run: true,
+            admin_socket: Some(dir.path().join("admin.sock")),
+            bgp_check: None,
+            drain: Duration::ZERO,
+        })
+        .unwrap();
+        let status = cmd(&daemon, "status", json!({})).await;
+        assert_eq!(
+            status["result"]["ports"],
+            json!([
+                {"port": 0, "link_up": null, "gateway": "10.0.0.254", "gateway_mac": null,
+                 "next_hop": "unresolved", "state": "not resolved (dry-run)", "age_s": null},
+                {"port": 1, "link_up": null, "gateway": null, "gateway_mac": "02:00:00:00:00:fe",
+                 "next_hop": "resolved", "state": "static", "age_s": null},
+            ]),
+            "{status}"
+        );
+        let shown = cmd(&daemon, "config.show", json!({})).await;
+        assert_eq!(
+            shown["result"]["ports"][0],
+            json!({"mac": "02:00:00:00:00:01", "gateway_mac": null, "gateway": ["10.0.0.254"],
+                   "mtu": 1500, "vlan": null,
+                   "kernel": {"tap": "vipd0", "addresses": ["10.0.0.1/24"], "mtu": 1500}}),
+            "{shown}"
+        );
+        let r = cmd(&daemon, "traffic.send", json!({"packets": [
+            {"src": "198.51.100.9", "src_port": 40000, "dst": "192.0.2.10", "dst_port": 80, "flags": "syn"},
+        ]}))
+        .await;
+        assert_eq!(
+            r["result"]["results"][0]["verdict"], "drop",
+            "no gateway MAC: {r}"
+        );
+        let stats = cmd(&daemon, "stats", json!({})).await;
+        assert_eq!(stats["result"]["drops"]["no_next_hop"], 1, "{stats}");
+        let metrics = crate::metrics::render(&daemon);
+        assert!(
+            metrics.contains("vipd_port_next_hop_resolved{port=\"0\",gateway=\"10.0.0.254\"} 0"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("vipd_port_next_hop_resolved{port=\"1\",gateway=\"static\"} 1"),
+            "{metrics}"
         );
     }
 }

@@ -96,6 +96,32 @@ pub fn render_with_bgp(daemon: &Daemon, bgp: Option<&serde_json::Value>) -> Stri
     let flows = gauge_family(&mut registry, "flow_table_entries", "Flows tracked");
     let flow_capacity = gauge_family(&mut registry, "flow_table_capacity", "Flow-table slots");
 
+    let next_hop = gauge_family(
+        &mut registry,
+        "port_next_hop_resolved",
+        "1 when the port's gateway MAC is known (static, or resolved by ARP/ND); 0 drops frames to backends as no_next_hop",
+    );
+    let next_hop_age = gauge_family(
+        &mut registry,
+        "port_next_hop_age_seconds",
+        "Seconds since the gateway last answered ARP/ND (resolved gateways that answered)",
+    );
+    for n in daemon.next_hops() {
+        let l = labels(&[
+            ("port", n.port.to_string()),
+            (
+                "gateway",
+                n.gateway.map_or("static".to_string(), |g| g.to_string()),
+            ),
+        ]);
+        next_hop
+            .get_or_create(&l)
+            .set(if n.mac.is_some() { 1.0 } else { 0.0 });
+        if let Some(age) = n.age {
+            next_hop_age.get_or_create(&l).set(age.as_secs_f64());
+        }
+    }
+
     let counters = daemon.counters();
     daemon.with_model(|model| {
         for vip in model.vips() {

@@ -135,7 +135,9 @@ fn ports_of(config: &ValidConfig) -> Vec<Port> {
         .iter()
         .map(|p| Port {
             mac: wire::EthernetAddress(p.mac.0),
-            gateway_mac: wire::EthernetAddress(p.gateway_mac.0),
+            // A resolved gateway starts unknown (all zeros: the pipeline drops with
+            // `no_next_hop`) until the neighbour service publishes its MAC.
+            gateway_mac: wire::EthernetAddress(p.gateway_mac().map_or([0; 6], |m| m.0)),
             mtu: p.mtu,
             vlan: p.vlan,
         })
@@ -540,7 +542,7 @@ impl Model {
     /// place; new ones start in probation. Returns what changed.
     pub fn reload(&mut self, new: ValidConfig, now_ms: u64) -> Result<Diff, ModelError> {
         let mut diff = Diff::default();
-        if ports_of(&new) != self.ports {
+        if new.ports != self.config.ports {
             diff.restart_needed.push("port".into());
         }
         if new.dataplane != self.config.dataplane {
@@ -814,6 +816,27 @@ mod tests {
             next.port(0).unwrap().gateway_mac,
             default_port().gateway_mac
         );
+    }
+
+    #[test]
+    fn a_resolved_gateway_starts_unknown_and_port_changes_need_a_restart() {
+        let port = "[[port]]\nmac = \"02:00:00:00:00:01\"\ngateway = \"192.0.2.254\"\n\
+                    [port.kernel]\ntap = \"vipd0\"\naddresses = [\"192.0.2.1/24\"]\n";
+        let config = config::parse(&format!("{port}{TEXT}"), "x").unwrap();
+        let mut m = Model::new(config, 0).unwrap();
+        // All zeros: the pipeline drops (no_next_hop) until the neighbour service publishes.
+        assert_eq!(m.tables().unwrap().port(0).unwrap().gateway_mac.0, [0; 6]);
+        for changed in [
+            port.replace("vipd0", "vipd1"),
+            port.replace("192.0.2.1/24", "192.0.2.2/24"),
+            port.replace("gateway = \"192.0.2.254\"", "gateway = \"192.0.2.253\""),
+        ] {
+            let new = config::parse(&format!("{changed}{TEXT}"), "x").unwrap();
+            let diff = m.clone().reload(new, 0).unwrap();
+            assert_eq!(diff.restart_needed, ["port"], "{changed}");
+        }
+        let same = config::parse(&format!("{port}{TEXT}"), "x").unwrap();
+        assert!(m.reload(same, 0).unwrap().restart_needed.is_empty());
     }
 
     #[test]

@@ -51,11 +51,14 @@ pub enum DropReason {
     /// The VIP's configuration cannot forward this packet (e.g. no encapsulation source of the
     /// backend's address family). The control plane validates this; seeing it is a bug report.
     Misconfigured,
+    /// The egress port's gateway MAC is unknown (not resolved yet by ARP/ND, or the gateway
+    /// stopped answering): dropped rather than sent to a stale or zero MAC.
+    NoNextHop,
 }
 
 impl DropReason {
     /// Number of reasons (size of per-reason arrays).
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 19;
     /// Every reason, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::L2Malformed,
@@ -76,6 +79,7 @@ impl DropReason {
         DropReason::NoHeadroom,
         DropReason::IcmpRateLimited,
         DropReason::Misconfigured,
+        DropReason::NoNextHop,
     ];
 
     /// Stable snake_case name, used in metrics labels, the admin socket and test fixtures.
@@ -99,6 +103,7 @@ impl DropReason {
             DropReason::NoHeadroom => "no_headroom",
             DropReason::IcmpRateLimited => "icmp_rate_limited",
             DropReason::Misconfigured => "misconfigured",
+            DropReason::NoNextHop => "no_next_hop",
         }
     }
 }

@@ -114,6 +114,7 @@ pub struct NeighborResolver {
     config: ResolverConfig,
     mac: Option<EthernetAddress>,
     state: State,
+    answered_ms: Option<u64>,
 }
 
 impl NeighborResolver {
@@ -135,6 +136,7 @@ impl NeighborResolver {
                 sent: 0,
                 next_ms: None,
             },
+            answered_ms: None,
         })
     }
 
@@ -144,6 +146,7 @@ impl NeighborResolver {
             config,
             mac: Some(mac),
             state: State::Fixed,
+            answered_ms: None,
         }
     }
 
@@ -160,6 +163,23 @@ impl NeighborResolver {
     /// The gateway this resolves.
     pub fn gateway(&self) -> IpAddr {
         self.config.gateway
+    }
+
+    /// When (the `now_ms` of [`NeighborResolver::handle_frame`]) the gateway last answered;
+    /// `None` if it never did (or the MAC is static).
+    pub fn last_answer_ms(&self) -> Option<u64> {
+        self.answered_ms
+    }
+
+    /// The state's name, for operators: `static`, `incomplete` (no MAC, asking), `reachable`
+    /// (answered within `reachable_ms`) or `probe` (MAC kept, asking again).
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            State::Fixed => "static",
+            State::Incomplete { .. } => "incomplete",
+            State::Reachable { .. } => "reachable",
+            State::Probe { .. } => "probe",
+        }
     }
 
     /// Advances the timers to `now_ms`. Returns the request frame to send now, if one is due,
@@ -230,6 +250,7 @@ impl NeighborResolver {
         self.state = State::Reachable {
             until_ms: now_ms + self.config.timers.reachable_ms,
         };
+        self.answered_ms = Some(now_ms);
         let changed = self.mac != Some(mac);
         self.mac = Some(mac);
         changed.then_some(NeighborEvent::Resolved(mac))
@@ -477,7 +498,10 @@ impl NeighborChannel {
 /// The control-plane side of next-hop resolution: runs [`NeighborResolver`]s (e.g. the IPv4 and
 /// the IPv6 gateway of a port) against a [`NeighborChannel`] and publishes each new gateway MAC
 /// into the tables of the resolver's port. A port has one gateway MAC for both families: when
-/// two resolvers of one port learn different MACs, the latest answer wins.
+/// two resolvers of one port learn different MACs, the latest answer wins. When a gateway stops
+/// answering ([`NeighborEvent::Lost`]) its port falls back to the MAC another resolver of the
+/// port still has, else to all zeros, which the pipeline drops as `no_next_hop` instead of
+/// sending to a stale MAC.
 #[derive(Debug)]
 pub struct NeighborService {
     resolvers: Vec<(NeighborResolver, u16)>,
@@ -527,20 +551,25 @@ impl NeighborService {
                 // A full queue means the lcores are not sending: the next retry tries again.
                 let _ = self.channel.outgoing.push(NeighborFrame::new(&request));
             }
-            for event in &mine {
-                // A lost gateway keeps its last MAC in the tables (nothing better to send to)
-                // while the resolver broadcasts for a new one.
-                if let NeighborEvent::Resolved(mac) = event {
-                    let current = self.tables.current();
-                    if let Some(tables) = current.with_gateway_mac(*port, *mac) {
-                        self.tables.publish(tables);
-                        self.published += 1;
-                    }
-                }
-            }
-            events.extend(mine);
+            events.extend(mine.iter().map(|e| (*e, *port)));
         }
-        events
+        for (event, port) in &events {
+            let mac = match event {
+                NeighborEvent::Resolved(mac) => *mac,
+                // Another gateway of the port that still answers, else none (all zeros).
+                NeighborEvent::Lost => self
+                    .resolvers
+                    .iter()
+                    .filter(|(_, p)| p == port)
+                    .find_map(|(r, _)| r.mac())
+                    .unwrap_or(EthernetAddress([0; 6])),
+            };
+            if let Some(tables) = self.tables.current().with_gateway_mac(*port, mac) {
+                self.tables.publish(tables);
+                self.published += 1;
+            }
+        }
+        events.into_iter().map(|(e, _)| e).collect()
     }
 
     /// The first resolver (state, MAC).
@@ -821,6 +850,53 @@ mod tests {
             channel.post_seen(&[1u8; 200]);
         }
         assert_eq!(channel.seen_dropped(), 2);
+    }
+
+    #[test]
+    fn a_lost_gateway_is_unpublished_unless_the_other_family_still_answers() {
+        use crate::testing::port;
+        let tables = crate::TablesHandle::new(crate::Tables::build(vec![port(1500)], &[]).unwrap());
+        let channel = std::sync::Arc::new(NeighborChannel::new(64));
+        let v4 = NeighborResolver::new(v4()).unwrap();
+        let v6 = NeighborResolver::new(v6()).unwrap();
+        let mut service =
+            NeighborService::new(v4, std::sync::Arc::clone(&channel), tables.clone(), 0)
+                .with_resolver(v6, 0);
+        service.run_once(0);
+        assert_eq!(service.resolver().state_name(), "incomplete");
+        assert_eq!(service.resolver().last_answer_ms(), None);
+        channel.post_seen(&arp_reply([192, 0, 2, 254], GW_MAC));
+        let v6_mac = [2, 0, 0, 0, 0, 0x66];
+        channel.post_seen(&na("2001:db8::fe".parse().unwrap(), v6_mac, 255));
+        service.run_once(10);
+        assert_eq!(service.resolver().state_name(), "reachable");
+        assert_eq!(service.resolver().last_answer_ms(), Some(10));
+        // Both answered; the IPv6 answer came last and wins.
+        assert_eq!(tables.current().port(0).unwrap().gateway_mac.0, v6_mac);
+        // Only the IPv4 gateway keeps answering its probes: when the IPv6 one is forgotten, the
+        // port falls back to the IPv4 gateway's MAC.
+        let mut t = 10;
+        let mut lost = false;
+        while t < 20_000 && !lost {
+            t += 50;
+            channel.post_seen(&arp_reply([192, 0, 2, 254], GW_MAC));
+            lost = service.run_once(t).contains(&NeighborEvent::Lost);
+        }
+        assert!(lost, "the silent IPv6 gateway is forgotten");
+        assert_eq!(service.resolvers()[1].0.state_name(), "incomplete");
+        assert_eq!(tables.current().port(0).unwrap().gateway_mac.0, GW_MAC);
+        // Now the IPv4 gateway goes silent too: no MAC at all, all zeros (no_next_hop drops).
+        let mut lost = false;
+        while t < 40_000 && !lost {
+            t += 50;
+            lost = service.run_once(t).contains(&NeighborEvent::Lost);
+        }
+        assert!(lost, "the silent IPv4 gateway is forgotten");
+        assert_eq!(tables.current().port(0).unwrap().gateway_mac.0, [0; 6]);
+        // It answers again: published again.
+        channel.post_seen(&arp_reply([192, 0, 2, 254], GW_MAC));
+        service.run_once(t + 1);
+        assert_eq!(tables.current().port(0).unwrap().gateway_mac.0, GW_MAC);
     }
 
     proptest::proptest! {

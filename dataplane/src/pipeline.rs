@@ -380,6 +380,10 @@ impl Pipeline {
             dst: backend.mac.unwrap_or(port.gateway_mac),
             vlan_tci: port.vlan,
         };
+        // All zeros: the next-hop resolver has no MAC for the gateway (yet, or any more).
+        if l2.dst.0 == [0; 6] {
+            return Verdict::Drop(DropReason::NoNextHop);
+        }
         let result = match (tunnel, meta.ipv6) {
             (None, false) => encap::rewrite_l2(packet, meta.l3_offset, ethertype::IPV4, &l2),
             (None, true) => encap::rewrite_l2(packet, meta.l3_offset, ethertype::IPV6, &l2),

@@ -692,3 +692,28 @@ fn established_flows_survive_a_syn_flood_and_a_backend_change() {
         "the flood hit the budget"
     );
 }
+
+/// A port whose gateway MAC is unknown (all zeros: the ARP/ND resolver has none) drops VIP
+/// traffic as `no_next_hop` instead of sending it to a zero MAC; once the MAC is published the
+/// same flow is forwarded to it. Backends with their own MAC (L2 DSR) do not need the gateway.
+#[test]
+fn an_unknown_gateway_mac_is_a_counted_no_next_hop_drop() {
+    let unknown = tables(1500)
+        .with_gateway_mac(0, EthernetAddress([0; 6]))
+        .unwrap();
+    let mut p = pipeline();
+    let syn = FrameSpec::tcp("198.18.0.1", "203.0.113.10", 40000, 80, SYN).build();
+    let (verdict, _) = run(&mut p, &unknown, &syn, 0);
+    assert_eq!(verdict, Verdict::Drop(DropReason::NoNextHop));
+    assert_eq!(DropReason::NoNextHop.as_str(), "no_next_hop");
+    assert!(DropReason::ALL.contains(&DropReason::NoNextHop));
+    let counters = CounterSnapshot::sum([&*p.counters()]);
+    assert_eq!(counters.dropped(DropReason::NoNextHop), 1);
+    assert_eq!(counters.forwarded, 0);
+    let known = unknown
+        .with_gateway_mac(0, EthernetAddress(GATEWAY_MAC))
+        .unwrap();
+    let (verdict, out) = run(&mut p, &known, &syn, 1);
+    assert_eq!(verdict, Verdict::Forward { port: 0 });
+    assert_eq!(&out.data()[0..6], &GATEWAY_MAC);
+}

@@ -583,7 +583,42 @@ fn render_status(s: &Value) -> String {
             ]
         })
         .collect();
+    let ports: Vec<Vec<String>> = s["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            vec![
+                cell(&p["port"]),
+                match p["link_up"].as_bool() {
+                    Some(true) => "up".into(),
+                    Some(false) => "DOWN".into(),
+                    None => "-".into(),
+                },
+                p["gateway"].as_str().unwrap_or("-").to_string(),
+                p["gateway_mac"].as_str().unwrap_or("-").to_string(),
+                format!("{} ({})", cell(&p["next_hop"]), cell(&p["state"])),
+                p["age_s"]
+                    .as_f64()
+                    .map_or("-".to_string(), |a| format!("{a:.1}s")),
+            ]
+        })
+        .collect();
     out.push('\n');
+    if !ports.is_empty() {
+        out += &table(
+            &[
+                "Port".into(),
+                "Link".into(),
+                "Gateway".into(),
+                "Gateway MAC".into(),
+                "Next hop".into(),
+                "Answered".into(),
+            ],
+            &ports,
+        );
+        out.push('\n');
+    }
     out + &table(
         &[
             "VIP".into(),
