@@ -1349,8 +1349,14 @@ mod tests {
         [[vip.backend]]\naddress = \"10.0.1.1\"\n[[vip.backend]]\naddress = \"10.0.1.2\"\n";
 
     fn dry_run_daemon(dir: &Path) -> Daemon {
+        dry_run_daemon_with(dir, CONFIG)
+    }
+
+    /// A dry-run daemon on `config` (written to `dir/vipd.toml`), its admin socket in `dir`,
+    /// no BGP check and no drain time.
+    fn dry_run_daemon_with(dir: &Path, config: &str) -> Daemon {
         let path = dir.join("vipd.toml");
-        std::fs::write(&path, CONFIG).unwrap();
+        std::fs::write(&path, config).unwrap();
         Daemon::new(Options {
             config_path: path,
             dry_run: true,
@@ -1576,24 +1582,14 @@ mod tests {
                 let _ = backend.accept().await;
             }
         });
-        let path = dir.path().join("vipd.toml");
-        std::fs::write(
-            &path,
-            format!(
+        let daemon = dry_run_daemon_with(
+            dir.path(),
+            &format!(
                 "[[vip]]\naddress = \"192.0.2.10\"\nport = 80\nprotocol = \"tcp\"\nencap_source_v4 = \"10.0.0.1\"\n\
                  [vip.health]\ntype = \"tcp\"\nport = {port}\ninterval_ms = 20\ntimeout_ms = 20\nrise = 1\nfall = 1\n\
                  [vip.bgp]\nmed = 5\n[[vip.backend]]\naddress = \"127.0.0.1\"\n"
             ),
-        )
-        .unwrap();
-        let daemon = Daemon::new(Options {
-            config_path: path,
-            dry_run: true,
-            admin_socket: Some(dir.path().join("admin.sock")),
-            bgp_check: None,
-            drain: Duration::ZERO,
-        })
-        .unwrap();
+        );
         let mut announcements = daemon.announcements();
         let vip: IpAddr = "192.0.2.10".parse().unwrap();
         assert!(
@@ -1728,19 +1724,10 @@ mod tests {
     #[tokio::test]
     async fn dry_run_reports_an_unresolved_next_hop_and_drops_no_next_hop() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("vipd.toml");
         let port = "[[port]]\nmac = \"02:00:00:00:00:01\"\ngateway = \"10.0.0.254\"\n\
                     [port.kernel]\ntap = \"vipd0\"\naddresses = [\"10.0.0.1/24\"]\n\
                     [[port]]\nmac = \"02:00:00:00:00:02\"\ngateway_mac = \"02:00:00:00:00:fe\"\n";
-        std::fs::write(&path, format!("{port}{CONFIG}")).unwrap();
-        let daemon = Daemon::new(Options {
-            config_path: path,
-            dry_run: true,
-            admin_socket: Some(dir.path().join("admin.sock")),
-            bgp_check: None,
-            drain: Duration::ZERO,
-        })
-        .unwrap();
+        let daemon = dry_run_daemon_with(dir.path(), &format!("{port}{CONFIG}"));
         let status = cmd(&daemon, "status", json!({})).await;
         assert_eq!(
             status["result"]["ports"],

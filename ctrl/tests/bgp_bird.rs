@@ -11,37 +11,28 @@
 //!
 //! Needs root (network namespaces) and `bird`/`birdc`; skips otherwise.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::thread;
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::{is_root, missing_binary, no_diag, vipctl, vipctl_json, wait_for, Bird, Proc, VIPD};
 use serde_json::Value;
 
-const VIPD: &str = env!("CARGO_BIN_EXE_vipd");
-const VIPCTL: &str = env!("CARGO_BIN_EXE_vipctl");
 const VIP: &str = "192.0.2.10";
 const BACKEND_PORT: u16 = 8081;
+/// Polling period: the withdrawal times are measured with it.
+const FAST: Duration = Duration::from_millis(5);
 
 fn skip_reason() -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+    if !is_root() {
         return Some("not root (network namespaces need it)".into());
     }
-    for bin in ["bird", "birdc", "ip", "curl"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {bin}")])
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !found {
-            return Some(format!(
-                "{bin} not installed (apt-get install bird2 iproute2)"
-            ));
-        }
-    }
-    None
+    missing_binary(
+        &["bird", "birdc", "ip", "curl"],
+        "apt-get install bird2 iproute2",
+    )
 }
 
 fn run(args: &[&str]) -> Output {
@@ -79,76 +70,29 @@ impl Drop for Netns {
     }
 }
 
-/// A child process killed (by its pid) on drop.
-struct Proc(Child);
-
-impl Proc {
-    fn spawn(mut command: Command, log: &Path) -> Proc {
-        let log = std::fs::File::create(log).unwrap();
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Proc(child)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Instant {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check() {
-            return Instant::now();
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
+/// Waits (polling every 5 ms) until `check` holds; returns when it first did.
+fn wait_until(what: &str, timeout: Duration, check: impl Fn() -> bool) -> Instant {
+    wait_for(what, timeout, FAST, &no_diag, || check().then(Instant::now))
 }
 
 struct Rack {
     dir: tempfile::TempDir,
     lb: Netns,
-    tor: Netns,
-    _bird: Proc,
+    _tor: Netns,
+    bird: Bird,
 }
 
 impl Rack {
-    fn bird_socket(&self) -> PathBuf {
-        self.dir.path().join("bird.ctl")
-    }
-
     fn admin_socket(&self) -> PathBuf {
         self.dir.path().join("vipd.sock")
     }
 
     fn bird_has_vip(&self) -> bool {
-        let out = self
-            .tor
-            .exec(&["birdc", "-s"])
-            .arg(self.bird_socket())
-            .args(["show", "route", &format!("{VIP}/32")])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/32"))
+        self.bird.has_route(&format!("{VIP}/32"))
     }
 
     fn bird(&self, args: &[&str]) -> String {
-        let out = self
-            .tor
-            .exec(&["birdc", "-s"])
-            .arg(self.bird_socket())
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.bird.birdc(args)
     }
 
     fn backend(&self) -> Proc {
@@ -161,28 +105,15 @@ impl Rack {
             "127.0.0.1",
         ]);
         c.current_dir(self.dir.path());
-        Proc::spawn(c, &self.dir.path().join("backend.log"))
+        Proc::spawn_logged(c, &self.dir.path().join("backend.log"))
     }
 
     fn vipctl(&self, args: &[&str]) -> Output {
-        Command::new(VIPCTL)
-            .arg("--socket")
-            .arg(self.admin_socket())
-            .args(args)
-            .output()
-            .unwrap()
+        vipctl(&self.admin_socket(), args)
     }
 
     fn vipctl_json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let out = self.vipctl(&all);
-        assert!(
-            out.status.success(),
-            "vipctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        vipctl_json(&self.admin_socket(), args)
     }
 
     fn backend_health(&self) -> String {
@@ -211,30 +142,12 @@ fn rack() -> Rack {
     run(&["ip", "-n", &tor.0, "addr", "add", "10.0.0.2/30", "dev", &b]);
     run(&["ip", "-n", &lb.0, "link", "set", &a, "up"]);
     run(&["ip", "-n", &tor.0, "link", "set", &b, "up"]);
-
-    let conf = dir.path().join("bird.conf");
-    std::fs::write(
-        &conf,
-        "router id 10.0.0.2;\n\
-         protocol device {}\n\
-         protocol bgp lb1 {\n\
-           local 10.0.0.2 as 65000;\n\
-           neighbor 10.0.0.1 as 65001;\n\
-           hold time 3;\n\
-           connect retry time 1;\n\
-           ipv4 { import all; export none; };\n\
-         }\n",
-    )
-    .unwrap();
-    let mut c = tor.exec(&["bird", "-f", "-c"]);
-    c.arg(&conf).arg("-s").arg(dir.path().join("bird.ctl"));
-    c.arg("-P").arg(dir.path().join("bird.pid"));
-    let bird = Proc::spawn(c, &dir.path().join("bird.log"));
+    let bird = Bird::start(&tor.0, dir.path(), "10.0.0.2", "10.0.0.1");
     Rack {
         dir,
         lb,
-        tor,
-        _bird: bird,
+        _tor: tor,
+        bird,
     }
 }
 
@@ -299,16 +212,7 @@ fn vipd_announces_withdraws_on_health_and_shuts_down_gracefully() {
     }
     let rack = rack();
     let config = vipd_config(&rack);
-    let check = Command::new(VIPD)
-        .args(["--check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "vipd --check: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    common::vipd_check(&config);
 
     let mut backend = Some(rack.backend());
     let mut c = rack
@@ -317,7 +221,7 @@ fn vipd_announces_withdraws_on_health_and_shuts_down_gracefully() {
     c.arg(&config)
         .arg("--admin-socket")
         .arg(rack.admin_socket());
-    let mut vipd = Proc::spawn(c, &rack.dir.path().join("vipd.log"));
+    let mut vipd = Proc::spawn_logged(c, &rack.dir.path().join("vipd.log"));
     let diag = |rack: &Rack| {
         format!(
             "vipd log:\n{}\nbird:\n{}",
@@ -327,8 +231,8 @@ fn vipd_announces_withdraws_on_health_and_shuts_down_gracefully() {
     };
 
     let up = Duration::from_secs(20);
-    wait_for("the admin socket", up, || rack.admin_socket().exists());
-    wait_for("the route in BIRD", up, || rack.bird_has_vip());
+    wait_until("the admin socket", up, || rack.admin_socket().exists());
+    wait_until("the route in BIRD", up, || rack.bird_has_vip());
     let route = rack.bird(&["show", "route", "all", &format!("{VIP}/32")]);
     assert!(route.contains("10.0.0.1"), "next hop self: {route}");
     assert!(
@@ -374,10 +278,10 @@ fn vipd_announces_withdraws_on_health_and_shuts_down_gracefully() {
     for round in 0..5 {
         let killed = Instant::now();
         drop(backend.take());
-        let detected = wait_for("health check to fail the backend", up, || {
+        let detected = wait_until("health check to fail the backend", up, || {
             rack.backend_health() == "unhealthy"
         });
-        let gone = wait_for("the withdrawal in BIRD", up, || !rack.bird_has_vip());
+        let gone = wait_until("the withdrawal in BIRD", up, || !rack.bird_has_vip());
         beyond_detection.push(gone - detected);
         total.push(gone - killed);
         assert!(
@@ -387,7 +291,7 @@ fn vipd_announces_withdraws_on_health_and_shuts_down_gracefully() {
             diag(&rack)
         );
         backend = Some(rack.backend());
-        wait_for("the route back in BIRD", up, || rack.bird_has_vip());
+        wait_until("the route back in BIRD", up, || rack.bird_has_vip());
     }
     println!(
         "health-check failure -> withdrawal in BIRD's RIB: median {:?} beyond detection \
@@ -398,22 +302,9 @@ fn vipd_announces_withdraws_on_health_and_shuts_down_gracefully() {
     );
 
     // SIGTERM: graceful shutdown withdraws and closes the session; exit 0.
-    run(&["kill", "-TERM", &vipd.0.id().to_string()]);
-    wait_for("the withdrawal on SIGTERM", up, || !rack.bird_has_vip());
-    let status = {
-        let deadline = Instant::now() + up;
-        loop {
-            if let Some(status) = vipd.0.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "vipd did not exit\n{}",
-                diag(&rack)
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    };
+    vipd.signal(libc::SIGTERM);
+    wait_until("the withdrawal on SIGTERM", up, || !rack.bird_has_vip());
+    let status = vipd.wait_exit("vipd to exit", up, &|| diag(&rack));
     assert!(status.success(), "vipd exit {status}\n{}", diag(&rack));
     let protocols = rack.bird(&["show", "protocols", "all", "lb1"]);
     assert!(

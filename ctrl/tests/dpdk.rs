@@ -5,47 +5,19 @@
 //! when it comes back, and SIGTERM must stop it with exit code 0.
 #![cfg(feature = "dpdk")]
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use common::{no_diag, ok, request, wait_for, Proc, POLL, VIPD};
 use serde_json::{json, Value};
 
-struct Vipd(Child);
-
-impl Drop for Vipd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn call(socket: &Path, cmd: &str) -> Value {
-    call_with(socket, cmd, json!({}))
-}
-
-fn call_with(socket: &Path, cmd: &str, args: Value) -> Value {
-    let reply = request(socket, cmd, args);
-    assert_eq!(reply["ok"], true, "{reply}");
-    reply["result"].clone()
-}
-
-fn request(socket: &Path, cmd: &str, args: Value) -> Value {
-    let mut stream = UnixStream::connect(socket).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    writeln!(
-        stream,
-        "{}",
-        json!({"v": 1, "id": 1, "cmd": cmd, "args": args})
-    )
-    .unwrap();
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).unwrap();
-    serde_json::from_str(&line).unwrap()
+    ok(socket, cmd, json!({}))
 }
 
 fn polls(stats: &Value) -> u64 {
@@ -74,7 +46,7 @@ fn vipd_runs_the_engine_on_dpdk_ports_from_its_config() {
     );
     let path = dir.path().join("vipd.toml");
     std::fs::write(&path, config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_vipd"))
+    let child = Command::new(VIPD)
         .arg("--config")
         .arg(&path)
         .args(["--drain-ms", "50"])
@@ -82,20 +54,26 @@ fn vipd_runs_the_engine_on_dpdk_ports_from_its_config() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut vipd = Vipd(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while UnixStream::connect(&socket).is_err() {
-        if let Some(status) = vipd.0.try_wait().unwrap() {
-            let mut log = String::new();
-            std::io::Read::read_to_string(&mut vipd.0.stderr.take().unwrap(), &mut log).unwrap();
-            panic!("vipd exited with {status:?} before serving:\n{log}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "vipd did not open its admin socket"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut vipd = Proc(child);
+    wait_for(
+        "vipd to open its admin socket",
+        Duration::from_secs(30),
+        POLL,
+        &no_diag,
+        || {
+            if let Some(status) = vipd.0.try_wait().unwrap() {
+                let mut log = String::new();
+                vipd.0
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut log)
+                    .unwrap();
+                panic!("vipd exited with {status:?} before serving:\n{log}");
+            }
+            UnixStream::connect(&socket).ok()
+        },
+    );
     let status = call(&socket, "status");
     assert_eq!(status["dataplane"], "dpdk");
     assert_eq!(status["lcores"], 1);
@@ -120,35 +98,24 @@ fn vipd_runs_the_engine_on_dpdk_ports_from_its_config() {
     // A port whose link goes down: the watchdog (1 s period) marks the dataplane unhealthy.
     assert_eq!(status["dataplane_healthy"], true, "{status}");
     let wait_health = |healthy: bool| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let s = call(&socket, "status");
-            if s["dataplane_healthy"] == healthy {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "dataplane_healthy != {healthy}: {s}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for(
+            &format!("dataplane_healthy == {healthy}"),
+            Duration::from_secs(10),
+            POLL,
+            &|| call(&socket, "status").to_string(),
+            || {
+                let s = call(&socket, "status");
+                (s["dataplane_healthy"] == healthy).then_some(s)
+            },
+        )
     };
-    call_with(&socket, "port.set_link", json!({"port": 0, "up": false}));
+    ok(&socket, "port.set_link", json!({"port": 0, "up": false}));
     let down = wait_health(false);
     assert_eq!(down["dataplane_problem"], "port 0: link down", "{down}");
-    call_with(&socket, "port.set_link", json!({"port": 0, "up": true}));
+    ok(&socket, "port.set_link", json!({"port": 0, "up": true}));
     wait_health(true);
 
-    let pid = libc::pid_t::try_from(vipd.0.id()).unwrap();
-    // SAFETY: kill(2) takes plain integers; `pid` is our own unreaped child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(s) = vipd.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "vipd did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    vipd.signal(libc::SIGTERM);
+    let exit = vipd.wait_exit("vipd to stop on SIGTERM", Duration::from_secs(10), &no_diag);
     assert!(exit.success(), "{exit:?}");
 }

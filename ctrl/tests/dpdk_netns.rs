@@ -27,20 +27,19 @@
 //! skips (passes after saying why) otherwise.
 #![cfg(feature = "dpdk")]
 
+mod common;
 #[path = "../../dataplane/tests/netns_common/mod.rs"]
 mod netns_common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{free_port, missing_binary, request, vipctl_ok, wait_for, Bird, Proc, POLL, VIPD};
 use netns_common::{run_in, Wire};
 use serde_json::{json, Value};
 
-const VIPD: &str = env!("CARGO_BIN_EXE_vipd");
-const VIPCTL: &str = env!("CARGO_BIN_EXE_vipctl");
 const APPLIANCE: &str = "10.0.0.1";
 const GATEWAY: &str = "10.0.0.2";
 const APPLIANCE6: &str = "fd00::1";
@@ -48,96 +47,14 @@ const GATEWAY6: &str = "fd00::2";
 const VIP: &str = "203.0.113.10";
 const BACKENDS: [&str; 3] = ["10.1.0.1", "10.1.0.2", "10.1.0.3"];
 
-/// A child process killed (by its pid) and reaped on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_logged(mut command: Command, log: &Path) -> Proc {
-    let log = std::fs::File::create(log).unwrap();
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Proc(child)
-}
-
 fn skip_reason() -> Option<String> {
     if let Some(why) = netns_common::missing_prerequisite() {
         return Some(why);
     }
-    for bin in ["bird", "birdc", "ping", "curl"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {bin}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            return Some(format!(
-                "{bin} is not installed (apt-get install bird2 iputils-ping curl)"
-            ));
-        }
-    }
-    None
-}
-
-fn request(socket: &Path, cmd: &str) -> Value {
-    let mut stream = UnixStream::connect(socket).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    writeln!(
-        stream,
-        "{}",
-        json!({"v": 1, "id": 1, "cmd": cmd, "args": {}})
+    missing_binary(
+        &["bird", "birdc", "ping", "curl"],
+        "apt-get install bird2 iputils-ping curl",
     )
-    .unwrap();
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).unwrap();
-    serde_json::from_str(&line).unwrap()
-}
-
-fn vipctl(socket: &Path, args: &[&str]) -> String {
-    let out = Command::new(VIPCTL)
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "vipctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Polls `check` every 50 ms until it gives a value; panics with `diag()` after `timeout`.
-fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    diag: &dyn Fn() -> String,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            diag()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// One vipd at a time (each busy-polls a CPU).
@@ -213,14 +130,6 @@ encap_source_v4 = "{APPLIANCE}"
     path
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts vipd in the appliance namespace and waits for its admin socket.
 fn start_vipd(wire: &Wire, config: &Path, socket: &Path, log: &Path) -> Proc {
     let mut c = Command::new("ip");
@@ -234,11 +143,12 @@ fn start_vipd(wire: &Wire, config: &Path, socket: &Path, log: &Path) -> Proc {
         "--config",
     ])
     .arg(config);
-    let mut vipd = spawn_logged(c, log);
+    let mut vipd = Proc::spawn_logged(c, log);
     let diag = || std::fs::read_to_string(log).unwrap_or_default();
     wait_for(
         "vipd's admin socket",
         Duration::from_secs(30),
+        POLL,
         &diag,
         || {
             if let Ok(Some(status)) = vipd.0.try_wait() {
@@ -301,52 +211,11 @@ fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_ga
     let config = vipd_config(dir.path(), &wire, &port_mac, &tap, &prefix, &gateways);
     let socket = dir.path().join("vipd.sock");
 
-    let check = Command::new(VIPD)
-        .args(["--check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "vipd --check: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    common::vipd_check(&config);
 
     // BIRD 2 in the wire namespace: the top of rack, peering with the appliance's address.
-    let bird_conf = dir.path().join("bird.conf");
-    std::fs::write(
-        &bird_conf,
-        format!(
-            "router id {GATEWAY};\n\
-             protocol device {{}}\n\
-             protocol bgp lb1 {{\n\
-               local {GATEWAY} as 65000;\n\
-               neighbor {APPLIANCE} as 65001;\n\
-               hold time 3;\n\
-               connect retry time 1;\n\
-               ipv4 {{ import all; export none; }};\n\
-             }}\n"
-        ),
-    )
-    .unwrap();
-    let bird_ctl = dir.path().join("bird.ctl");
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", &wire.wire_ns, "bird", "-f", "-c"])
-        .arg(&bird_conf)
-        .arg("-s")
-        .arg(&bird_ctl)
-        .arg("-P")
-        .arg(dir.path().join("bird.pid"));
-    let _bird = spawn_logged(c, &dir.path().join("bird.log"));
-    let birdc = |args: &[&str]| -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &wire.wire_ns, "birdc", "-s"])
-            .arg(&bird_ctl)
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let bird = Bird::start(&wire.wire_ns, dir.path(), GATEWAY, APPLIANCE);
+    let birdc = |args: &[&str]| bird.birdc(args);
 
     // The real vipd in the appliance namespace (`ip netns exec` execs it: the pid is vipd's).
     let vipd_log = dir.path().join("vipd.log");
@@ -381,10 +250,11 @@ fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_ga
     let ports = wait_for(
         "the gateway MAC resolved by ARP and ND",
         Duration::from_secs(20),
+        POLL,
         &diag,
         || {
             let status: Value =
-                serde_json::from_str(&vipctl(&socket, &["--json", "status"])).unwrap();
+                serde_json::from_str(&vipctl_ok(&socket, &["--json", "status"])).unwrap();
             let ports = status["ports"].as_array().cloned().unwrap_or_default();
             (ports.len() == 2 && ports.iter().all(|p| p["next_hop"] == "resolved")).then_some(ports)
         },
@@ -397,7 +267,7 @@ fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_ga
         assert_eq!(port["link_up"], true, "{port}");
         assert!(port["age_s"].as_f64().is_some_and(|a| a < 35.0), "{port}");
     }
-    let human = vipctl(&socket, &["status"]);
+    let human = vipctl_ok(&socket, &["status"]);
     assert!(
         human.contains(&gateway_mac) && human.contains("resolved (reachable)"),
         "vipctl status shows the next hop:\n{human}"
@@ -421,6 +291,7 @@ fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_ga
     wait_for(
         "the VIP route in BIRD's RIB",
         Duration::from_secs(30),
+        POLL,
         &diag,
         || {
             let route = birdc(&["show", "route", &format!("{VIP}/32")]);
@@ -429,7 +300,7 @@ fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_ga
     );
     let protocols = birdc(&["show", "protocols", "lb1"]);
     assert!(protocols.contains("Established"), "{protocols}");
-    let status = request(&socket, "status");
+    let status = request(&socket, "status", json!({}));
     assert_eq!(status["result"]["dataplane_healthy"], true, "{status}");
 
     // (d) VIP traffic from the wire comes back encapsulated to the resolved gateway MAC.
@@ -462,7 +333,7 @@ fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_ga
     let v: Value = serde_json::from_str(&verdict).expect("scapy's JSON line");
     assert_eq!(v["bad"], json!([]), "{verdict}");
     assert_eq!(v["flows_seen"], 16, "{verdict}");
-    let stats = request(&socket, "stats");
+    let stats = request(&socket, "stats", json!({}));
     assert_eq!(stats["result"]["drops"]["no_next_hop"], 0, "{stats}");
 
     let log = std::fs::read_to_string(&vipd_log).unwrap_or_default();
@@ -478,15 +349,8 @@ fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_ga
     assert!(log.contains("kernel exception path up"), "{log}");
 
     // SIGTERM: graceful BGP shutdown, exit 0.
-    let pid = libc::pid_t::try_from(vipd.0.id()).unwrap();
-    // SAFETY: kill(2) takes plain integers; `pid` is our own unreaped child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let exit = wait_for(
-        "vipd to exit on SIGTERM",
-        Duration::from_secs(20),
-        &diag,
-        || vipd.0.try_wait().unwrap(),
-    );
+    vipd.signal(libc::SIGTERM);
+    let exit = vipd.wait_exit("vipd to exit on SIGTERM", Duration::from_secs(20), &diag);
     assert!(exit.success(), "{exit:?}\n{}", diag());
     let route = birdc(&["show", "route", &format!("{VIP}/32")]);
     assert!(!route.contains(&format!("{VIP}/32")), "withdrawn: {route}");
@@ -527,7 +391,7 @@ fn an_unanswered_gateway_leaves_the_next_hop_unresolved_the_dataplane_unhealthy_
     let _vipd = start_vipd(&wire, &config, &socket, &log);
     let diag = || std::fs::read_to_string(&log).unwrap_or_default();
 
-    let status = request(&socket, "status")["result"].clone();
+    let status = request(&socket, "status", json!({}))["result"].clone();
     let port = &status["ports"][0];
     assert_eq!(port["gateway"], "10.0.0.9", "{status}");
     assert_eq!(port["next_hop"], "unresolved", "{status}");
@@ -540,7 +404,7 @@ fn an_unanswered_gateway_leaves_the_next_hop_unresolved_the_dataplane_unhealthy_
         "port 0: next hop unresolved: no ARP/ND answer from gateway 10.0.0.9",
         "{status}"
     );
-    let human = vipctl(&socket, &["status"]);
+    let human = vipctl_ok(&socket, &["status"]);
     assert!(
         human.contains("UNHEALTHY") && human.contains("unresolved (incomplete)"),
         "{human}"
@@ -577,11 +441,17 @@ fn an_unanswered_gateway_leaves_the_next_hop_unresolved_the_dataplane_unhealthy_
     );
     let encapsulated = run_in(&wire.wire_ns, &["/usr/bin/python3", "-c", &send]);
     assert_eq!(encapsulated.trim(), "0", "nothing goes to a made-up MAC");
-    let drops = wait_for("no_next_hop drops", Duration::from_secs(5), &diag, || {
-        let stats = request(&socket, "stats");
-        let n = stats["result"]["drops"]["no_next_hop"].as_u64()?;
-        (n >= 8).then_some(n)
-    });
+    let drops = wait_for(
+        "no_next_hop drops",
+        Duration::from_secs(5),
+        POLL,
+        &diag,
+        || {
+            let stats = request(&socket, "stats", json!({}));
+            let n = stats["result"]["drops"]["no_next_hop"].as_u64()?;
+            (n >= 8).then_some(n)
+        },
+    );
     assert_eq!(drops, 8);
 
     // The metrics say the same.
@@ -652,14 +522,9 @@ fn a_taken_tap_name_is_a_clear_start_up_error() {
     c.args(["netns", "exec", &wire.appliance_ns, VIPD, "--config"])
         .arg(&config);
     let log = dir.path().join("vipd.log");
-    let mut vipd = spawn_logged(c, &log);
+    let mut vipd = Proc::spawn_logged(c, &log);
     let diag = || std::fs::read_to_string(&log).unwrap_or_default();
-    let exit = wait_for(
-        "vipd to refuse to start",
-        Duration::from_secs(30),
-        &diag,
-        || vipd.0.try_wait().unwrap(),
-    );
+    let exit = vipd.wait_exit("vipd to refuse to start", Duration::from_secs(30), &diag);
     assert_eq!(exit.code(), Some(1), "{}", diag());
     let text = diag();
     assert!(

@@ -3,28 +3,21 @@
 //! keeps its flows but gets no new ones, a reload under traffic loses no packet, metrics serve,
 //! SIGTERM exits 0.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{free_port, no_diag, ok, request, Proc, POLL, VIPCTL, VIPD};
 use serde_json::{json, Value};
-
-/// Kills vipd (by pid) when the test ends, however it ends.
-struct Vipd(Child);
-
-impl Drop for Vipd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A backend on 127.0.0.N: accepts TCP, and answers HTTP with `status` if `http`. Dropping it
 /// closes the listener (the backend "dies").
@@ -82,37 +75,10 @@ impl Drop for Backend {
     }
 }
 
-fn call(socket: &Path, cmd: &str, args: Value) -> Value {
-    let mut stream = UnixStream::connect(socket).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    writeln!(
-        stream,
-        "{}",
-        json!({"v": 1, "id": cmd, "cmd": cmd, "args": args})
-    )
-    .unwrap();
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).unwrap();
-    let reply: Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(reply["v"], 1);
-    assert_eq!(reply["id"], cmd);
-    reply
-}
-
-fn ok(socket: &Path, cmd: &str, args: Value) -> Value {
-    let reply = call(socket, cmd, args);
-    assert_eq!(reply["ok"], true, "{cmd}: {reply}");
-    reply["result"].clone()
-}
-
 fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_for(what, Duration::from_secs(20), POLL, &no_diag, || {
+        check().then_some(())
+    });
 }
 
 fn backend_state(socket: &Path, vip: &str, address: &str) -> (String, String) {
@@ -191,14 +157,6 @@ fn config(
     text
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn scrape(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -228,7 +186,7 @@ fn dry_run_health_drain_reload_metrics_sigterm() {
         config(dir.path(), metrics, &[&b2, &b3, &b4], &[&h5, &h6], None),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_vipd"))
+    let child = Command::new(VIPD)
         .arg("--config")
         .arg(&path)
         .args(["--dry-run", "--drain-ms", "100", "--log-format", "json"])
@@ -236,7 +194,7 @@ fn dry_run_health_drain_reload_metrics_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut vipd = Vipd(child);
+    let mut vipd = Proc(child);
     wait_for("the admin socket", || {
         socket.exists() && UnixStream::connect(&socket).is_ok()
     });
@@ -366,7 +324,7 @@ fn dry_run_health_drain_reload_metrics_sigterm() {
         "{diff}"
     );
     // SIGHUP reloads too (nothing changed this time).
-    send_signal(vipd.0.id(), "HUP");
+    vipd.signal(libc::SIGHUP);
     wait_for("the SIGHUP reload", || {
         ok(&socket, "status", json!({}))["reloads"] == 2
     });
@@ -375,7 +333,7 @@ fn dry_run_health_drain_reload_metrics_sigterm() {
     });
     // An invalid file is refused with its reason; the running config stays.
     std::fs::write(&path, "[[vip]]\naddress = \"nope\"\n").unwrap();
-    let refused = call(&socket, "config.reload", json!({}));
+    let refused = request(&socket, "config.reload", json!({}));
     assert_eq!(refused["ok"], false);
     assert_eq!(refused["error"]["code"], "invalid_config");
     assert!(
@@ -417,19 +375,19 @@ fn dry_run_health_drain_reload_metrics_sigterm() {
 
     // Unknown, malformed and BGP commands get structured errors.
     assert_eq!(
-        call(&socket, "nope", json!({}))["error"]["code"],
+        request(&socket, "nope", json!({}))["error"]["code"],
         "unknown_command"
     );
     assert_eq!(
-        call(&socket, "bgp.summary", json!({}))["error"]["code"],
+        request(&socket, "bgp.summary", json!({}))["error"]["code"],
         "bgp_disabled"
     );
     assert_eq!(
-        call(&socket, "vip.show", json!({"vip": "tcp 1.2.3.4:9"}))["error"]["code"],
+        request(&socket, "vip.show", json!({"vip": "tcp 1.2.3.4:9"}))["error"]["code"],
         "not_found"
     );
     assert_eq!(
-        call(
+        request(
             &socket,
             "backend.weight",
             json!({"vip": VIP, "backend": "127.0.0.2", "weight": 0})
@@ -439,12 +397,7 @@ fn dry_run_health_drain_reload_metrics_sigterm() {
 
     // vipctl over the same socket: tables, --json, exit codes.
     let vipctl = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_vipctl"))
-            .arg("--socket")
-            .arg(&socket)
-            .args(args)
-            .output()
-            .unwrap();
+        let out = common::vipctl(&socket, args);
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -479,12 +432,12 @@ fn dry_run_health_drain_reload_metrics_sigterm() {
     assert_eq!(code, Some(1), "error reply");
     assert!(err.contains("not_found"), "{err}");
     assert_eq!(vipctl(&["backend", "weight", VIP]).0, Some(2), "usage");
-    let out = Command::new(env!("CARGO_BIN_EXE_vipctl"))
+    let out = Command::new(VIPCTL)
         .args(["--socket", "/nonexistent/admin.sock", "status"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "cannot connect");
-    let out = Command::new(env!("CARGO_BIN_EXE_vipctl"))
+    let out = Command::new(VIPCTL)
         .args(["completions", "bash"])
         .output()
         .unwrap();
@@ -497,15 +450,8 @@ fn dry_run_health_drain_reload_metrics_sigterm() {
     );
 
     // SIGTERM: graceful, exit 0, socket removed.
-    send_signal(vipd.0.id(), "TERM");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = vipd.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "vipd did not stop on SIGTERM");
-        thread::sleep(Duration::from_millis(20));
-    };
+    vipd.signal(libc::SIGTERM);
+    let status = vipd.wait_exit("vipd to stop on SIGTERM", Duration::from_secs(10), &no_diag);
     let mut log = String::new();
     vipd.0
         .stderr
@@ -522,17 +468,4 @@ fn dry_run_health_drain_reload_metrics_sigterm() {
         "{log}"
     );
     drop(b7);
-}
-
-/// Sends `signal` to the vipd child.
-fn send_signal(pid: u32, signal: &str) {
-    let signal = match signal {
-        "HUP" => libc::SIGHUP,
-        "TERM" => libc::SIGTERM,
-        other => panic!("unexpected signal {other}"),
-    };
-    let pid = libc::pid_t::try_from(pid).unwrap();
-    // SAFETY: kill(2) takes plain integers; `pid` is our own child, still unreaped (the `Vipd`
-    // guard waits for it only when dropped), so it cannot be a recycled pid.
-    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
 }

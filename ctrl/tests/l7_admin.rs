@@ -5,43 +5,18 @@
 //! (`cargo test --workspace`, as scripts/test does); with `-p ctrl` alone it may be missing and
 //! the test says so and skips.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use common::{free_port, no_diag, vipctl, vipctl_json, wait_for, Proc, VIPCTL};
 use serde_json::Value;
-
-const VIPCTL: &str = env!("CARGO_BIN_EXE_vipctl");
-
-struct Proxy(Child);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn vip_l7() -> Option<PathBuf> {
     let path = Path::new(VIPCTL).with_file_name("vip-l7");
     path.exists().then_some(path)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn vipctl(socket: &Path, args: &[&str]) -> Output {
-    Command::new(VIPCTL)
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 fn upstream<'a>(clusters: &'a Value, address: &str) -> &'a Value {
@@ -80,7 +55,7 @@ fn vipctl_drives_vip_l7() {
         ),
     )
     .unwrap();
-    let _proxy = Proxy(
+    let _proxy = Proc(
         Command::new(binary)
             .args(["--threads", "1", "--config"])
             .arg(&config)
@@ -89,11 +64,13 @@ fn vipctl_drives_vip_l7() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "vip-l7 did not open its socket");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(
+        "vip-l7 to open its socket",
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        &no_diag,
+        || socket.exists().then_some(()),
+    );
 
     let table = vipctl(&socket, &["l7", "clusters"]);
     assert!(table.status.success(), "{table:?}");
@@ -107,13 +84,7 @@ fn vipctl_drives_vip_l7() {
     );
     assert!(lines[1].contains(&a) && lines[2].contains(&b), "{table}");
 
-    let json = |args: &[&str]| -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let out = vipctl(&socket, &all);
-        assert!(out.status.success(), "{args:?}: {out:?}");
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let json = |args: &[&str]| vipctl_json(&socket, args);
     json(&["l7", "drain", "app", &a]);
     assert_eq!(upstream(&json(&["l7", "clusters"]), &a)["draining"], true);
     json(&["l7", "undrain", "app", &a]);
