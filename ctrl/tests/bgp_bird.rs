@@ -159,20 +159,7 @@ fn vipd_config(rack: &Rack) -> PathBuf {
             r#"
 [metrics]
 address = "127.0.0.1:9110"
-
-[bgp]
-local_as = 65001
-router_id = "10.0.0.1"
-hold_time = 3
-connect_retry = 1
-graceful_shutdown_wait = 1
-
-[[bgp.peer]]
-address = "10.0.0.2"
-remote_as = 65000
-local_address = "10.0.0.1"
-families = ["ipv4"]
-
+{bgp}
 [[vip]]
 address = "{VIP}"
 port = 80
@@ -192,7 +179,8 @@ communities = ["65001:100"]
 
 [[vip.backend]]
 address = "127.0.0.1"
-"#
+"#,
+            bgp = common::vipd_bgp_toml("10.0.0.1", "10.0.0.2")
         ),
     )
     .unwrap();

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -62,13 +61,7 @@ fn vipd_runs_the_engine_on_dpdk_ports_from_its_config() {
         &no_diag,
         || {
             if let Some(status) = vipd.0.try_wait().unwrap() {
-                let mut log = String::new();
-                vipd.0
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut log)
-                    .unwrap();
+                let log = vipd.take_stderr();
                 panic!("vipd exited with {status:?} before serving:\n{log}");
             }
             UnixStream::connect(&socket).ok()

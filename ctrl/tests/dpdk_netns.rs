@@ -57,6 +57,13 @@ fn skip_reason() -> Option<String> {
     )
 }
 
+/// `ip addr add <cidr> dev <wire_if> <extra>` in the wire namespace.
+fn wire_address(wire: &Wire, cidr: &str, extra: &[&str]) {
+    let mut args = vec!["ip", "addr", "add", cidr, "dev", &wire.wire_if];
+    args.extend_from_slice(extra);
+    run_in(&wire.wire_ns, &args);
+}
+
 /// One vipd at a time (each busy-polls a CPU).
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -101,20 +108,7 @@ socket = "{socket}"
 
 [metrics]
 address = "127.0.0.1:{metrics_port}"
-
-[bgp]
-local_as = 65001
-router_id = "{APPLIANCE}"
-hold_time = 3
-connect_retry = 1
-graceful_shutdown_wait = 1
-
-[[bgp.peer]]
-address = "{GATEWAY}"
-remote_as = 65000
-local_address = "{APPLIANCE}"
-families = ["ipv4"]
-
+{bgp}
 [[vip]]
 address = "{VIP}"
 port = 80
@@ -124,6 +118,7 @@ encap_source_v4 = "{APPLIANCE}"
         eal = eal.join(", "),
         socket = dir.join("vipd.sock").display(),
         metrics_port = free_port(),
+        bgp = common::vipd_bgp_toml(APPLIANCE, GATEWAY),
     );
     let path = dir.join("vipd.toml");
     std::fs::write(&path, text).unwrap();
@@ -170,17 +165,7 @@ fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_ga
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let wire = Wire::new("vd", false);
-    run_in(
-        &wire.wire_ns,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{GATEWAY}/24"),
-            "dev",
-            &wire.wire_if,
-        ],
-    );
+    wire_address(&wire, &format!("{GATEWAY}/24"), &[]);
     let gateway_mac = Wire::mac(&wire.wire_ns, &wire.wire_if);
     let port_mac = Wire::mac(&wire.appliance_ns, &wire.appliance_if);
     let tap = format!("vt{}d", std::process::id());
@@ -195,18 +180,7 @@ fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_ga
             &format!("net.ipv6.conf.{}.disable_ipv6=0", wire.wire_if),
         ],
     );
-    run_in(
-        &wire.wire_ns,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{GATEWAY6}/64"),
-            "dev",
-            &wire.wire_if,
-            "nodad",
-        ],
-    );
+    wire_address(&wire, &format!("{GATEWAY6}/64"), &["nodad"]);
     let gateways = format!("[\"{GATEWAY}\", \"{GATEWAY6}\"]");
     let config = vipd_config(dir.path(), &wire, &port_mac, &tap, &prefix, &gateways);
     let socket = dir.path().join("vipd.sock");
@@ -370,17 +344,7 @@ fn an_unanswered_gateway_leaves_the_next_hop_unresolved_the_dataplane_unhealthy_
     let dir = tempfile::tempdir().unwrap();
     let wire = Wire::new("vu", false);
     // The wire side owns 10.0.0.2; the configured gateway 10.0.0.9 does not exist.
-    run_in(
-        &wire.wire_ns,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{GATEWAY}/24"),
-            "dev",
-            &wire.wire_if,
-        ],
-    );
+    wire_address(&wire, &format!("{GATEWAY}/24"), &[]);
     let port_mac = Wire::mac(&wire.appliance_ns, &wire.appliance_if);
     let tap = format!("vt{}u", std::process::id());
     let prefix = format!("vipd-netns-u-{}", std::process::id());

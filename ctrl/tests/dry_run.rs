@@ -452,13 +452,7 @@ fn dry_run_health_drain_reload_metrics_sigterm() {
     // SIGTERM: graceful, exit 0, socket removed.
     vipd.signal(libc::SIGTERM);
     let status = vipd.wait_exit("vipd to stop on SIGTERM", Duration::from_secs(10), &no_diag);
-    let mut log = String::new();
-    vipd.0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let log = vipd.take_stderr();
     assert!(status.success(), "{status:?}\n{log}");
     assert!(!socket.exists());
     // Structured JSON logs.

@@ -44,6 +44,18 @@ impl Proc {
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
     }
 
+    /// All the child's stderr (spawned with `Stdio::piped()`), once it has exited.
+    pub fn take_stderr(&mut self) -> String {
+        let mut log = String::new();
+        let mut stderr = self
+            .0
+            .stderr
+            .take()
+            .expect("stderr is piped and not taken yet");
+        std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
+        log
+    }
+
     /// Polls every 20 ms until the child exits; panics with `what` and `diag()` after
     /// `timeout`.
     pub fn wait_exit(
@@ -170,6 +182,27 @@ pub fn vipd_check(config: &Path) {
         "vipd --check: {}",
         String::from_utf8_lossy(&check.stderr)
     );
+}
+
+/// vipd's `[bgp]` section (AS 65001, short timers) with one IPv4 peer: BIRD as [`Bird`]
+/// starts it (AS 65000 at `peer`), vipd at `local`.
+pub fn vipd_bgp_toml(local: &str, peer: &str) -> String {
+    format!(
+        r#"
+[bgp]
+local_as = 65001
+router_id = "{local}"
+hold_time = 3
+connect_retry = 1
+graceful_shutdown_wait = 1
+
+[[bgp.peer]]
+address = "{peer}"
+remote_as = 65000
+local_address = "{local}"
+families = ["ipv4"]
+"#
+    )
 }
 
 /// Whether `bin` is on PATH.
