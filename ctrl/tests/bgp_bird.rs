@@ -194,10 +194,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[test]
 fn vipd_announces_withdraws_on_health_and_shuts_down_gracefully() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
-        return;
-    }
+    common::skip_if!(skip_reason());
     let rack = rack();
     let config = vipd_config(&rack);
     common::vipd_check(&config);

@@ -157,10 +157,7 @@ fn start_vipd(wire: &Wire, config: &Path, socket: &Path, log: &Path) -> Proc {
 
 #[test]
 fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_gateway() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipped: {why}");
-        return;
-    }
+    common::skip_if!(skip_reason());
     let _serial = serial();
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
@@ -336,10 +333,7 @@ fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_ga
 #[test]
 fn an_unanswered_gateway_leaves_the_next_hop_unresolved_the_dataplane_unhealthy_and_drops_counted()
 {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipped: {why}");
-        return;
-    }
+    common::skip_if!(skip_reason());
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let wire = Wire::new("vu", false);
@@ -449,10 +443,7 @@ fn an_unanswered_gateway_leaves_the_next_hop_unresolved_the_dataplane_unhealthy_
 /// fixes, instead of running without an exception path.
 #[test]
 fn a_taken_tap_name_is_a_clear_start_up_error() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipped: {why}");
-        return;
-    }
+    common::skip_if!(skip_reason());
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let wire = Wire::new("vt", false);

@@ -31,7 +31,7 @@ fn upstream<'a>(clusters: &'a Value, address: &str) -> &'a Value {
 #[test]
 fn vipctl_drives_vip_l7() {
     let Some(binary) = vip_l7() else {
-        eprintln!("skipping: vip-l7 is not built next to vipctl (run cargo test --workspace)");
+        eprintln!("skipped: vip-l7 is not built next to vipctl (run cargo test --workspace)");
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -205,6 +205,20 @@ families = ["ipv4"]
     )
 }
 
+/// Ends the calling test, which passes, after printing why it skipped, when `$reason` (an
+/// `Option<String>`, e.g. from [`missing_binary`]) is `Some`.
+#[allow(unused_macros)] // used by only some test files
+macro_rules! skip_if {
+    ($reason:expr) => {
+        if let Some(why) = $reason {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+#[allow(unused_imports)] // used by only some test files
+pub(crate) use skip_if;
+
 /// Whether `bin` is on PATH.
 pub fn installed(bin: &str) -> bool {
     Command::new("sh")
