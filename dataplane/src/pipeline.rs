@@ -22,7 +22,7 @@ use wire::{
     Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket, VlanHeader,
 };
 
-use crate::counters::{DropReason, LcoreCounters};
+use crate::counters::{BurstTally, DropReason, LcoreCounters};
 use crate::encap::{self, L2Header, ReplyL2, Tunnel};
 use crate::flow::FlowTuple;
 use crate::packet::PacketBuf;
@@ -133,10 +133,16 @@ struct VipPacket<'t> {
     hash: u64,
 }
 
-/// What classification decided.
-enum Class {
+/// The first look at a frame ([`locate`]).
+enum Located<'t> {
+    /// Not for a VIP: the kernel's.
     Kernel,
-    Vip(Meta),
+    /// An IP packet (its header checked) to a VIP address, whose VIPs are `vips`.
+    Vip {
+        l3_offset: usize,
+        ipv6: bool,
+        vips: &'t AddressVips,
+    },
 }
 
 /// One polling core's packet pipeline: its flow table, its counters, its IPv4 ident counter.
@@ -183,11 +189,14 @@ impl Pipeline {
     /// Processes a burst received on `rx_port`: rewrites each frame in place and writes its verdict
     /// at the same index of `verdicts` (which must be at least as long as `burst`; extra frames
     /// are left untouched). Then sweeps a bounded number of flow-table slots for expired flows.
+    /// Returns what it did (verdicts by kind, bytes received), which is also added to this
+    /// core's counters, once per burst.
     ///
     /// Frames go through in groups of [`MAX_GROUP`] and two passes: the first parses every frame,
-    /// finds its VIP and flow hash and starts loading its flow-table bucket; the second looks the
-    /// flows up and rewrites the frames. The flow-table cache misses of a group then overlap
-    /// instead of each frame waiting for its own (group prefetching, as DPDK applications do).
+    /// settles those not for a VIP (kernel, drop) and, for VIP frames, finds the VIP and flow
+    /// hash and starts loading the flow-table bucket; the second looks the VIP frames' flows up
+    /// and rewrites them. The flow-table cache misses of a group then overlap instead of each
+    /// frame waiting for its own (group prefetching, as DPDK applications do).
     pub fn process<P: PacketBuf>(
         &mut self,
         tables: &Tables,
@@ -195,38 +204,56 @@ impl Pipeline {
         burst: &mut [P],
         verdicts: &mut [Verdict],
         now_ms: u64,
-    ) {
+    ) -> BurstTally {
+        let mut tally = BurstTally::default();
         for (packets, verdicts) in burst
             .chunks_mut(MAX_GROUP)
             .zip(verdicts.chunks_mut(MAX_GROUP))
         {
-            let mut staged = [Staged::Done(Verdict::ToKernel); MAX_GROUP];
+            // Only VIP frames are staged (with the index of their frame), so a group of frames
+            // for the kernel moves nothing but its verdicts.
+            let mut staged: [Option<(usize, VipPacket<'_>)>; MAX_GROUP] = [None; MAX_GROUP];
             let mut hashes = [0u64; MAX_GROUP];
+            let mut vips = 0;
             let mut tracked = 0;
-            for (packet, stage) in packets.iter_mut().zip(staged.iter_mut()) {
-                *stage = self.stage(tables, packet);
-                if let Staged::Vip(VipPacket {
-                    meta:
-                        Meta {
-                            kind: Kind::Tracked(_) | Kind::IcmpError,
-                            ..
-                        },
-                    hash,
-                    ..
-                }) = stage
-                {
-                    hashes[tracked] = *hash;
-                    tracked += 1;
+            for (i, (packet, verdict)) in packets.iter_mut().zip(verdicts.iter_mut()).enumerate() {
+                match self.stage(tables, packet, &mut tally) {
+                    Staged::Done(done) => {
+                        *verdict = done;
+                        self.count(done, &mut tally);
+                    }
+                    Staged::Vip(vip_packet) => {
+                        if let Kind::Tracked(_) | Kind::IcmpError = vip_packet.meta.kind {
+                            // `tracked <= vips < packets.len() <= MAX_GROUP`.
+                            if let Some(h) = hashes.get_mut(tracked) {
+                                *h = vip_packet.hash;
+                                tracked += 1;
+                            }
+                        }
+                        if let Some(slot) = staged.get_mut(vips) {
+                            *slot = Some((i, vip_packet));
+                            vips += 1;
+                        }
+                    }
                 }
             }
+            if vips == 0 {
+                continue;
+            }
             self.flows.warm(&hashes[..tracked]);
-            for ((packet, verdict), stage) in
-                packets.iter_mut().zip(verdicts.iter_mut()).zip(&staged)
-            {
-                *verdict = self.finish(tables, rx_port, packet, stage, now_ms);
+            for (i, vip_packet) in staged[..vips].iter().flatten() {
+                let (Some(packet), Some(verdict)) = (packets.get_mut(*i), verdicts.get_mut(*i))
+                else {
+                    continue; // `i` indexes both (it came from their zip)
+                };
+                let done = self.forward(tables, rx_port, packet, vip_packet, now_ms);
+                *verdict = done;
+                self.count(done, &mut tally);
             }
         }
+        self.counters.burst(&tally);
         self.flows.expire(now_ms, self.expire_per_burst);
+        tally
     }
 
     /// Processes one frame (no expiry sweep; see [`Pipeline::process`]).
@@ -237,19 +264,53 @@ impl Pipeline {
         packet: &mut P,
         now_ms: u64,
     ) -> Verdict {
-        let stage = self.stage(tables, packet);
-        self.finish(tables, rx_port, packet, &stage, now_ms)
+        let mut tally = BurstTally::default();
+        let verdict = match self.stage(tables, packet, &mut tally) {
+            Staged::Done(verdict) => verdict,
+            Staged::Vip(vip_packet) => self.forward(tables, rx_port, packet, &vip_packet, now_ms),
+        };
+        self.count(verdict, &mut tally);
+        self.counters.burst(&tally);
+        verdict
     }
 
-    /// First pass: parse, find the VIP and the flow hash, start loading the flow-table bucket.
+    /// First pass: parse, settle frames not for a VIP; for a VIP, find it and the flow hash.
     #[inline]
-    fn stage<'t, P: PacketBuf + ?Sized>(&self, tables: &'t Tables, packet: &mut P) -> Staged<'t> {
+    fn stage<'t, P: PacketBuf + ?Sized>(
+        &self,
+        tables: &'t Tables,
+        packet: &mut P,
+        tally: &mut BurstTally,
+    ) -> Staged<'t> {
         let rx_len = packet.data().len();
-        self.counters.rx(rx_len);
-        let meta = match classify(tables, packet.data()) {
+        tally.frames += 1;
+        tally.bytes += rx_len as u64;
+        match locate(tables, packet.data()) {
+            Err(reason) => Staged::Done(Verdict::Drop(reason)),
+            Ok(Located::Kernel) => Staged::Done(Verdict::ToKernel),
+            Ok(Located::Vip {
+                l3_offset,
+                ipv6,
+                vips,
+            }) => self.stage_vip(tables, packet, l3_offset, ipv6, vips, rx_len),
+        }
+    }
+
+    /// First pass for a frame to a VIP address.
+    #[inline(never)]
+    fn stage_vip<'t, P: PacketBuf + ?Sized>(
+        &self,
+        tables: &'t Tables,
+        packet: &mut P,
+        l3_offset: usize,
+        ipv6: bool,
+        vips: &AddressVips,
+        rx_len: usize,
+    ) -> Staged<'t> {
+        let mut meta = match classify(packet.data(), l3_offset, ipv6, *vips) {
+            Ok(Some(meta)) => meta,
+            Ok(None) => return Staged::Done(Verdict::ToKernel),
             Err(reason) => return Staged::Done(Verdict::Drop(reason)),
-            Ok(Class::Kernel) => return Staged::Done(Verdict::ToKernel),
-            Ok(Class::Vip(meta)) => meta,
         };
         // Ethernet padding must not travel inside a tunnel.
         packet.truncate(meta.l3_offset + meta.ip_len);
@@ -258,7 +319,6 @@ impl Pipeline {
             Err(reason) => return Staged::Done(Verdict::Drop(reason)),
         };
         self.counters.vip(usize::from(vip.id), rx_len);
-        let mut meta = meta;
         let hash = match meta.kind {
             Kind::Fragment => {
                 // Every fragment of a datagram hashes the same 3-tuple: a non-first IPv6 fragment
@@ -272,26 +332,13 @@ impl Pipeline {
         Staged::Vip(VipPacket { meta, vip, hash })
     }
 
-    /// Second pass: pick the backend, rewrite the frame, count the verdict.
+    /// Counts a verdict: in the burst's tally, and drops by reason.
     #[inline]
-    fn finish<P: PacketBuf + ?Sized>(
-        &mut self,
-        tables: &Tables,
-        rx_port: u16,
-        packet: &mut P,
-        stage: &Staged<'_>,
-        now_ms: u64,
-    ) -> Verdict {
-        let verdict = match stage {
-            Staged::Done(verdict) => *verdict,
-            Staged::Vip(vip_packet) => self.forward(tables, rx_port, packet, vip_packet, now_ms),
-        };
-        match verdict {
-            Verdict::Forward { .. } => self.counters.forwarded(),
-            Verdict::ToKernel => self.counters.to_kernel(),
-            Verdict::Drop(reason) => self.counters.dropped(reason),
+    fn count(&self, verdict: Verdict, tally: &mut BurstTally) {
+        if let Verdict::Drop(reason) = verdict {
+            self.counters.dropped(reason);
         }
-        verdict
+        tally.verdict(verdict);
     }
 
     fn forward<P: PacketBuf + ?Sized>(
@@ -569,8 +616,11 @@ fn find_vip<'t>(tables: &'t Tables, meta: &Meta) -> Result<&'t Vip, DropReason> 
     }
 }
 
-/// Parses a frame far enough to know whether it is for a VIP and, if so, its flow.
-fn classify(tables: &Tables, frame: &[u8]) -> Result<Class, DropReason> {
+/// Parses a frame far enough to know whether it is for a VIP address: its L2 header (up to two
+/// VLAN tags) and, for IP, the checked IP header and one hash probe for its destination. Frames
+/// for the kernel cost no more than that.
+#[inline]
+fn locate<'t>(tables: &'t Tables, frame: &[u8]) -> Result<Located<'t>, DropReason> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::L2Malformed)?;
     let mut ether = eth.ethertype();
     let mut l3_offset = EthernetFrame::<&[u8]>::HEADER_LEN;
@@ -586,19 +636,51 @@ fn classify(tables: &Tables, frame: &[u8]) -> Result<Class, DropReason> {
         l3_offset += VlanHeader::<&[u8]>::HEADER_LEN;
     }
     let l3 = frame.get(l3_offset..).unwrap_or_default();
-    match ether {
-        ethertype::IPV4 => classify_ipv4(tables, l3, l3_offset),
-        ethertype::IPV6 => classify_ipv6(tables, l3, l3_offset),
-        _ => Ok(Class::Kernel),
+    let (dst, ipv6) = match ether {
+        ethertype::IPV4 => {
+            let ip = Ipv4Packet::new_checked(l3).map_err(|_| DropReason::Ipv4Malformed)?;
+            (IpAddr::V4(ip.dst_addr()), false)
+        }
+        ethertype::IPV6 => {
+            let ip = Ipv6Packet::new_checked(l3).map_err(|_| DropReason::Ipv6Malformed)?;
+            (IpAddr::V6(ip.dst_addr()), true)
+        }
+        _ => return Ok(Located::Kernel),
+    };
+    Ok(match tables.address(dst) {
+        None => Located::Kernel,
+        Some(vips) => Located::Vip {
+            l3_offset,
+            ipv6,
+            vips,
+        },
+    })
+}
+
+/// The flow of an IP packet to a VIP address that [`locate`] found at `l3_offset` of `frame`;
+/// `None` for messages to the address that are the host's (IPv6 neighbour discovery).
+#[inline]
+fn classify(
+    frame: &[u8],
+    l3_offset: usize,
+    ipv6: bool,
+    vips: AddressVips,
+) -> Result<Option<Meta>, DropReason> {
+    let l3 = frame.get(l3_offset..).unwrap_or_default();
+    if ipv6 {
+        classify_ipv6(Ipv6Packet::new_unchecked(l3), l3_offset, vips)
+    } else {
+        classify_ipv4(Ipv4Packet::new_unchecked(l3), l3_offset, vips)
     }
 }
 
-fn classify_ipv4(tables: &Tables, l3: &[u8], l3_offset: usize) -> Result<Class, DropReason> {
-    let ip = Ipv4Packet::new_checked(l3).map_err(|_| DropReason::Ipv4Malformed)?;
+/// As [`classify`], for IPv4 (`ip`'s header was checked by [`locate`]).
+fn classify_ipv4(
+    ip: Ipv4Packet<&[u8]>,
+    l3_offset: usize,
+    vips: AddressVips,
+) -> Result<Option<Meta>, DropReason> {
     let dst = IpAddr::V4(ip.dst_addr());
-    let Some(&vips) = tables.address(dst) else {
-        return Ok(Class::Kernel);
-    };
     if !ip.verify_checksum() {
         return Err(DropReason::Ipv4BadChecksum);
     }
@@ -620,7 +702,7 @@ fn classify_ipv4(tables: &Tables, l3: &[u8], l3_offset: usize) -> Result<Class, 
         vips,
     };
     if ip.is_fragment() {
-        return Ok(Class::Vip(meta));
+        return Ok(Some(meta));
     }
     let payload = ip.payload();
     match ip.protocol() {
@@ -646,15 +728,16 @@ fn classify_ipv4(tables: &Tables, l3: &[u8], l3_offset: usize) -> Result<Class, 
         }
         _ => return Err(DropReason::NoVipForPort),
     }
-    Ok(Class::Vip(meta))
+    Ok(Some(meta))
 }
 
-fn classify_ipv6(tables: &Tables, l3: &[u8], l3_offset: usize) -> Result<Class, DropReason> {
-    let ip = Ipv6Packet::new_checked(l3).map_err(|_| DropReason::Ipv6Malformed)?;
+/// As [`classify`], for IPv6 (`ip`'s header was checked by [`locate`]).
+fn classify_ipv6(
+    ip: Ipv6Packet<&[u8]>,
+    l3_offset: usize,
+    vips: AddressVips,
+) -> Result<Option<Meta>, DropReason> {
     let dst = IpAddr::V6(ip.dst_addr());
-    let Some(&vips) = tables.address(dst) else {
-        return Ok(Class::Kernel);
-    };
     let upper = ipv6_upper_layer(ip.next_header(), ip.payload())
         .map_err(|_| DropReason::Ipv6ExtMalformed)?;
     let tc = ip.traffic_class();
@@ -680,7 +763,7 @@ fn classify_ipv6(tables: &Tables, l3: &[u8], l3_offset: usize) -> Result<Class, 
         .fragment
         .is_some_and(|f| f.offset != 0 || f.more_frags)
     {
-        return Ok(Class::Vip(meta));
+        return Ok(Some(meta));
     }
     let payload = ip.payload().get(upper.offset..).unwrap_or_default();
     match upper.protocol {
@@ -702,12 +785,12 @@ fn classify_ipv6(tables: &Tables, l3: &[u8], l3_offset: usize) -> Result<Class, 
                     }
                 }
                 // Neighbor discovery and the rest of ICMPv6 is the host's business.
-                _ => return Ok(Class::Kernel),
+                _ => return Ok(None),
             }
         }
         _ => return Err(DropReason::NoVipForPort),
     }
-    Ok(Class::Vip(meta))
+    Ok(Some(meta))
 }
 
 /// Source port, destination port and tracking kind of a TCP or UDP header.
