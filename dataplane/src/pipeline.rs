@@ -119,7 +119,9 @@ pub const MAX_GROUP: usize = 32;
 /// A frame between the two passes of a group.
 #[derive(Clone, Copy)]
 enum Staged<'t> {
-    /// Decided in the first pass (kernel, drop).
+    /// Not for a VIP address: to the kernel (decided in the first pass).
+    Kernel,
+    /// Decided in the first pass otherwise (drops, host messages to a VIP address).
     Done(Verdict),
     /// For a VIP: forwarded in the second pass.
     Vip(VipPacket<'t>),
@@ -218,6 +220,11 @@ impl Pipeline {
             let mut tracked = 0;
             for (i, (packet, verdict)) in packets.iter_mut().zip(verdicts.iter_mut()).enumerate() {
                 match self.stage(tables, packet, &mut tally) {
+                    Staged::Kernel => {
+                        // The common non-VIP frame, counted without a second look at the verdict.
+                        *verdict = Verdict::ToKernel;
+                        tally.to_kernel += 1;
+                    }
                     Staged::Done(done) => {
                         *verdict = done;
                         self.count(done, &mut tally);
@@ -266,6 +273,7 @@ impl Pipeline {
     ) -> Verdict {
         let mut tally = BurstTally::default();
         let verdict = match self.stage(tables, packet, &mut tally) {
+            Staged::Kernel => Verdict::ToKernel,
             Staged::Done(verdict) => verdict,
             Staged::Vip(vip_packet) => self.forward(tables, rx_port, packet, &vip_packet, now_ms),
         };
@@ -287,7 +295,7 @@ impl Pipeline {
         tally.bytes += rx_len as u64;
         match locate(tables, packet.data()) {
             Err(reason) => Staged::Done(Verdict::Drop(reason)),
-            Ok(Located::Kernel) => Staged::Done(Verdict::ToKernel),
+            Ok(Located::Kernel) => Staged::Kernel,
             Ok(Located::Vip {
                 l3_offset,
                 ipv6,
