@@ -259,7 +259,10 @@ impl Pipeline {
             }
         }
         self.counters.burst(&tally);
-        self.flows.expire(now_ms, self.expire_per_burst);
+        // An empty table has nothing to expire (and sweeping it would change nothing).
+        if !self.flows.is_empty() {
+            self.flows.expire(now_ms, self.expire_per_burst);
+        }
         tally
     }
 
@@ -643,13 +646,14 @@ fn locate<'t>(tables: &'t Tables, frame: &[u8]) -> Result<Located<'t>, DropReaso
         ether = tag.ethertype();
         l3_offset += VlanHeader::<&[u8]>::HEADER_LEN;
     }
-    let l3 = frame.get(l3_offset..).unwrap_or_default();
     let (dst, ipv6) = match ether {
         ethertype::IPV4 => {
+            let l3 = frame.get(l3_offset..).unwrap_or_default();
             let ip = Ipv4Packet::new_checked(l3).map_err(|_| DropReason::Ipv4Malformed)?;
             (IpAddr::V4(ip.dst_addr()), false)
         }
         ethertype::IPV6 => {
+            let l3 = frame.get(l3_offset..).unwrap_or_default();
             let ip = Ipv6Packet::new_checked(l3).map_err(|_| DropReason::Ipv6Malformed)?;
             (IpAddr::V6(ip.dst_addr()), true)
         }
