@@ -109,8 +109,6 @@ struct Meta {
     dont_frag: bool,
     tuple: FlowTuple,
     kind: Kind,
-    /// The destination's VIPs (one hash probe, in `classify`).
-    vips: AddressVips,
 }
 
 /// Frames per two-pass group in [`Pipeline::process`] (a burst is split into groups this size).
@@ -307,8 +305,9 @@ impl Pipeline {
         }
     }
 
-    /// First pass for a frame to a VIP address.
-    #[inline(never)]
+    /// First pass for a frame to a VIP address (inlined into the group loop, so its `Meta` is
+    /// built in the staging slot rather than moved there).
+    #[inline(always)]
     fn stage_vip<'t, P: PacketBuf + ?Sized>(
         &self,
         tables: &'t Tables,
@@ -318,14 +317,14 @@ impl Pipeline {
         vips: &AddressVips,
         rx_len: usize,
     ) -> Staged<'t> {
-        let mut meta = match classify(packet.data(), l3_offset, ipv6, *vips) {
+        let mut meta = match classify(packet.data(), l3_offset, ipv6) {
             Ok(Some(meta)) => meta,
             Ok(None) => return Staged::Done(Verdict::ToKernel),
             Err(reason) => return Staged::Done(Verdict::Drop(reason)),
         };
         // Ethernet padding must not travel inside a tunnel.
         packet.truncate(meta.l3_offset + meta.ip_len);
-        let vip = match find_vip(tables, &meta) {
+        let vip = match find_vip(tables, vips, &meta) {
             Ok(vip) => vip,
             Err(reason) => return Staged::Done(Verdict::Drop(reason)),
         };
@@ -612,17 +611,21 @@ fn live_backend(tables: &Tables, vip: &Vip, stored: u32) -> Option<BackendId> {
 
 /// The VIP a classified packet belongs to.
 #[inline]
-fn find_vip<'t>(tables: &'t Tables, meta: &Meta) -> Result<&'t Vip, DropReason> {
+fn find_vip<'t>(
+    tables: &'t Tables,
+    vips: &AddressVips,
+    meta: &Meta,
+) -> Result<&'t Vip, DropReason> {
     let t = &meta.tuple;
     match meta.kind {
-        Kind::Fragment => match tables.fragment_vip_of(&meta.vips, t.protocol) {
+        Kind::Fragment => match tables.fragment_vip_of(vips, t.protocol) {
             Ok(Some(vip)) => Ok(vip),
             Ok(None) => Err(DropReason::NoVipForPort),
             Err(()) => Err(DropReason::FragmentAmbiguous),
         },
-        Kind::EchoRequest => tables.first_vip(&meta.vips).ok_or(DropReason::NoVipForPort),
+        Kind::EchoRequest => tables.first_vip(vips).ok_or(DropReason::NoVipForPort),
         Kind::Tracked(_) | Kind::IcmpError => tables
-            .service_vip(t.dst, &meta.vips, t.protocol, t.dst_port)
+            .service_vip(t.dst, vips, t.protocol, t.dst_port)
             .ok_or(DropReason::NoVipForPort),
     }
 }
@@ -671,27 +674,20 @@ fn locate<'t>(tables: &'t Tables, frame: &[u8]) -> Result<Located<'t>, DropReaso
 
 /// The flow of an IP packet to a VIP address that [`locate`] found at `l3_offset` of `frame`;
 /// `None` for messages to the address that are the host's (IPv6 neighbour discovery).
-#[inline]
-fn classify(
-    frame: &[u8],
-    l3_offset: usize,
-    ipv6: bool,
-    vips: AddressVips,
-) -> Result<Option<Meta>, DropReason> {
+/// (Inlined, like the two below, so the `Meta` is built where it is used rather than moved.)
+#[inline(always)]
+fn classify(frame: &[u8], l3_offset: usize, ipv6: bool) -> Result<Option<Meta>, DropReason> {
     let l3 = frame.get(l3_offset..).unwrap_or_default();
     if ipv6 {
-        classify_ipv6(Ipv6Packet::new_unchecked(l3), l3_offset, vips)
+        classify_ipv6(Ipv6Packet::new_unchecked(l3), l3_offset)
     } else {
-        classify_ipv4(Ipv4Packet::new_unchecked(l3), l3_offset, vips)
+        classify_ipv4(Ipv4Packet::new_unchecked(l3), l3_offset)
     }
 }
 
 /// As [`classify`], for IPv4 (`ip`'s header was checked by [`locate`]).
-fn classify_ipv4(
-    ip: Ipv4Packet<&[u8]>,
-    l3_offset: usize,
-    vips: AddressVips,
-) -> Result<Option<Meta>, DropReason> {
+#[inline(always)]
+fn classify_ipv4(ip: Ipv4Packet<&[u8]>, l3_offset: usize) -> Result<Option<Meta>, DropReason> {
     let dst = IpAddr::V4(ip.dst_addr());
     if !ip.verify_checksum() {
         return Err(DropReason::Ipv4BadChecksum);
@@ -711,7 +707,6 @@ fn classify_ipv4(
             protocol: ip.protocol(),
         },
         kind: Kind::Fragment,
-        vips,
     };
     if ip.is_fragment() {
         return Ok(Some(meta));
@@ -744,11 +739,8 @@ fn classify_ipv4(
 }
 
 /// As [`classify`], for IPv6 (`ip`'s header was checked by [`locate`]).
-fn classify_ipv6(
-    ip: Ipv6Packet<&[u8]>,
-    l3_offset: usize,
-    vips: AddressVips,
-) -> Result<Option<Meta>, DropReason> {
+#[inline(always)]
+fn classify_ipv6(ip: Ipv6Packet<&[u8]>, l3_offset: usize) -> Result<Option<Meta>, DropReason> {
     let dst = IpAddr::V6(ip.dst_addr());
     let upper = ipv6_upper_layer(ip.next_header(), ip.payload())
         .map_err(|_| DropReason::Ipv6ExtMalformed)?;
@@ -768,7 +760,6 @@ fn classify_ipv6(
             protocol: upper.protocol,
         },
         kind: Kind::Fragment,
-        vips,
     };
     // An atomic fragment (offset 0, no more fragments; RFC 6946) is a whole packet.
     if upper
