@@ -177,17 +177,18 @@ impl LcoreCounters {
         }
     }
 
-    #[inline]
-    pub(crate) fn rx(&self, bytes: usize) {
+    #[cfg(test)]
+    fn rx(&self, bytes: usize) {
         self.rx.add(bytes);
     }
+    /// Adds a burst's totals (kept in registers by the pipeline): one write per counter per
+    /// burst instead of one per frame.
     #[inline]
-    pub(crate) fn forwarded(&self) {
-        bump(&self.forwarded, 1);
-    }
-    #[inline]
-    pub(crate) fn to_kernel(&self) {
-        bump(&self.to_kernel, 1);
+    pub(crate) fn burst(&self, tally: &BurstTally) {
+        bump(&self.rx.packets, tally.frames);
+        bump(&self.rx.bytes, tally.bytes);
+        bump(&self.forwarded, tally.forwarded);
+        bump(&self.to_kernel, tally.to_kernel);
     }
     #[inline]
     pub(crate) fn icmp_generated(&self) {
@@ -215,6 +216,66 @@ impl LcoreCounters {
     pub(crate) fn backend(&self, backend: usize, bytes: usize) {
         if let Some(c) = self.backends.get(backend) {
             c.add(bytes);
+        }
+    }
+}
+
+/// What one call of [`crate::Pipeline::process`] did, counted as it went (the per-burst part of
+/// [`LcoreCounters`], written once per burst), for the caller to dispatch and account the burst.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BurstTally {
+    /// Frames processed.
+    pub frames: u64,
+    /// Their bytes, as received.
+    pub bytes: u64,
+    /// Verdicts `Forward`.
+    pub forwarded: u64,
+    /// Verdicts `ToKernel`.
+    pub to_kernel: u64,
+    /// Verdicts `Drop` (reasons in [`LcoreCounters`]).
+    pub dropped: u64,
+    /// The port of every `Forward` verdict when they all name the same one (`None` when there
+    /// is none, or several ports).
+    pub forward_port: Option<u16>,
+    /// Whether `Forward` verdicts name more than one port.
+    pub mixed_ports: bool,
+}
+
+impl BurstTally {
+    /// Counts one verdict.
+    #[inline]
+    pub(crate) fn verdict(&mut self, verdict: crate::pipeline::Verdict) {
+        use crate::pipeline::Verdict;
+        match verdict {
+            Verdict::Forward { port } => {
+                self.forwarded += 1;
+                match self.forward_port {
+                    None if !self.mixed_ports => self.forward_port = Some(port),
+                    Some(p) if p != port => {
+                        self.forward_port = None;
+                        self.mixed_ports = true;
+                    }
+                    _ => {}
+                }
+            }
+            Verdict::ToKernel => self.to_kernel += 1,
+            Verdict::Drop(_) => self.dropped += 1,
+        }
+    }
+
+    /// Every frame of the burst has the verdict `ToKernel`.
+    #[inline]
+    pub fn all_to_kernel(&self) -> bool {
+        self.to_kernel == self.frames
+    }
+
+    /// The port every frame of the burst is forwarded to, if they all are and to one port.
+    #[inline]
+    pub fn all_forwarded_to(&self) -> Option<u16> {
+        if self.forwarded == self.frames {
+            self.forward_port
+        } else {
+            None
         }
     }
 }

@@ -478,19 +478,20 @@ impl PacketIo for DpdkIo {
             // The common case (the engine asks for a full burst and nothing is stashed):
             // straight from DPDK into the burst. `out.room() >= MAX_BURST >= n`, so every push
             // succeeds.
-            let mut got = 0;
+            let before = out.len();
             let mut chained = 0u64;
             slot.queue.rx_burst_with::<MAX_BURST>(|mbuf| {
-                if !mbuf.is_contiguous() {
+                if mbuf.is_contiguous() {
+                    // Cannot be refused (see above); a refused mbuf would be freed by the drop.
+                    let _ = out.push(mbuf);
+                } else {
                     chained += 1; // freed by the drop; see `rx_chained_dropped`
-                } else if out.push(mbuf).is_ok() {
-                    got += 1;
                 }
             });
             if chained > 0 {
                 bump(&stats.rx_chained_dropped, chained);
             }
-            return got;
+            return out.len() - before;
         }
         if stash.next >= stash.len {
             // Every slot was handed out (taken), so the receive overwrites only `None`s.

@@ -372,13 +372,10 @@ impl<Io: PacketIo> Lcore<Io> {
             return 0;
         }
         let n = self.rx.len();
-        let rx_bytes: usize = self.rx.as_slice().iter().map(|p| p.data().len()).sum();
-        bump(&self.stats.rx_packets, n as u64);
-        bump(&self.stats.rx_bytes, rx_bytes as u64);
 
         // One clock read per burst; the pipeline's expiry works in milliseconds.
         let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        {
+        let tally = {
             // One version of the tables for the whole burst; the guard is released before the
             // frames are sent, so a publish is never held up by a full TX queue.
             let tables = self.tables.load();
@@ -386,9 +383,16 @@ impl<Io: PacketIo> Lcore<Io> {
             // burst; `process` only fills verdicts for the frames it has.
             let verdicts = &mut self.verdicts[..n.min(MAX_BURST)];
             self.pipeline
-                .process(&tables, port, self.rx.as_mut_slice(), verdicts, now_ms);
-        }
+                .process(&tables, port, self.rx.as_mut_slice(), verdicts, now_ms)
+        };
+        // The pipeline read every frame's length as received (before any encapsulation).
+        bump(&self.stats.rx_packets, n as u64);
+        bump(&self.stats.rx_bytes, tally.bytes);
 
+        if tally.frames == n as u64 && self.dispatch_whole(&tally) {
+            self.flush();
+            return n;
+        }
         let mut dropped = 0u64;
         let mut unroutable = 0u64;
         for (packet, verdict) in self.rx.drain().zip(self.verdicts.iter()) {
@@ -427,6 +431,38 @@ impl<Io: PacketIo> Lcore<Io> {
         bump(&self.stats.unroutable, unroutable);
         self.flush();
         n
+    }
+
+    /// When every frame of the burst has the same destination (all for the kernel, or all
+    /// forwarded to one polled port whose TX burst is empty), hands the whole RX burst over by
+    /// swapping it with that destination's empty burst: no per-frame moves. Returns false,
+    /// changing nothing, otherwise.
+    #[inline]
+    fn dispatch_whole(&mut self, tally: &crate::counters::BurstTally) -> bool {
+        if tally.all_to_kernel() {
+            if !self.kernel.is_empty() {
+                return false;
+            }
+            std::mem::swap(&mut self.rx, &mut self.kernel);
+            return true;
+        }
+        let Some(out) = tally.all_forwarded_to() else {
+            return false;
+        };
+        let Some(tx) = self
+            .tx_index
+            .get(usize::from(out))
+            .copied()
+            .flatten()
+            .and_then(|i| self.tx.get_mut(i))
+        else {
+            return false; // unpolled port: the per-frame path counts them
+        };
+        if !tx.is_empty() {
+            return false;
+        }
+        std::mem::swap(&mut self.rx, tx);
+        true
     }
 
     /// Sends the pending TX and kernel bursts; frees (and counts) what full queues refused.

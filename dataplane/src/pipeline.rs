@@ -22,7 +22,7 @@ use wire::{
     Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket, VlanHeader,
 };
 
-use crate::counters::{DropReason, LcoreCounters};
+use crate::counters::{BurstTally, DropReason, LcoreCounters};
 use crate::encap::{self, L2Header, ReplyL2, Tunnel};
 use crate::flow::FlowTuple;
 use crate::packet::PacketBuf;
@@ -109,8 +109,6 @@ struct Meta {
     dont_frag: bool,
     tuple: FlowTuple,
     kind: Kind,
-    /// The destination's VIPs (one hash probe, in `classify`).
-    vips: AddressVips,
 }
 
 /// Frames per two-pass group in [`Pipeline::process`] (a burst is split into groups this size).
@@ -119,7 +117,9 @@ pub const MAX_GROUP: usize = 32;
 /// A frame between the two passes of a group.
 #[derive(Clone, Copy)]
 enum Staged<'t> {
-    /// Decided in the first pass (kernel, drop).
+    /// Not for a VIP address: to the kernel (decided in the first pass).
+    Kernel,
+    /// Decided in the first pass otherwise (drops, host messages to a VIP address).
     Done(Verdict),
     /// For a VIP: forwarded in the second pass.
     Vip(VipPacket<'t>),
@@ -133,10 +133,16 @@ struct VipPacket<'t> {
     hash: u64,
 }
 
-/// What classification decided.
-enum Class {
+/// The first look at a frame ([`locate`]).
+enum Located<'t> {
+    /// Not for a VIP: the kernel's.
     Kernel,
-    Vip(Meta),
+    /// An IP packet (its header checked) to a VIP address, whose VIPs are `vips`.
+    Vip {
+        l3_offset: usize,
+        ipv6: bool,
+        vips: &'t AddressVips,
+    },
 }
 
 /// One polling core's packet pipeline: its flow table, its counters, its IPv4 ident counter.
@@ -183,11 +189,14 @@ impl Pipeline {
     /// Processes a burst received on `rx_port`: rewrites each frame in place and writes its verdict
     /// at the same index of `verdicts` (which must be at least as long as `burst`; extra frames
     /// are left untouched). Then sweeps a bounded number of flow-table slots for expired flows.
+    /// Returns what it did (verdicts by kind, bytes received), which is also added to this
+    /// core's counters, once per burst.
     ///
     /// Frames go through in groups of [`MAX_GROUP`] and two passes: the first parses every frame,
-    /// finds its VIP and flow hash and starts loading its flow-table bucket; the second looks the
-    /// flows up and rewrites the frames. The flow-table cache misses of a group then overlap
-    /// instead of each frame waiting for its own (group prefetching, as DPDK applications do).
+    /// settles those not for a VIP (kernel, drop) and, for VIP frames, finds the VIP and flow
+    /// hash and starts loading the flow-table bucket; the second looks the VIP frames' flows up
+    /// and rewrites them. The flow-table cache misses of a group then overlap instead of each
+    /// frame waiting for its own (group prefetching, as DPDK applications do).
     pub fn process<P: PacketBuf>(
         &mut self,
         tables: &Tables,
@@ -195,38 +204,64 @@ impl Pipeline {
         burst: &mut [P],
         verdicts: &mut [Verdict],
         now_ms: u64,
-    ) {
+    ) -> BurstTally {
+        let mut tally = BurstTally::default();
         for (packets, verdicts) in burst
             .chunks_mut(MAX_GROUP)
             .zip(verdicts.chunks_mut(MAX_GROUP))
         {
-            let mut staged = [Staged::Done(Verdict::ToKernel); MAX_GROUP];
+            // Only VIP frames are staged (with the index of their frame), so a group of frames
+            // for the kernel moves nothing but its verdicts.
+            let mut staged: [Option<(usize, VipPacket<'_>)>; MAX_GROUP] = [None; MAX_GROUP];
             let mut hashes = [0u64; MAX_GROUP];
+            let mut vips = 0;
             let mut tracked = 0;
-            for (packet, stage) in packets.iter_mut().zip(staged.iter_mut()) {
-                *stage = self.stage(tables, packet);
-                if let Staged::Vip(VipPacket {
-                    meta:
-                        Meta {
-                            kind: Kind::Tracked(_) | Kind::IcmpError,
-                            ..
-                        },
-                    hash,
-                    ..
-                }) = stage
-                {
-                    hashes[tracked] = *hash;
-                    tracked += 1;
+            for (i, (packet, verdict)) in packets.iter_mut().zip(verdicts.iter_mut()).enumerate() {
+                match self.stage(tables, packet, &mut tally) {
+                    Staged::Kernel => {
+                        // The common non-VIP frame, counted without a second look at the verdict.
+                        *verdict = Verdict::ToKernel;
+                        tally.to_kernel += 1;
+                    }
+                    Staged::Done(done) => {
+                        *verdict = done;
+                        self.count(done, &mut tally);
+                    }
+                    Staged::Vip(vip_packet) => {
+                        if let Kind::Tracked(_) | Kind::IcmpError = vip_packet.meta.kind {
+                            // `tracked <= vips < packets.len() <= MAX_GROUP`.
+                            if let Some(h) = hashes.get_mut(tracked) {
+                                *h = vip_packet.hash;
+                                tracked += 1;
+                            }
+                        }
+                        if let Some(slot) = staged.get_mut(vips) {
+                            *slot = Some((i, vip_packet));
+                            vips += 1;
+                        }
+                    }
                 }
             }
+            if vips == 0 {
+                continue;
+            }
             self.flows.warm(&hashes[..tracked]);
-            for ((packet, verdict), stage) in
-                packets.iter_mut().zip(verdicts.iter_mut()).zip(&staged)
-            {
-                *verdict = self.finish(tables, rx_port, packet, stage, now_ms);
+            for (i, vip_packet) in staged[..vips].iter().flatten() {
+                let (Some(packet), Some(verdict)) = (packets.get_mut(*i), verdicts.get_mut(*i))
+                else {
+                    continue; // `i` indexes both (it came from their zip)
+                };
+                let done = self.forward(tables, rx_port, packet, vip_packet, now_ms);
+                *verdict = done;
+                self.count(done, &mut tally);
             }
         }
-        self.flows.expire(now_ms, self.expire_per_burst);
+        self.counters.burst(&tally);
+        // An empty table has nothing to expire (and sweeping it would change nothing).
+        if !self.flows.is_empty() {
+            self.flows.expire(now_ms, self.expire_per_burst);
+        }
+        tally
     }
 
     /// Processes one frame (no expiry sweep; see [`Pipeline::process`]).
@@ -237,28 +272,63 @@ impl Pipeline {
         packet: &mut P,
         now_ms: u64,
     ) -> Verdict {
-        let stage = self.stage(tables, packet);
-        self.finish(tables, rx_port, packet, &stage, now_ms)
+        let mut tally = BurstTally::default();
+        let verdict = match self.stage(tables, packet, &mut tally) {
+            Staged::Kernel => Verdict::ToKernel,
+            Staged::Done(verdict) => verdict,
+            Staged::Vip(vip_packet) => self.forward(tables, rx_port, packet, &vip_packet, now_ms),
+        };
+        self.count(verdict, &mut tally);
+        self.counters.burst(&tally);
+        verdict
     }
 
-    /// First pass: parse, find the VIP and the flow hash, start loading the flow-table bucket.
+    /// First pass: parse, settle frames not for a VIP; for a VIP, find it and the flow hash.
     #[inline]
-    fn stage<'t, P: PacketBuf + ?Sized>(&self, tables: &'t Tables, packet: &mut P) -> Staged<'t> {
+    fn stage<'t, P: PacketBuf + ?Sized>(
+        &self,
+        tables: &'t Tables,
+        packet: &mut P,
+        tally: &mut BurstTally,
+    ) -> Staged<'t> {
         let rx_len = packet.data().len();
-        self.counters.rx(rx_len);
-        let meta = match classify(tables, packet.data()) {
+        tally.frames += 1;
+        tally.bytes += rx_len as u64;
+        match locate(tables, packet.data()) {
+            Err(reason) => Staged::Done(Verdict::Drop(reason)),
+            Ok(Located::Kernel) => Staged::Kernel,
+            Ok(Located::Vip {
+                l3_offset,
+                ipv6,
+                vips,
+            }) => self.stage_vip(tables, packet, l3_offset, ipv6, vips, rx_len),
+        }
+    }
+
+    /// First pass for a frame to a VIP address (inlined into the group loop, so its `Meta` is
+    /// built in the staging slot rather than moved there).
+    #[inline(always)]
+    fn stage_vip<'t, P: PacketBuf + ?Sized>(
+        &self,
+        tables: &'t Tables,
+        packet: &mut P,
+        l3_offset: usize,
+        ipv6: bool,
+        vips: &AddressVips,
+        rx_len: usize,
+    ) -> Staged<'t> {
+        let mut meta = match classify(packet.data(), l3_offset, ipv6) {
+            Ok(Some(meta)) => meta,
+            Ok(None) => return Staged::Done(Verdict::ToKernel),
             Err(reason) => return Staged::Done(Verdict::Drop(reason)),
-            Ok(Class::Kernel) => return Staged::Done(Verdict::ToKernel),
-            Ok(Class::Vip(meta)) => meta,
         };
         // Ethernet padding must not travel inside a tunnel.
         packet.truncate(meta.l3_offset + meta.ip_len);
-        let vip = match find_vip(tables, &meta) {
+        let vip = match find_vip(tables, vips, &meta) {
             Ok(vip) => vip,
             Err(reason) => return Staged::Done(Verdict::Drop(reason)),
         };
         self.counters.vip(usize::from(vip.id), rx_len);
-        let mut meta = meta;
         let hash = match meta.kind {
             Kind::Fragment => {
                 // Every fragment of a datagram hashes the same 3-tuple: a non-first IPv6 fragment
@@ -272,26 +342,13 @@ impl Pipeline {
         Staged::Vip(VipPacket { meta, vip, hash })
     }
 
-    /// Second pass: pick the backend, rewrite the frame, count the verdict.
+    /// Counts a verdict: in the burst's tally, and drops by reason.
     #[inline]
-    fn finish<P: PacketBuf + ?Sized>(
-        &mut self,
-        tables: &Tables,
-        rx_port: u16,
-        packet: &mut P,
-        stage: &Staged<'_>,
-        now_ms: u64,
-    ) -> Verdict {
-        let verdict = match stage {
-            Staged::Done(verdict) => *verdict,
-            Staged::Vip(vip_packet) => self.forward(tables, rx_port, packet, vip_packet, now_ms),
-        };
-        match verdict {
-            Verdict::Forward { .. } => self.counters.forwarded(),
-            Verdict::ToKernel => self.counters.to_kernel(),
-            Verdict::Drop(reason) => self.counters.dropped(reason),
+    fn count(&self, verdict: Verdict, tally: &mut BurstTally) {
+        if let Verdict::Drop(reason) = verdict {
+            self.counters.dropped(reason);
         }
-        verdict
+        tally.verdict(verdict);
     }
 
     fn forward<P: PacketBuf + ?Sized>(
@@ -558,23 +615,30 @@ fn live_backend(tables: &Tables, vip: &Vip, stored: u32) -> Option<BackendId> {
 
 /// The VIP a classified packet belongs to.
 #[inline]
-fn find_vip<'t>(tables: &'t Tables, meta: &Meta) -> Result<&'t Vip, DropReason> {
+fn find_vip<'t>(
+    tables: &'t Tables,
+    vips: &AddressVips,
+    meta: &Meta,
+) -> Result<&'t Vip, DropReason> {
     let t = &meta.tuple;
     match meta.kind {
-        Kind::Fragment => match tables.fragment_vip_of(&meta.vips, t.protocol) {
+        Kind::Fragment => match tables.fragment_vip_of(vips, t.protocol) {
             Ok(Some(vip)) => Ok(vip),
             Ok(None) => Err(DropReason::NoVipForPort),
             Err(()) => Err(DropReason::FragmentAmbiguous),
         },
-        Kind::EchoRequest => tables.first_vip(&meta.vips).ok_or(DropReason::NoVipForPort),
+        Kind::EchoRequest => tables.first_vip(vips).ok_or(DropReason::NoVipForPort),
         Kind::Tracked(_) | Kind::IcmpError => tables
-            .service_vip(t.dst, &meta.vips, t.protocol, t.dst_port)
+            .service_vip(t.dst, vips, t.protocol, t.dst_port)
             .ok_or(DropReason::NoVipForPort),
     }
 }
 
-/// Parses a frame far enough to know whether it is for a VIP and, if so, its flow.
-fn classify(tables: &Tables, frame: &[u8]) -> Result<Class, DropReason> {
+/// Parses a frame far enough to know whether it is for a VIP address: its L2 header (up to two
+/// VLAN tags) and, for IP, the checked IP header and one hash probe for its destination. Frames
+/// for the kernel cost no more than that.
+#[inline]
+fn locate<'t>(tables: &'t Tables, frame: &[u8]) -> Result<Located<'t>, DropReason> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::L2Malformed)?;
     let mut ether = eth.ethertype();
     let mut l3_offset = EthernetFrame::<&[u8]>::HEADER_LEN;
@@ -589,20 +653,46 @@ fn classify(tables: &Tables, frame: &[u8]) -> Result<Class, DropReason> {
         ether = tag.ethertype();
         l3_offset += VlanHeader::<&[u8]>::HEADER_LEN;
     }
+    let (dst, ipv6) = match ether {
+        ethertype::IPV4 => {
+            let l3 = frame.get(l3_offset..).unwrap_or_default();
+            let ip = Ipv4Packet::new_checked(l3).map_err(|_| DropReason::Ipv4Malformed)?;
+            (IpAddr::V4(ip.dst_addr()), false)
+        }
+        ethertype::IPV6 => {
+            let l3 = frame.get(l3_offset..).unwrap_or_default();
+            let ip = Ipv6Packet::new_checked(l3).map_err(|_| DropReason::Ipv6Malformed)?;
+            (IpAddr::V6(ip.dst_addr()), true)
+        }
+        _ => return Ok(Located::Kernel),
+    };
+    Ok(match tables.address(dst) {
+        None => Located::Kernel,
+        Some(vips) => Located::Vip {
+            l3_offset,
+            ipv6,
+            vips,
+        },
+    })
+}
+
+/// The flow of an IP packet to a VIP address that [`locate`] found at `l3_offset` of `frame`;
+/// `None` for messages to the address that are the host's (IPv6 neighbour discovery).
+/// (Inlined, like the two below, so the `Meta` is built where it is used rather than moved.)
+#[inline(always)]
+fn classify(frame: &[u8], l3_offset: usize, ipv6: bool) -> Result<Option<Meta>, DropReason> {
     let l3 = frame.get(l3_offset..).unwrap_or_default();
-    match ether {
-        ethertype::IPV4 => classify_ipv4(tables, l3, l3_offset),
-        ethertype::IPV6 => classify_ipv6(tables, l3, l3_offset),
-        _ => Ok(Class::Kernel),
+    if ipv6 {
+        classify_ipv6(Ipv6Packet::new_unchecked(l3), l3_offset)
+    } else {
+        classify_ipv4(Ipv4Packet::new_unchecked(l3), l3_offset)
     }
 }
 
-fn classify_ipv4(tables: &Tables, l3: &[u8], l3_offset: usize) -> Result<Class, DropReason> {
-    let ip = Ipv4Packet::new_checked(l3).map_err(|_| DropReason::Ipv4Malformed)?;
+/// As [`classify`], for IPv4 (`ip`'s header was checked by [`locate`]).
+#[inline(always)]
+fn classify_ipv4(ip: Ipv4Packet<&[u8]>, l3_offset: usize) -> Result<Option<Meta>, DropReason> {
     let dst = IpAddr::V4(ip.dst_addr());
-    let Some(&vips) = tables.address(dst) else {
-        return Ok(Class::Kernel);
-    };
     if !ip.verify_checksum() {
         return Err(DropReason::Ipv4BadChecksum);
     }
@@ -621,10 +711,9 @@ fn classify_ipv4(tables: &Tables, l3: &[u8], l3_offset: usize) -> Result<Class, 
             protocol: ip.protocol(),
         },
         kind: Kind::Fragment,
-        vips,
     };
     if ip.is_fragment() {
-        return Ok(Class::Vip(meta));
+        return Ok(Some(meta));
     }
     let payload = ip.payload();
     match ip.protocol() {
@@ -650,15 +739,13 @@ fn classify_ipv4(tables: &Tables, l3: &[u8], l3_offset: usize) -> Result<Class, 
         }
         _ => return Err(DropReason::NoVipForPort),
     }
-    Ok(Class::Vip(meta))
+    Ok(Some(meta))
 }
 
-fn classify_ipv6(tables: &Tables, l3: &[u8], l3_offset: usize) -> Result<Class, DropReason> {
-    let ip = Ipv6Packet::new_checked(l3).map_err(|_| DropReason::Ipv6Malformed)?;
+/// As [`classify`], for IPv6 (`ip`'s header was checked by [`locate`]).
+#[inline(always)]
+fn classify_ipv6(ip: Ipv6Packet<&[u8]>, l3_offset: usize) -> Result<Option<Meta>, DropReason> {
     let dst = IpAddr::V6(ip.dst_addr());
-    let Some(&vips) = tables.address(dst) else {
-        return Ok(Class::Kernel);
-    };
     let upper = ipv6_upper_layer(ip.next_header(), ip.payload())
         .map_err(|_| DropReason::Ipv6ExtMalformed)?;
     let tc = ip.traffic_class();
@@ -677,14 +764,13 @@ fn classify_ipv6(tables: &Tables, l3: &[u8], l3_offset: usize) -> Result<Class, 
             protocol: upper.protocol,
         },
         kind: Kind::Fragment,
-        vips,
     };
     // An atomic fragment (offset 0, no more fragments; RFC 6946) is a whole packet.
     if upper
         .fragment
         .is_some_and(|f| f.offset != 0 || f.more_frags)
     {
-        return Ok(Class::Vip(meta));
+        return Ok(Some(meta));
     }
     let payload = ip.payload().get(upper.offset..).unwrap_or_default();
     match upper.protocol {
@@ -706,12 +792,12 @@ fn classify_ipv6(tables: &Tables, l3: &[u8], l3_offset: usize) -> Result<Class, 
                     }
                 }
                 // Neighbor discovery and the rest of ICMPv6 is the host's business.
-                _ => return Ok(Class::Kernel),
+                _ => return Ok(None),
             }
         }
         _ => return Err(DropReason::NoVipForPort),
     }
-    Ok(Class::Vip(meta))
+    Ok(Some(meta))
 }
 
 /// Source port, destination port and tracking kind of a TCP or UDP header.

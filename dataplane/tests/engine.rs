@@ -302,6 +302,73 @@ fn figures_add_up_when_queues_are_full() {
     assert_eq!(ports.pooled(), 9);
 }
 
+/// Bursts whose frames all go one way are handed over whole (no per-frame moves); full queues
+/// must still be counted and their refusals freed exactly as in a mixed burst.
+#[test]
+fn single_destination_bursts_add_up_when_queues_are_full() {
+    let ports = MemoryPorts::new(MemoryConfig {
+        ports: 1,
+        queues: 1,
+        rx_ring_size: 64,
+        tx_ring_size: 4,
+        kernel_ring_size: 2,
+        pool_size: 64,
+        ..MemoryConfig::default()
+    })
+    .unwrap();
+    let handle = TablesHandle::new(tables(BackendState::Active));
+    let mut lcore = lcore(&ports, &handle, &config(1));
+
+    let forwarded: Vec<Vec<u8>> = (0..10).map(syn).collect();
+    for f in &forwarded {
+        assert!(ports.inject(0, 0, f));
+    }
+    assert_eq!(lcore.poll(), 10);
+    let s = lcore.stats().snapshot();
+    assert_eq!((s.tx_packets, s.tx_dropped, s.unaccounted()), (4, 6, 0));
+    assert_eq!(s.tx_bytes, 4 * (forwarded[0].len() as u64 + 20));
+    assert_eq!(ports.pooled(), 6, "the 6 refused frames were freed");
+
+    let kernel: Vec<Vec<u8>> = (0..5).map(|_| arp()).collect();
+    for f in &kernel {
+        assert!(ports.inject(0, 0, f));
+    }
+    assert_eq!(lcore.poll(), 5);
+    let s = lcore.stats().snapshot();
+    assert_eq!(
+        (s.kernel_packets, s.kernel_dropped, s.unaccounted()),
+        (2, 3, 0)
+    );
+    assert_eq!(
+        s.rx_bytes,
+        forwarded
+            .iter()
+            .chain(&kernel)
+            .map(|f| f.len() as u64)
+            .sum::<u64>()
+    );
+    // `inject` took 5 buffers from the pool's 6; the 3 refused kernel frames came back.
+    assert_eq!(ports.pooled(), 6 - 5 + 3);
+    let mut sent = 0;
+    while let Some(f) = ports.take_tx(0, 0) {
+        assert_eq!(f.data().len(), forwarded[0].len() + 20, "encapsulated");
+        sent += 1;
+    }
+    assert_eq!(sent, 4);
+    let mut to_kernel = 0;
+    while let Some(f) = ports.take_kernel(0) {
+        assert_eq!(f.data(), &kernel[0][..], "unchanged");
+        to_kernel += 1;
+    }
+    assert_eq!(to_kernel, 2);
+    // The next poll starts from empty bursts again (the swapped-in ones).
+    for f in forwarded.iter().take(3) {
+        assert!(ports.inject(0, 0, f));
+    }
+    assert_eq!(lcore.poll(), 3);
+    assert_eq!(lcore.stats().snapshot().tx_packets, 4 + 3);
+}
+
 #[test]
 fn forwarding_to_a_port_the_engine_does_not_poll_is_counted() {
     let ports = memory(1, 64);

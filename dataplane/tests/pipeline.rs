@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use dataplane::counters::BurstTally;
 use dataplane::testing::{backend, port, vip, FrameSpec, CLIENT_MAC, GATEWAY_MAC, PORT_MAC};
 use dataplane::{
     BackendEntry, BackendState, CounterSnapshot, DropReason, ForwardingMode, HashPolicy,
@@ -504,10 +505,14 @@ proptest! {
         let mut p = pipeline();
         let mut burst: Vec<HeapPacket> = frames.iter().map(|f| HeapPacket::from_frame(f, 128)).collect();
         let mut verdicts = vec![Verdict::ToKernel; burst.len()];
-        p.process(t, 0, &mut burst, &mut verdicts, 5);
+        let tally = p.process(t, 0, &mut burst, &mut verdicts, 5);
         let s = CounterSnapshot::sum([&*p.counters()]);
         prop_assert_eq!(s.rx.packets, frames.len() as u64);
         prop_assert_eq!(s.forwarded + s.to_kernel + s.dropped_total(), frames.len() as u64);
+        // The returned tally is the burst's share of the counters, verdict by verdict.
+        prop_assert_eq!(tally, expected_tally(&frames, &verdicts));
+        prop_assert_eq!((tally.frames, tally.bytes), (s.rx.packets, s.rx.bytes));
+        prop_assert_eq!((tally.forwarded, tally.to_kernel, tally.dropped), (s.forwarded, s.to_kernel, s.dropped_total()));
     }
 
     /// Mutations of a valid VIP frame (the interesting region): no panic, counters add up.
@@ -523,6 +528,82 @@ proptest! {
         let s = CounterSnapshot::sum([&*p.counters()]);
         prop_assert_eq!(s.forwarded + s.to_kernel + s.dropped_total(), 1);
     }
+}
+
+/// The tally `process` must return for `frames` (as received) and the verdicts it gave them.
+fn expected_tally(frames: &[Vec<u8>], verdicts: &[Verdict]) -> BurstTally {
+    let ports: Vec<u16> = verdicts
+        .iter()
+        .filter_map(|v| match v {
+            Verdict::Forward { port } => Some(*port),
+            _ => None,
+        })
+        .collect();
+    let mixed = ports.windows(2).any(|w| w[0] != w[1]);
+    BurstTally {
+        frames: frames.len() as u64,
+        bytes: frames.iter().map(|f| f.len() as u64).sum(),
+        forwarded: ports.len() as u64,
+        to_kernel: verdicts.iter().filter(|v| **v == Verdict::ToKernel).count() as u64,
+        dropped: verdicts
+            .iter()
+            .filter(|v| matches!(v, Verdict::Drop(_)))
+            .count() as u64,
+        forward_port: if mixed { None } else { ports.first().copied() },
+        mixed_ports: mixed,
+    }
+}
+
+/// What the engine dispatches on: a burst's tally says when every frame has one destination.
+#[test]
+fn the_burst_tally_says_when_a_burst_has_one_destination() {
+    let t = shared_tables();
+    let mut p = pipeline();
+    let vip_frame = |port: u16| FrameSpec::tcp("198.18.0.1", "203.0.113.10", port, 80, SYN).build();
+    let kernel_frame = FrameSpec::tcp("198.18.0.1", "192.0.2.99", 40000, 22, SYN).build();
+    let malformed = vec![0u8; 10];
+    let run_burst = |p: &mut Pipeline, frames: &[Vec<u8>]| {
+        let mut burst: Vec<HeapPacket> = frames
+            .iter()
+            .map(|f| HeapPacket::from_frame(f, HeapPacket::DEFAULT_HEADROOM))
+            .collect();
+        let mut verdicts = vec![Verdict::Drop(DropReason::Misconfigured); frames.len()];
+        let tally = p.process(t, 0, &mut burst, &mut verdicts, 1);
+        assert_eq!(tally, expected_tally(frames, &verdicts));
+        (tally, verdicts)
+    };
+
+    let (tally, verdicts) = run_burst(&mut p, &vec![kernel_frame.clone(); 5]);
+    assert!(verdicts.iter().all(|v| *v == Verdict::ToKernel));
+    assert!(tally.all_to_kernel());
+    assert_eq!(tally.all_forwarded_to(), None);
+
+    let vips: Vec<Vec<u8>> = (0..40).map(|i| vip_frame(40000 + i)).collect();
+    let (tally, _) = run_burst(&mut p, &vips);
+    assert_eq!(
+        (tally.frames, tally.forwarded),
+        (40, 40),
+        "two groups, one tally"
+    );
+    assert_eq!(tally.all_forwarded_to(), Some(0));
+    assert!(!tally.all_to_kernel());
+
+    let (tally, verdicts) = run_burst(&mut p, &[vip_frame(1), kernel_frame, malformed]);
+    assert_eq!(
+        verdicts[1..],
+        [Verdict::ToKernel, Verdict::Drop(DropReason::L2Malformed)]
+    );
+    assert_eq!((tally.forwarded, tally.to_kernel, tally.dropped), (1, 1, 1));
+    assert!(!tally.all_to_kernel());
+    assert_eq!(
+        tally.all_forwarded_to(),
+        None,
+        "not every frame is forwarded"
+    );
+
+    let s = CounterSnapshot::sum([&*p.counters()]);
+    assert_eq!(s.rx.packets, 5 + 40 + 3);
+    assert_eq!((s.forwarded, s.to_kernel), (41, 6));
 }
 
 #[test]
