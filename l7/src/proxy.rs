@@ -23,7 +23,7 @@ use crate::config::{self, Config, HashOn};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::route::{Headers, RouteTable};
 use crate::tls::CertResolver;
-use crate::upstream::{BoxError, ClusterRt, ConnectError, CountGuard, ProxyBody};
+use crate::upstream::{BoxError, ClusterRt, CountGuard, ProxyBody};
 
 /// Request bodies up to this size are buffered so the request can be retried.
 const MAX_BUFFERED_BODY: u64 = 64 * 1024;
@@ -353,17 +353,6 @@ where
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-fn is_circuit_error(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(ConnectError::Circuit(_)) = s.downcast_ref::<ConnectError>() {
-            return true;
-        }
-        src = s.source();
-    }
-    false
 }
 
 /// Serves one request. Never fails: every problem is an HTTP answer.
@@ -697,7 +686,8 @@ async fn forward(
         let upstream_active = UpstreamActive::new(cluster.clone(), idx);
         let t0 = Instant::now();
         let result =
-            tokio::time::timeout(cluster.cfg.request_timeout, cluster.client.request(out)).await;
+            tokio::time::timeout(cluster.cfg.request_timeout, cluster.pools[idx].request(out))
+                .await;
         match result {
             Ok(Ok(mut resp)) => {
                 up.observe_latency(t0.elapsed());
@@ -750,7 +740,7 @@ async fn forward(
             }
             Ok(Err(e)) => {
                 up.observe_latency(t0.elapsed());
-                if is_circuit_error(&e) {
+                if e.is_circuit() {
                     return local(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "circuit_open",

@@ -65,10 +65,24 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let threads = match args.threads {
+        Some(0) => {
+            eprintln!("vip-l7: --threads must be at least 1");
+            return ExitCode::from(2);
+        }
+        Some(n) => n,
+        // The CPUs this process may run on (honours taskset/cpusets).
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let mut builder = if threads == 1 {
+        // One CPU: a single-threaded event loop, no work stealing or cross-thread wakeups.
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vip-l7: cannot start the async runtime: {e}");
