@@ -445,6 +445,14 @@ pub struct PoolBody {
     checkin: Option<(H1Sender, Arc<UpstreamPool>)>,
 }
 
+impl std::fmt::Debug for PoolBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolBody")
+            .field("pooled", &self.checkin.is_some())
+            .finish()
+    }
+}
+
 impl PoolBody {
     fn give_back(&mut self) {
         if let Some((tx, pool)) = self.checkin.take() {
@@ -800,6 +808,204 @@ async fn health_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::path::Path;
+
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Cluster `c` with `extra` settings and `upstreams`, parsed like a config file.
+    fn cluster(extra: &str, upstreams: &[SocketAddr]) -> Arc<ClusterRt> {
+        let mut t = String::from(
+            "[admin]\nsocket = \"/nonexistent/l7.sock\"\n[[listeners]]\naddress = \"127.0.0.1:1\"\n[[routes]]\ncluster = \"c\"\n[clusters.c]\n",
+        );
+        t.push_str(extra);
+        t.push('\n');
+        for u in upstreams {
+            t.push_str(&format!("[[clusters.c.upstreams]]\naddress = \"{u}\"\n"));
+        }
+        let mut cfg = config::parse(Path::new("test.toml"), &t).unwrap();
+        let c = cfg.clusters.remove("c").unwrap();
+        ClusterRt::new(c, None, Instant::now(), &Arc::new(Metrics::new())).unwrap()
+    }
+
+    /// An HTTP/1.1 (or h2) upstream answering "ok <path>" after `delay`; counts connections.
+    async fn upstream(h2: bool, delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let svc = service_fn(move |req: http::Request<Incoming>| async move {
+                    tokio::time::sleep(delay).await;
+                    let body = format!("ok {}", req.uri().path());
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body))))
+                });
+                tokio::spawn(async move {
+                    let io = TokioIo::new(s);
+                    if h2 {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, svc)
+                            .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .await;
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn get(addr: SocketAddr, path: &str) -> http::Request<ProxyBody> {
+        http::Request::get(format!("http://{addr}{path}"))
+            .header(http::header::HOST, addr.to_string())
+            .body(
+                Empty::<Bytes>::new()
+                    .map_err(|e| -> BoxError { match e {} })
+                    .boxed(),
+            )
+            .unwrap()
+    }
+
+    async fn body_text(resp: http::Response<PoolBody>) -> String {
+        let b = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn h1_keep_alive_connections_are_pooled_and_reused() {
+        let (addr, accepted) = upstream(false, Duration::ZERO).await;
+        let c = cluster("", &[addr]);
+        let pool = &c.pools[0];
+        for i in 0..20 {
+            let resp = pool.request(get(addr, &format!("/{i}"))).await.unwrap();
+            assert_eq!(body_text(resp).await, format!("ok /{i}"));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection, reused");
+        assert_eq!(pool.idle_connections(), 1);
+        // Concurrent requests open more connections, which then all go back to the pool.
+        let reqs = (0..8).map(|i| {
+            let pool = pool.clone();
+            async move { body_text(pool.request(get(addr, &format!("/c{i}"))).await.unwrap()).await }
+        });
+        let bodies = futures_join_all(reqs).await;
+        assert!(bodies
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == format!("ok /c{i}")));
+        let opened = accepted.load(Ordering::SeqCst);
+        assert!((2..=8).contains(&opened), "{opened} connections");
+        assert_eq!(pool.idle_connections(), opened);
+        assert_eq!(c.connections.load(Ordering::SeqCst), opened);
+        // A body dropped before its end does not go back to the pool (its connection closes).
+        let resp = pool.request(get(addr, "/x")).await.unwrap();
+        assert_eq!(pool.idle_connections(), opened - 1);
+        drop(resp);
+        assert_eq!(pool.idle_connections(), opened - 1);
+    }
+
+    async fn futures_join_all<F: Future<Output = String> + Send + 'static>(
+        fs: impl Iterator<Item = F>,
+    ) -> Vec<String> {
+        let handles: Vec<_> = fs.map(tokio::spawn).collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_upstream_closed_is_skipped_without_error() {
+        // Answers one request per connection, then closes it without saying so.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                });
+            }
+        });
+        let c = cluster("", &[addr]);
+        for _ in 0..5 {
+            let resp = c.pools[0].request(get(addr, "/")).await.unwrap();
+            assert_eq!(body_text(resp).await, "ok");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_close_after_the_idle_timeout() {
+        let (addr, accepted) = upstream(false, Duration::ZERO).await;
+        let c = cluster("idle_timeout_ms = 100", &[addr]);
+        let resp = c.pools[0].request(get(addr, "/")).await.unwrap();
+        body_text(resp).await;
+        assert_eq!(c.pools[0].idle_connections(), 1);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(c.pools[0].idle_connections(), 0, "swept");
+        assert_eq!(c.connections.load(Ordering::SeqCst), 0, "closed");
+        let resp = c.pools[0].request(get(addr, "/")).await.unwrap();
+        assert_eq!(body_text(resp).await, "ok /");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn h2_requests_share_one_connection() {
+        let (addr, accepted) = upstream(true, Duration::from_millis(20)).await;
+        let c = cluster("protocol = \"h2\"", &[addr]);
+        let reqs = (0..16).map(|i| {
+            let pool = c.pools[0].clone();
+            async move { body_text(pool.request(get(addr, &format!("/{i}"))).await.unwrap()).await }
+        });
+        let bodies = futures_join_all(reqs).await;
+        assert!(bodies
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == format!("ok /{i}")));
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn connect_failures_and_the_connection_limit_are_told_apart() {
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let c = cluster("", &[dead]);
+        let e = c.pools[0].request(get(dead, "/")).await.unwrap_err();
+        assert!(e.is_connect() && !e.is_circuit(), "{e}");
+
+        let (addr, _) = upstream(false, Duration::from_millis(300)).await;
+        let c = cluster("circuit = { max_connections = 1 }", &[addr]);
+        let pool = c.pools[0].clone();
+        let slow = tokio::spawn(async move { pool.request(get(addr, "/slow")).await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let e = c.pools[0].request(get(addr, "/")).await.unwrap_err();
+        assert!(e.is_circuit() && e.is_connect(), "{e}");
+        slow.await.unwrap().unwrap();
+    }
 
     #[test]
     fn rate_limiter_refills_and_stays_bounded() {
