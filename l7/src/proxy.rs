@@ -28,6 +28,14 @@ use crate::upstream::{BoxError, ClusterRt, CountGuard, ProxyBody};
 /// Request bodies up to this size are buffered so the request can be retried.
 const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 
+// Header names used on every request, built once (a `&str` name is parsed on each use).
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 /// One configuration generation: routes and running clusters.
 #[derive(Debug)]
 pub struct Runtime {
@@ -219,43 +227,63 @@ fn local_response(status: StatusCode, msg: &str, request_id: &HeaderValue) -> Re
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    r.headers_mut()
-        .insert(HeaderName::from_static("x-request-id"), request_id.clone());
+    r.headers_mut().insert(X_REQUEST_ID, request_id.clone());
     r
 }
+
+/// Hop-by-hop headers that are always removed (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+];
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1), plus any named in
 /// `Connection`. `te: trailers` is kept: gRPC needs it end to end on h2.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    // One pass over the names (most messages carry none or only `Connection`), then remove
+    // just the ones present: a removal hashes the name even when it is absent.
+    let mut present = 0u8;
+    for k in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+            present |= 1 << i;
+        }
     }
-    let te_trailers = h
-        .get(header::TE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|p| p.trim().eq_ignore_ascii_case("trailers"))
-        });
-    for n in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::TE,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-    ] {
-        h.remove(n);
+    if present == 0 {
+        return;
     }
-    h.remove("keep-alive");
-    h.remove("proxy-connection");
+    if present & 1 != 0 {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // `keep-alive` goes below anyway.
+            .filter(|n| !n.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
+    }
+    let te_trailers = present & (1 << 3) != 0
+        && h.get(header::TE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("trailers"))
+            });
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            h.remove(n);
+        }
+    }
     if te_trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -302,7 +330,8 @@ fn sticky_value(upstream: &str) -> String {
 /// A response body that holds counters until the client has the whole body.
 struct Guarded<B> {
     inner: B,
-    _guards: Vec<CountGuard>,
+    _active: CountGuard,
+    _retry: Option<CountGuard>,
     _upstream: Option<UpstreamActive>,
 }
 
@@ -372,7 +401,7 @@ pub async fn handle(
         .unwrap_or_else(|| "/".into());
     let request_id = req
         .headers()
-        .get("x-request-id")
+        .get(X_REQUEST_ID)
         .filter(|v| v.len() <= 128 && !v.is_empty())
         .cloned()
         .unwrap_or_else(new_request_id);
@@ -532,29 +561,29 @@ async fn forward(
         }
     }
     let client_ip = &info.client_ip;
-    match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => {
             if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {client_ip}")) {
-                headers.insert("x-forwarded-for", v);
+                headers.insert(X_FORWARDED_FOR, v);
             }
         }
         None => {
-            headers.insert("x-forwarded-for", info.client_ip_header.clone());
+            headers.insert(X_FORWARDED_FOR, info.client_ip_header.clone());
         }
     }
     headers.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if info.tls { "https" } else { "http" }),
     );
     if let Ok(v) = HeaderValue::from_str(host) {
         if !host.is_empty() {
-            headers.insert("x-forwarded-host", v.clone());
+            headers.insert(X_FORWARDED_HOST, v.clone());
             if !headers.contains_key(header::HOST) {
                 headers.insert(header::HOST, v);
             }
         }
     }
-    headers.insert("x-request-id", request_id.clone());
+    headers.insert(X_REQUEST_ID, request_id.clone());
 
     // Balancing keys.
     let key_hash = match &cluster.cfg.hash_on {
@@ -714,13 +743,13 @@ async fn forward(
                         });
                         let (parts, _) = resp.into_parts();
                         let mut r = Response::from_parts(parts, text_body(Bytes::new()));
-                        r.headers_mut().insert("x-request-id", request_id.clone());
+                        r.headers_mut().insert(X_REQUEST_ID, request_id.clone());
                         return named(r, Some(idx));
                     }
                 }
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                parts.headers.insert("x-request-id", request_id.clone());
+                parts.headers.insert(X_REQUEST_ID, request_id.clone());
                 if let Some(name) = &cluster.cfg.sticky_cookie {
                     if sticky_index != Some(idx) {
                         let v = format!("{name}={}; Path=/; HttpOnly", sticky_value(&up.name));
@@ -729,11 +758,10 @@ async fn forward(
                         }
                     }
                 }
-                let mut guards = vec![active_guard];
-                guards.extend(retry_guard);
                 let body = Guarded {
                     inner: body,
-                    _guards: guards,
+                    _active: active_guard,
+                    _retry: retry_guard,
                     _upstream: Some(upstream_active),
                 };
                 return named(Response::from_parts(parts, body.boxed()), Some(idx));
@@ -821,6 +849,30 @@ mod tests {
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["x-keep"], "yes");
         assert_eq!(h[header::TE], "trailers");
+
+        // Without hop-by-hop headers nothing changes; each kind alone is found.
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+        for name in HOP_BY_HOP {
+            let mut h = HeaderMap::new();
+            h.insert(name.clone(), HeaderValue::from_static("keep-alive"));
+            h.insert("x-keep", HeaderValue::from_static("yes"));
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{name}: {h:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        h.insert("proxy-connection", HeaderValue::from_static("close"));
+        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("x"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::CONTENT_LENGTH));
     }
 
     #[test]
