@@ -384,8 +384,20 @@ where
     }
 }
 
+/// The future [`handle`] returns.
+pub type HandleFuture =
+    Pin<Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
 /// Serves one request. Never fails: every problem is an HTTP answer.
-pub async fn handle(
+///
+/// The request's state machine is large (headers, the upstream exchange, timers); it is boxed
+/// once here so the servers move a pointer, not the whole state, into each h2 stream task and
+/// h1 dispatcher slot.
+pub fn handle(shared: Arc<Shared>, info: Arc<ConnInfo>, req: Request<Incoming>) -> HandleFuture {
+    Box::pin(handle_request(shared, info, req))
+}
+
+async fn handle_request(
     shared: Arc<Shared>,
     info: Arc<ConnInfo>,
     req: Request<Incoming>,
@@ -399,12 +411,15 @@ pub async fn handle(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    let request_id = req
+    let mut request_id = req
         .headers()
         .get(X_REQUEST_ID)
         .filter(|v| v.len() <= 128 && !v.is_empty())
         .cloned()
         .unwrap_or_else(new_request_id);
+    // Unique per request, so never worth a slot in an HPACK dynamic table: "sensitive" makes
+    // h2 send it as a never-indexed literal instead of inserting (and evicting) every time.
+    request_id.set_sensitive(true);
     let host = req
         .uri()
         .authority()
