@@ -270,7 +270,9 @@ impl UpstreamPool {
         loop {
             let (mut tx, reused) = match self.checkout().await {
                 Some(tx) => (tx, true),
-                None => (self.connect_h1().await?, false),
+                // Boxed: connecting is rare and its future (TCP, TLS, handshake) is large; the
+                // request future, moved and copied on every request, stays small.
+                None => (Box::pin(self.connect_h1()).await?, false),
             };
             match tx.try_send_request(req).await {
                 Ok(resp) => {
@@ -300,7 +302,7 @@ impl UpstreamPool {
                 Some(tx) => tx,
                 None => {
                     fresh = true;
-                    self.connect_h2().await?
+                    Box::pin(self.connect_h2()).await?
                 }
             };
             match tx.try_send_request(req).await {
