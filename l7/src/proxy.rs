@@ -28,6 +28,9 @@ use crate::upstream::{BoxError, ClusterRt, CountGuard, ProxyBody};
 /// Request bodies up to this size are buffered so the request can be retried.
 const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 
+/// Most attempts per request (the config allows up to 10).
+const MAX_ATTEMPTS: usize = 16;
+
 // Header names used on every request, built once (a `&str` name is parsed on each use).
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -672,11 +675,14 @@ async fn forward(
         http::uri::Scheme::HTTP
     };
 
-    let mut tried: Vec<usize> = Vec::new();
-    let mut last_error: (StatusCode, String, Option<usize>) =
-        (StatusCode::BAD_GATEWAY, "upstream failed".to_string(), None);
+    // Upstreams tried so far, on the stack (config caps attempts at 10).
+    let mut tried_buf = [0usize; MAX_ATTEMPTS];
+    // The upstream whose failure is reported if every attempt fails.
+    let mut last_failed: Option<usize> = None;
     let mut retry_guard: Option<CountGuard> = None;
+    let attempts = (attempts as usize).min(MAX_ATTEMPTS);
     for attempt in 0..attempts {
+        let tried = &tried_buf[..attempt]; // one upstream per attempt so far
         if attempt > 0 {
             if !cluster.retry_allowed() {
                 break;
@@ -686,7 +692,11 @@ async fn forward(
         }
         let pick = match sticky_index.filter(|i| !tried.contains(i)) {
             Some(i) => Some(i),
-            None => cluster.picker.pick(&cluster.upstreams, &tried, key_hash),
+            // One upstream: what every policy would answer, without building a candidate list.
+            None if cluster.upstreams.len() == 1 => {
+                (tried.is_empty() && cluster.upstreams[0].is_available()).then_some(0)
+            }
+            None => cluster.picker.pick(&cluster.upstreams, tried, key_hash),
         };
         let Some(idx) = pick else {
             if tried.is_empty() {
@@ -698,7 +708,7 @@ async fn forward(
             }
             break;
         };
-        tried.push(idx);
+        tried_buf[attempt] = idx;
         let up = cluster.upstreams[idx].clone();
         let uri = Uri::builder()
             .scheme(scheme.clone())
@@ -794,11 +804,7 @@ async fn forward(
                     cluster.maybe_eject(idx, metrics);
                 }
                 tracing::debug!(upstream = %up.name, error = %e, "upstream request failed");
-                last_error = (
-                    StatusCode::BAD_GATEWAY,
-                    format!("upstream {} failed", up.name),
-                    Some(idx),
-                );
+                last_failed = Some(idx);
                 // Connect failures are safe to retry for any method (nothing was sent);
                 // other failures only for idempotent methods.
                 if !(e.is_connect() || idempotent) {
@@ -823,8 +829,14 @@ async fn forward(
         }
     }
     metrics.rejected("upstream_error");
-    let (status, msg, up) = last_error;
-    named(local_response(status, &msg, request_id), up)
+    let msg = match last_failed {
+        Some(i) => format!("upstream {} failed", cluster.upstreams[i].name),
+        None => "upstream failed".to_string(),
+    };
+    named(
+        local_response(StatusCode::BAD_GATEWAY, &msg, request_id),
+        last_failed,
+    )
 }
 
 /// A plain-text answer for the metrics endpoint.
