@@ -22,10 +22,21 @@ use hyper_util::rt::TokioIo;
 use crate::config::{self, Config, HashOn};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::route::{Headers, RouteTable};
-use crate::upstream::{BoxError, ClusterRt, ConnectError, CountGuard, ProxyBody};
+use crate::upstream::{BoxError, ClusterRt, CountGuard, ProxyBody};
 
 /// Request bodies up to this size are buffered so the request can be retried.
 const MAX_BUFFERED_BODY: u64 = 64 * 1024;
+
+/// Most attempts per request (the config allows up to 10).
+const MAX_ATTEMPTS: usize = 16;
+
+// Header names used on every request, built once (a `&str` name is parsed on each use).
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// One configuration generation: routes and running clusters.
 #[derive(Debug)]
@@ -202,43 +213,63 @@ fn local_response(status: StatusCode, msg: &str, request_id: &HeaderValue) -> Re
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    r.headers_mut()
-        .insert(HeaderName::from_static("x-request-id"), request_id.clone());
+    r.headers_mut().insert(X_REQUEST_ID, request_id.clone());
     r
 }
+
+/// Hop-by-hop headers that are always removed (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+];
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1), plus any named in
 /// `Connection`. `te: trailers` is kept: gRPC needs it end to end on h2.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    // One pass over the names (most messages carry none or only `Connection`), then remove
+    // just the ones present: a removal hashes the name even when it is absent.
+    let mut present = 0u8;
+    for k in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+            present |= 1 << i;
+        }
     }
-    let te_trailers = h
-        .get(header::TE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|p| p.trim().eq_ignore_ascii_case("trailers"))
-        });
-    for n in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::TE,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-    ] {
-        h.remove(n);
+    if present == 0 {
+        return;
     }
-    h.remove("keep-alive");
-    h.remove("proxy-connection");
+    if present & 1 != 0 {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // `keep-alive` goes below anyway.
+            .filter(|n| !n.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
+    }
+    let te_trailers = present & (1 << 3) != 0
+        && h.get(header::TE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("trailers"))
+            });
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            h.remove(n);
+        }
+    }
     if te_trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -285,7 +316,8 @@ fn sticky_value(upstream: &str) -> String {
 /// A response body that holds counters until the client has the whole body.
 struct Guarded<B> {
     inner: B,
-    _guards: Vec<CountGuard>,
+    _active: CountGuard,
+    _retry: Option<CountGuard>,
     _upstream: Option<UpstreamActive>,
 }
 
@@ -338,19 +370,20 @@ where
     }
 }
 
-fn is_circuit_error(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(ConnectError::Circuit(_)) = s.downcast_ref::<ConnectError>() {
-            return true;
-        }
-        src = s.source();
-    }
-    false
-}
+/// The future [`handle`] returns.
+pub type HandleFuture =
+    Pin<Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
 
 /// Serves one request. Never fails: every problem is an HTTP answer.
-pub async fn handle(
+///
+/// The request's state machine is large (headers, the upstream exchange, timers); it is boxed
+/// once here so the servers move a pointer, not the whole state, into each h2 stream task and
+/// h1 dispatcher slot.
+pub fn handle(shared: Arc<Shared>, info: Arc<ConnInfo>, req: Request<Incoming>) -> HandleFuture {
+    Box::pin(handle_request(shared, info, req))
+}
+
+async fn handle_request(
     shared: Arc<Shared>,
     info: Arc<ConnInfo>,
     req: Request<Incoming>,
@@ -364,12 +397,15 @@ pub async fn handle(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    let request_id = req
+    let mut request_id = req
         .headers()
-        .get("x-request-id")
+        .get(X_REQUEST_ID)
         .filter(|v| v.len() <= 128 && !v.is_empty())
         .cloned()
         .unwrap_or_else(new_request_id);
+    // Unique per request, so never worth a slot in an HPACK dynamic table: "sensitive" makes
+    // h2 send it as a never-indexed literal instead of inserting (and evicting) every time.
+    request_id.set_sensitive(true);
     let host = req
         .uri()
         .authority()
@@ -529,29 +565,29 @@ async fn forward(
         }
     }
     let client_ip = &info.client_ip;
-    match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => {
             if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {client_ip}")) {
-                headers.insert("x-forwarded-for", v);
+                headers.insert(X_FORWARDED_FOR, v);
             }
         }
         None => {
-            headers.insert("x-forwarded-for", info.client_ip_header.clone());
+            headers.insert(X_FORWARDED_FOR, info.client_ip_header.clone());
         }
     }
     headers.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if info.tls { "https" } else { "http" }),
     );
     if let Ok(v) = HeaderValue::from_str(host) {
         if !host.is_empty() {
-            headers.insert("x-forwarded-host", v.clone());
+            headers.insert(X_FORWARDED_HOST, v.clone());
             if !headers.contains_key(header::HOST) {
                 headers.insert(header::HOST, v);
             }
         }
     }
-    headers.insert("x-request-id", request_id.clone());
+    headers.insert(X_REQUEST_ID, request_id.clone());
 
     // Balancing keys.
     let key_hash = match &cluster.cfg.hash_on {
@@ -625,11 +661,14 @@ async fn forward(
         http::uri::Scheme::HTTP
     };
 
-    let mut tried: Vec<usize> = Vec::new();
-    let mut last_error: (StatusCode, String, Option<usize>) =
-        (StatusCode::BAD_GATEWAY, "upstream failed".to_string(), None);
+    // Upstreams tried so far, on the stack (config caps attempts at 10).
+    let mut tried_buf = [0usize; MAX_ATTEMPTS];
+    // The upstream whose failure is reported if every attempt fails.
+    let mut last_failed: Option<usize> = None;
     let mut retry_guard: Option<CountGuard> = None;
+    let attempts = (attempts as usize).min(MAX_ATTEMPTS);
     for attempt in 0..attempts {
+        let tried = &tried_buf[..attempt]; // one upstream per attempt so far
         if attempt > 0 {
             if !cluster.retry_allowed() {
                 break;
@@ -639,7 +678,11 @@ async fn forward(
         }
         let pick = match sticky_index.filter(|i| !tried.contains(i)) {
             Some(i) => Some(i),
-            None => cluster.picker.pick(&cluster.upstreams, &tried, key_hash),
+            // One upstream: what every policy would answer, without building a candidate list.
+            None if cluster.upstreams.len() == 1 => {
+                (tried.is_empty() && cluster.upstreams[0].is_available()).then_some(0)
+            }
+            None => cluster.picker.pick(&cluster.upstreams, tried, key_hash),
         };
         let Some(idx) = pick else {
             if tried.is_empty() {
@@ -651,7 +694,7 @@ async fn forward(
             }
             break;
         };
-        tried.push(idx);
+        tried_buf[attempt] = idx;
         let up = cluster.upstreams[idx].clone();
         let uri = Uri::builder()
             .scheme(scheme.clone())
@@ -683,7 +726,8 @@ async fn forward(
         let upstream_active = UpstreamActive::new(cluster.clone(), idx);
         let t0 = Instant::now();
         let result =
-            tokio::time::timeout(cluster.cfg.request_timeout, cluster.client.request(out)).await;
+            tokio::time::timeout(cluster.cfg.request_timeout, cluster.pools[idx].request(out))
+                .await;
         match result {
             Ok(Ok(mut resp)) => {
                 up.observe_latency(t0.elapsed());
@@ -710,13 +754,13 @@ async fn forward(
                         });
                         let (parts, _) = resp.into_parts();
                         let mut r = Response::from_parts(parts, text_body(Bytes::new()));
-                        r.headers_mut().insert("x-request-id", request_id.clone());
+                        r.headers_mut().insert(X_REQUEST_ID, request_id.clone());
                         return named(r, Some(idx));
                     }
                 }
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                parts.headers.insert("x-request-id", request_id.clone());
+                parts.headers.insert(X_REQUEST_ID, request_id.clone());
                 if let Some(name) = &cluster.cfg.sticky_cookie {
                     if sticky_index != Some(idx) {
                         let v = format!("{name}={}; Path=/; HttpOnly", sticky_value(&up.name));
@@ -725,18 +769,17 @@ async fn forward(
                         }
                     }
                 }
-                let mut guards = vec![active_guard];
-                guards.extend(retry_guard);
                 let body = Guarded {
                     inner: body,
-                    _guards: guards,
+                    _active: active_guard,
+                    _retry: retry_guard,
                     _upstream: Some(upstream_active),
                 };
                 return named(Response::from_parts(parts, body.boxed()), Some(idx));
             }
             Ok(Err(e)) => {
                 up.observe_latency(t0.elapsed());
-                if is_circuit_error(&e) {
+                if e.is_circuit() {
                     return local(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "circuit_open",
@@ -747,11 +790,7 @@ async fn forward(
                     cluster.maybe_eject(idx, metrics);
                 }
                 tracing::debug!(upstream = %up.name, error = %e, "upstream request failed");
-                last_error = (
-                    StatusCode::BAD_GATEWAY,
-                    format!("upstream {} failed", up.name),
-                    Some(idx),
-                );
+                last_failed = Some(idx);
                 // Connect failures are safe to retry for any method (nothing was sent);
                 // other failures only for idempotent methods.
                 if !(e.is_connect() || idempotent) {
@@ -776,8 +815,14 @@ async fn forward(
         }
     }
     metrics.rejected("upstream_error");
-    let (status, msg, up) = last_error;
-    named(local_response(status, &msg, request_id), up)
+    let msg = match last_failed {
+        Some(i) => format!("upstream {} failed", cluster.upstreams[i].name),
+        None => "upstream failed".to_string(),
+    };
+    named(
+        local_response(StatusCode::BAD_GATEWAY, &msg, request_id),
+        last_failed,
+    )
 }
 
 /// 16 bytes in base64 (22 digits, `==`).
@@ -987,12 +1032,13 @@ async fn extended_connect(
         let upstream_active = UpstreamActive::new(cluster.clone(), idx);
         let t0 = Instant::now();
         let result =
-            tokio::time::timeout(cluster.cfg.request_timeout, cluster.client.request(out)).await;
+            tokio::time::timeout(cluster.cfg.request_timeout, cluster.pools[idx].request(out))
+                .await;
         let mut resp = match result {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 up.observe_latency(t0.elapsed());
-                if is_circuit_error(&e) {
+                if e.is_circuit() {
                     return local(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "circuit_open",
@@ -1046,7 +1092,8 @@ async fn extended_connect(
             parts.headers.insert("x-request-id", request_id.clone());
             let body = Guarded {
                 inner: body,
-                _guards: vec![active_guard],
+                _active: active_guard,
+                _retry: None,
                 _upstream: Some(upstream_active),
             };
             return named(Response::from_parts(parts, body.boxed()), Some(idx));
@@ -1118,6 +1165,30 @@ mod tests {
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["x-keep"], "yes");
         assert_eq!(h[header::TE], "trailers");
+
+        // Without hop-by-hop headers nothing changes; each kind alone is found.
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+        for name in HOP_BY_HOP {
+            let mut h = HeaderMap::new();
+            h.insert(name.clone(), HeaderValue::from_static("keep-alive"));
+            h.insert("x-keep", HeaderValue::from_static("yes"));
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{name}: {h:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        h.insert("proxy-connection", HeaderValue::from_static("close"));
+        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("x"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::CONTENT_LENGTH));
     }
 
     #[test]

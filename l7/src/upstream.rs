@@ -2,7 +2,6 @@
 //! retry budget, rate limiter and health-check tasks.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -15,8 +14,7 @@ use bytes::Bytes;
 use http::Uri;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::client::legacy::Client;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -53,23 +51,12 @@ impl Drop for CountGuard {
 /// An upstream connection: plain TCP or TLS, counted against the cluster's connection limit.
 pub struct Conn {
     io: ConnIo,
-    h2: bool,
     _guard: CountGuard,
 }
 
 enum ConnIo {
     Tcp(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl Connection for Conn {
-    fn connected(&self) -> Connected {
-        if self.h2 {
-            Connected::new().negotiated_h2()
-        } else {
-            Connected::new()
-        }
-    }
 }
 
 impl AsyncRead for Conn {
@@ -135,85 +122,378 @@ pub enum ConnectError {
     /// Connect timed out.
     #[error("connect to {0} timed out")]
     Timeout(String),
-    /// The URI has no usable authority.
-    #[error("bad upstream uri {0}")]
+    /// The configured TLS server name is not a valid DNS name or IP address.
+    #[error("bad upstream TLS server name {0:?}")]
     BadUri(String),
     /// Socket error.
     #[error("connect to {0}: {1}")]
     Io(String, io::Error),
 }
 
-/// Connects to upstreams named by `http://ip:port` URIs, with timeout, TLS and limits.
+/// Why a request to an upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be opened (nothing was sent).
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
+    /// The HTTP/1.1 or h2 handshake on a new connection failed (nothing was sent).
+    #[error("upstream handshake failed: {0}")]
+    Handshake(hyper::Error),
+    /// The request failed on an established connection.
+    #[error("upstream request failed: {0}")]
+    Request(hyper::Error),
+}
+
+impl UpstreamError {
+    /// Nothing reached the upstream: safe to retry for any method.
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect(_) | UpstreamError::Handshake(_)
+        )
+    }
+
+    /// Refused by the cluster's circuit breaker (max connections or pending connects).
+    pub fn is_circuit(&self) -> bool {
+        matches!(self, UpstreamError::Connect(ConnectError::Circuit(_)))
+    }
+}
+
+/// Opens upstream connections, with timeout, TLS and the circuit-breaker limits.
 #[derive(Clone)]
 pub struct Connector {
     connect_timeout: Duration,
     tls: Option<(TlsConnector, Option<String>)>,
-    h2: bool,
     connections: Arc<AtomicUsize>,
     pending: Arc<AtomicUsize>,
     max_connections: usize,
     max_pending: usize,
 }
 
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<Conn>;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<TokioIo<Conn>, ConnectError>> + Send>>;
+impl Connector {
+    /// Connects to `addr` (TCP_NODELAY on), then TLS when the cluster uses it.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<TokioIo<Conn>, ConnectError> {
+        if self.connections.load(Ordering::Relaxed) >= self.max_connections {
+            return Err(ConnectError::Circuit("max_connections"));
+        }
+        if self.pending.load(Ordering::Relaxed) >= self.max_pending {
+            return Err(ConnectError::Circuit("max_pending"));
+        }
+        let _pending = CountGuard::new(&self.pending);
+        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout(addr.to_string()))?
+            .map_err(|e| ConnectError::Io(addr.to_string(), e))?;
+        let _ = tcp.set_nodelay(true);
+        let guard = CountGuard::new(&self.connections);
+        let io = match &self.tls {
+            None => ConnIo::Tcp(tcp),
+            Some((tls, name)) => {
+                let server_name = match name {
+                    Some(n) => rustls::pki_types::ServerName::try_from(n.clone())
+                        .map_err(|_| ConnectError::BadUri(n.clone()))?,
+                    None => rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
+                };
+                let s = tokio::time::timeout(self.connect_timeout, tls.connect(server_name, tcp))
+                    .await
+                    .map_err(|_| ConnectError::Timeout(addr.to_string()))?
+                    .map_err(|e| ConnectError::Io(addr.to_string(), e))?;
+                ConnIo::Tls(Box::new(s))
+            }
+        };
+        Ok(TokioIo::new(Conn { io, _guard: guard }))
+    }
+}
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+type H1Sender = hyper::client::conn::http1::SendRequest<ProxyBody>;
+type H2Sender = hyper::client::conn::http2::SendRequest<ProxyBody>;
+
+/// Most idle HTTP/1.1 connections kept per upstream.
+const MAX_IDLE_PER_UPSTREAM: usize = 1024;
+
+/// How connections of one cluster are made.
+struct PoolConfig {
+    connector: Connector,
+    h2: bool,
+    idle_timeout: Duration,
+    h1_builder: hyper::client::conn::http1::Builder,
+    h2_builder: hyper::client::conn::http2::Builder<TokioExecutor>,
+}
+
+/// Pooled keep-alive connections to one upstream: idle HTTP/1.1 connections (reused
+/// most-recently-used first, closed after the cluster's idle timeout) or one shared h2
+/// connection. A request takes a connection straight from the pool and the response body puts
+/// it back once the upstream's response is complete: no pool task, no checkout future.
+pub struct UpstreamPool {
+    addr: SocketAddr,
+    cfg: Arc<PoolConfig>,
+    idle: Mutex<Vec<(H1Sender, Instant)>>,
+    h2: Mutex<Option<(H2Sender, Instant)>>,
+    h2_connect: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for UpstreamPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamPool")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+/// The request target in origin form (`/path?query`), as HTTP/1.1 sends it to an origin.
+fn origin_form(uri: &mut Uri) {
+    let pq = uri
+        .path_and_query()
+        .filter(|p| !p.as_str().is_empty())
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    *uri = Uri::from(pq);
+}
+
+impl UpstreamPool {
+    /// Upstream connections that are idle in the pool now.
+    pub fn idle_connections(&self) -> usize {
+        lock(&self.idle).len() + usize::from(lock(&self.h2).is_some())
     }
 
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            if this.connections.load(Ordering::Relaxed) >= this.max_connections {
-                return Err(ConnectError::Circuit("max_connections"));
-            }
-            if this.pending.load(Ordering::Relaxed) >= this.max_pending {
-                return Err(ConnectError::Circuit("max_pending"));
-            }
-            let _pending = CountGuard::new(&this.pending);
-            let auth = uri
-                .authority()
-                .ok_or_else(|| ConnectError::BadUri(uri.to_string()))?;
-            let addr: SocketAddr = auth
-                .as_str()
-                .parse()
-                .map_err(|_| ConnectError::BadUri(uri.to_string()))?;
-            let tcp = tokio::time::timeout(this.connect_timeout, TcpStream::connect(addr))
-                .await
-                .map_err(|_| ConnectError::Timeout(addr.to_string()))?
-                .map_err(|e| ConnectError::Io(addr.to_string(), e))?;
-            let _ = tcp.set_nodelay(true);
-            let guard = CountGuard::new(&this.connections);
-            let conn = match &this.tls {
-                None => Conn {
-                    io: ConnIo::Tcp(tcp),
-                    h2: this.h2,
-                    _guard: guard,
+    /// Sends `req` (an absolute URI naming this upstream) on a pooled connection, opening one
+    /// when none is idle. A pooled HTTP/1.1 connection that turns out to be closed before the
+    /// request was written is skipped, so a stale keep-alive connection costs no error.
+    pub async fn request(
+        self: &Arc<Self>,
+        mut req: http::Request<ProxyBody>,
+    ) -> Result<http::Response<PoolBody>, UpstreamError> {
+        if self.cfg.h2 {
+            return self.request_h2(req).await;
+        }
+        origin_form(req.uri_mut());
+        loop {
+            let (mut tx, reused) = match self.checkout().await {
+                Some(tx) => (tx, true),
+                // Boxed: connecting is rare and its future (TCP, TLS, handshake) is large; the
+                // request future, moved and copied on every request, stays small.
+                None => (Box::pin(self.connect_h1()).await?, false),
+            };
+            match tx.try_send_request(req).await {
+                Ok(resp) => {
+                    // After a protocol switch the connection belongs to the tunnel.
+                    let back = (resp.status() != http::StatusCode::SWITCHING_PROTOCOLS)
+                        .then(|| (tx, self.clone()));
+                    return Ok(resp.map(|inner| PoolBody {
+                        inner,
+                        checkin: back,
+                    }));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(r) if reused => req = r,
+                    _ => return Err(UpstreamError::Request(e.into_error())),
                 },
-                Some((tls, name)) => {
-                    let server_name = match name {
-                        Some(n) => rustls::pki_types::ServerName::try_from(n.clone())
-                            .map_err(|_| ConnectError::BadUri(n.clone()))?,
-                        None => rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
-                    };
-                    let s =
-                        tokio::time::timeout(this.connect_timeout, tls.connect(server_name, tcp))
-                            .await
-                            .map_err(|_| ConnectError::Timeout(addr.to_string()))?
-                            .map_err(|e| ConnectError::Io(addr.to_string(), e))?;
-                    let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
-                    Conn {
-                        io: ConnIo::Tls(Box::new(s)),
-                        h2,
-                        _guard: guard,
-                    }
+            }
+        }
+    }
+
+    async fn request_h2(
+        &self,
+        mut req: http::Request<ProxyBody>,
+    ) -> Result<http::Response<PoolBody>, UpstreamError> {
+        let mut fresh = false;
+        loop {
+            let mut tx = match self.h2_cached() {
+                Some(tx) => tx,
+                None => {
+                    fresh = true;
+                    Box::pin(self.connect_h2()).await?
                 }
             };
-            Ok(TokioIo::new(conn))
-        })
+            match tx.try_send_request(req).await {
+                Ok(resp) => {
+                    return Ok(resp.map(|inner| PoolBody {
+                        inner,
+                        checkin: None,
+                    }))
+                }
+                Err(mut e) => match e.take_message() {
+                    // The shared connection went away before the stream started: drop it, once.
+                    Some(r) if !fresh => {
+                        self.forget_h2(&tx);
+                        fresh = true;
+                        req = r;
+                    }
+                    _ => return Err(UpstreamError::Request(e.into_error())),
+                },
+            }
+        }
+    }
+
+    fn h2_cached(&self) -> Option<H2Sender> {
+        let mut g = lock(&self.h2);
+        match g.as_mut() {
+            Some((tx, used)) if !tx.is_closed() => {
+                *used = Instant::now();
+                Some(tx.clone())
+            }
+            Some(_) => {
+                *g = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn forget_h2(&self, closed: &H2Sender) {
+        let mut g = lock(&self.h2);
+        if g.as_ref()
+            .is_some_and(|(tx, _)| tx.is_closed() || closed.is_closed())
+        {
+            *g = None;
+        }
+    }
+
+    async fn connect_h2(&self) -> Result<H2Sender, UpstreamError> {
+        // One connect at a time: concurrent first requests share the connection it makes.
+        let _one = self.h2_connect.lock().await;
+        if let Some(tx) = self.h2_cached() {
+            return Ok(tx);
+        }
+        let io = self.cfg.connector.connect(self.addr).await?;
+        let (mut tx, conn) = self
+            .cfg
+            .h2_builder
+            .handshake(io)
+            .await
+            .map_err(UpstreamError::Handshake)?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(upstream = %addr, "h2 upstream connection ended: {e}");
+            }
+        });
+        tx.ready().await.map_err(UpstreamError::Handshake)?;
+        *lock(&self.h2) = Some((tx.clone(), Instant::now()));
+        Ok(tx)
+    }
+
+    async fn connect_h1(&self) -> Result<H1Sender, UpstreamError> {
+        let io = self.cfg.connector.connect(self.addr).await?;
+        let (tx, conn) = self
+            .cfg
+            .h1_builder
+            .handshake(io)
+            .await
+            .map_err(UpstreamError::Handshake)?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(upstream = %addr, "upstream connection ended: {e}");
+            }
+        });
+        Ok(tx)
+    }
+
+    /// The most recently used idle connection that is still open and ready.
+    async fn checkout(&self) -> Option<H1Sender> {
+        loop {
+            let (mut tx, since) = lock(&self.idle).pop()?;
+            if tx.is_closed() || since.elapsed() >= self.cfg.idle_timeout {
+                continue; // dropping the sender closes the connection
+            }
+            if tx.is_ready() || tx.ready().await.is_ok() {
+                return Some(tx);
+            }
+        }
+    }
+
+    fn checkin(&self, tx: H1Sender) {
+        if tx.is_closed() {
+            return;
+        }
+        let mut idle = lock(&self.idle);
+        if idle.len() < MAX_IDLE_PER_UPSTREAM {
+            idle.push((tx, Instant::now()));
+        }
+    }
+
+    /// Closes connections idle longer than the idle timeout.
+    fn sweep(&self) {
+        let timeout = self.cfg.idle_timeout;
+        let expired: Vec<(H1Sender, Instant)> = {
+            let mut idle = lock(&self.idle);
+            // Oldest first: the idle list is pushed and popped at its end.
+            let n = idle
+                .iter()
+                .take_while(|(tx, since)| tx.is_closed() || since.elapsed() >= timeout)
+                .count();
+            idle.drain(..n).collect()
+        };
+        drop(expired);
+        let mut h2 = lock(&self.h2);
+        if h2
+            .as_ref()
+            .is_some_and(|(tx, used)| tx.is_closed() || used.elapsed() >= timeout)
+        {
+            *h2 = None;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An upstream response body. Once the upstream has sent all of it, the HTTP/1.1 connection goes
+/// back to the pool; a body dropped before its end closes the connection instead.
+pub struct PoolBody {
+    inner: Incoming,
+    checkin: Option<(H1Sender, Arc<UpstreamPool>)>,
+}
+
+impl std::fmt::Debug for PoolBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolBody")
+            .field("pooled", &self.checkin.is_some())
+            .finish()
+    }
+}
+
+impl PoolBody {
+    fn give_back(&mut self) {
+        if let Some((tx, pool)) = self.checkin.take() {
+            pool.checkin(tx);
+        }
+    }
+}
+
+impl Drop for PoolBody {
+    fn drop(&mut self) {
+        if self.inner.is_end_stream() {
+            self.give_back();
+        }
+    }
+}
+
+impl Body for PoolBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => this.give_back(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.give_back(),
+            Poll::Ready(Some(Err(_))) => this.checkin = None,
+            _ => {}
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -274,8 +554,8 @@ pub struct ClusterRt {
     pub upstreams: Vec<Arc<UpstreamState>>,
     /// Balancer.
     pub picker: Picker,
-    /// Pooled client.
-    pub client: Client<Connector, ProxyBody>,
+    /// Pooled upstream connections, one pool per upstream (same order as `upstreams`).
+    pub pools: Vec<Arc<UpstreamPool>>,
     /// Upstream connections open.
     pub connections: Arc<AtomicUsize>,
     /// Requests in flight.
@@ -355,25 +635,38 @@ impl ClusterRt {
         let connector = Connector {
             connect_timeout: cfg.connect_timeout,
             tls,
-            h2,
             connections: connections.clone(),
             pending: Arc::new(AtomicUsize::new(0)),
             max_connections: cfg.circuit.max_connections as usize,
             max_pending: cfg.circuit.max_pending as usize,
         };
-        let mut b = Client::builder(TokioExecutor::new());
-        b.pool_idle_timeout(cfg.idle_timeout)
-            .pool_timer(TokioTimer::new())
+        let mut h2_builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+        h2_builder
             .timer(TokioTimer::new())
-            .pool_max_idle_per_host(1024)
-            .set_host(false)
-            .http2_only(h2)
             // Windows sized for throughput: 4 MiB per stream, 16 MiB per connection.
-            .http2_initial_stream_window_size(4 << 20)
-            .http2_initial_connection_window_size(16 << 20)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_keep_alive_timeout(Duration::from_secs(10));
-        let client = b.build(connector);
+            .initial_stream_window_size(4 << 20)
+            .initial_connection_window_size(16 << 20)
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let pool_cfg = Arc::new(PoolConfig {
+            connector,
+            h2,
+            idle_timeout: cfg.idle_timeout,
+            h1_builder: hyper::client::conn::http1::Builder::new(),
+            h2_builder,
+        });
+        let pools: Vec<Arc<UpstreamPool>> = upstreams
+            .iter()
+            .map(|u| {
+                Arc::new(UpstreamPool {
+                    addr: u.address,
+                    cfg: pool_cfg.clone(),
+                    idle: Mutex::new(Vec::new()),
+                    h2: Mutex::new(None),
+                    h2_connect: tokio::sync::Mutex::new(()),
+                })
+            })
+            .collect();
         let active_gauges = upstreams
             .iter()
             .map(|u| metrics.upstream_gauge(&cfg.name, &u.name))
@@ -391,7 +684,7 @@ impl ClusterRt {
             active_gauges,
             picker: Picker::new(cfg.balancer, cfg.slow_start, upstreams.len()),
             upstreams,
-            client,
+            pools,
             connections,
             active_requests: previous
                 .map(|p| p.active_requests.clone())
@@ -402,16 +695,29 @@ impl ClusterRt {
             cfg,
         };
         if let Some(h) = rt.cfg.health.clone() {
-            for u in &rt.upstreams {
+            for (u, pool) in rt.upstreams.iter().zip(&rt.pools) {
                 rt.health_tasks.push(tokio::spawn(health_loop(
                     rt.cfg.name.clone(),
                     u.clone(),
                     h.clone(),
-                    rt.client.clone(),
+                    pool.clone(),
                     metrics.clone(),
                 )));
             }
         }
+        let pools = rt.pools.clone();
+        let every = rt
+            .cfg
+            .idle_timeout
+            .clamp(Duration::from_millis(50), Duration::from_secs(5));
+        rt.health_tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                for p in &pools {
+                    p.sweep();
+                }
+            }
+        }));
         Ok(Arc::new(rt))
     }
 
@@ -450,7 +756,7 @@ async fn health_loop(
     cluster: String,
     up: Arc<UpstreamState>,
     h: config::Health,
-    client: Client<Connector, ProxyBody>,
+    pool: Arc<UpstreamPool>,
     metrics: Arc<Metrics>,
 ) {
     let mut ok_run = 0u32;
@@ -471,7 +777,7 @@ async fn health_loop(
                     .boxed(),
             );
         let ok = match req {
-            Ok(req) => match tokio::time::timeout(h.timeout, client.request(req)).await {
+            Ok(req) => match tokio::time::timeout(h.timeout, pool.request(req)).await {
                 Ok(Ok(resp)) => {
                     let good = resp.status().is_success() || resp.status().is_redirection();
                     let _ = tokio::time::timeout(h.timeout, resp.into_body().collect()).await;
@@ -504,6 +810,204 @@ async fn health_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::path::Path;
+
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Cluster `c` with `extra` settings and `upstreams`, parsed like a config file.
+    fn cluster(extra: &str, upstreams: &[SocketAddr]) -> Arc<ClusterRt> {
+        let mut t = String::from(
+            "[admin]\nsocket = \"/nonexistent/l7.sock\"\n[[listeners]]\naddress = \"127.0.0.1:1\"\n[[routes]]\ncluster = \"c\"\n[clusters.c]\n",
+        );
+        t.push_str(extra);
+        t.push('\n');
+        for u in upstreams {
+            t.push_str(&format!("[[clusters.c.upstreams]]\naddress = \"{u}\"\n"));
+        }
+        let mut cfg = config::parse(Path::new("test.toml"), &t).unwrap();
+        let c = cfg.clusters.remove("c").unwrap();
+        ClusterRt::new(c, None, Instant::now(), &Arc::new(Metrics::new())).unwrap()
+    }
+
+    /// An HTTP/1.1 (or h2) upstream answering "ok <path>" after `delay`; counts connections.
+    async fn upstream(h2: bool, delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let svc = service_fn(move |req: http::Request<Incoming>| async move {
+                    tokio::time::sleep(delay).await;
+                    let body = format!("ok {}", req.uri().path());
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body))))
+                });
+                tokio::spawn(async move {
+                    let io = TokioIo::new(s);
+                    if h2 {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, svc)
+                            .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .await;
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn get(addr: SocketAddr, path: &str) -> http::Request<ProxyBody> {
+        http::Request::get(format!("http://{addr}{path}"))
+            .header(http::header::HOST, addr.to_string())
+            .body(
+                Empty::<Bytes>::new()
+                    .map_err(|e| -> BoxError { match e {} })
+                    .boxed(),
+            )
+            .unwrap()
+    }
+
+    async fn body_text(resp: http::Response<PoolBody>) -> String {
+        let b = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn h1_keep_alive_connections_are_pooled_and_reused() {
+        let (addr, accepted) = upstream(false, Duration::ZERO).await;
+        let c = cluster("", &[addr]);
+        let pool = &c.pools[0];
+        for i in 0..20 {
+            let resp = pool.request(get(addr, &format!("/{i}"))).await.unwrap();
+            assert_eq!(body_text(resp).await, format!("ok /{i}"));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection, reused");
+        assert_eq!(pool.idle_connections(), 1);
+        // Concurrent requests open more connections, which then all go back to the pool.
+        let reqs = (0..8).map(|i| {
+            let pool = pool.clone();
+            async move { body_text(pool.request(get(addr, &format!("/c{i}"))).await.unwrap()).await }
+        });
+        let bodies = futures_join_all(reqs).await;
+        assert!(bodies
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == format!("ok /c{i}")));
+        let opened = accepted.load(Ordering::SeqCst);
+        assert!((2..=8).contains(&opened), "{opened} connections");
+        assert_eq!(pool.idle_connections(), opened);
+        assert_eq!(c.connections.load(Ordering::SeqCst), opened);
+        // A body dropped before its end does not go back to the pool (its connection closes).
+        let resp = pool.request(get(addr, "/x")).await.unwrap();
+        assert_eq!(pool.idle_connections(), opened - 1);
+        drop(resp);
+        assert_eq!(pool.idle_connections(), opened - 1);
+    }
+
+    async fn futures_join_all<F: Future<Output = String> + Send + 'static>(
+        fs: impl Iterator<Item = F>,
+    ) -> Vec<String> {
+        let handles: Vec<_> = fs.map(tokio::spawn).collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_upstream_closed_is_skipped_without_error() {
+        // Answers one request per connection, then closes it without saying so.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                });
+            }
+        });
+        let c = cluster("", &[addr]);
+        for _ in 0..5 {
+            let resp = c.pools[0].request(get(addr, "/")).await.unwrap();
+            assert_eq!(body_text(resp).await, "ok");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_close_after_the_idle_timeout() {
+        let (addr, accepted) = upstream(false, Duration::ZERO).await;
+        let c = cluster("idle_timeout_ms = 100", &[addr]);
+        let resp = c.pools[0].request(get(addr, "/")).await.unwrap();
+        body_text(resp).await;
+        assert_eq!(c.pools[0].idle_connections(), 1);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(c.pools[0].idle_connections(), 0, "swept");
+        assert_eq!(c.connections.load(Ordering::SeqCst), 0, "closed");
+        let resp = c.pools[0].request(get(addr, "/")).await.unwrap();
+        assert_eq!(body_text(resp).await, "ok /");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn h2_requests_share_one_connection() {
+        let (addr, accepted) = upstream(true, Duration::from_millis(20)).await;
+        let c = cluster("protocol = \"h2\"", &[addr]);
+        let reqs = (0..16).map(|i| {
+            let pool = c.pools[0].clone();
+            async move { body_text(pool.request(get(addr, &format!("/{i}"))).await.unwrap()).await }
+        });
+        let bodies = futures_join_all(reqs).await;
+        assert!(bodies
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == format!("ok /{i}")));
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn connect_failures_and_the_connection_limit_are_told_apart() {
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let c = cluster("", &[dead]);
+        let e = c.pools[0].request(get(dead, "/")).await.unwrap_err();
+        assert!(e.is_connect() && !e.is_circuit(), "{e}");
+
+        let (addr, _) = upstream(false, Duration::from_millis(300)).await;
+        let c = cluster("circuit = { max_connections = 1 }", &[addr]);
+        let pool = c.pools[0].clone();
+        let slow = tokio::spawn(async move { pool.request(get(addr, "/slow")).await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let e = c.pools[0].request(get(addr, "/")).await.unwrap_err();
+        assert!(e.is_circuit() && e.is_connect(), "{e}");
+        slow.await.unwrap().unwrap();
+    }
 
     #[test]
     fn rate_limiter_refills_and_stays_bounded() {

@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc malloc: the request path allocates and frees many small objects
+/// (header maps, futures, buffers); measured in docs/benchmarks.md (vip-l7 hot path section).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// vip-l7: TLS termination, HTTP/1.1 and HTTP/2 routing and balancing behind vipd.
 #[derive(Parser, Debug)]
 #[command(version)]
@@ -65,14 +70,11 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(args.threads) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("vip-l7: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            eprintln!("vip-l7: {e}");
+            return ExitCode::from(2);
         }
     };
     match rt.block_on(l7::server::run(args.config, config)) {
@@ -81,5 +83,50 @@ fn main() -> ExitCode {
             eprintln!("vip-l7: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The async runtime for `--threads` (default: the CPUs this process may run on, which honours
+/// taskset and cpusets). With one thread, tokio's current-thread runtime: a single event loop
+/// without work stealing or cross-thread wakeups, like one nginx worker.
+fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
+    let threads = match threads {
+        Some(0) => return Err("--threads must be at least 1".into()),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runtime;
+    use tokio::runtime::RuntimeFlavor;
+
+    #[test]
+    fn threads_pick_the_runtime() {
+        let flavor = |t| runtime(t).unwrap().handle().runtime_flavor();
+        assert_eq!(flavor(Some(1)), RuntimeFlavor::CurrentThread);
+        assert_eq!(flavor(Some(2)), RuntimeFlavor::MultiThread);
+        let m = runtime(Some(3)).unwrap().metrics();
+        assert_eq!(m.num_workers(), 3);
+        assert!(runtime(Some(0)).unwrap_err().contains("at least 1"));
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let expect = if cpus == 1 {
+            RuntimeFlavor::CurrentThread
+        } else {
+            RuntimeFlavor::MultiThread
+        };
+        assert_eq!(flavor(None), expect);
     }
 }
