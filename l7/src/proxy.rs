@@ -521,32 +521,10 @@ async fn forward(
         named(local_response(status, msg, request_id), None)
     };
 
-    if let Some(rl) = &cluster.rate_limiter {
-        let key = match rl.key_header() {
-            None => info.client.ip().to_string(),
-            Some(h) => req
-                .headers()
-                .get(h)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_default(),
-        };
-        if !rl.allow(&key, Instant::now()) {
-            return local(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "rate limit exceeded",
-            );
-        }
-    }
-    if cluster.active_requests.load(Ordering::Relaxed) >= cluster.cfg.circuit.max_requests as usize
-    {
-        return local(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "circuit_open",
-            "cluster at max_requests (circuit breaker open)",
-        );
-    }
-    let active_guard = CountGuard::new(&cluster.active_requests);
+    let active_guard = match admit(&cluster, info, req.headers()) {
+        Ok(g) => g,
+        Err((status, reason, msg)) => return local(status, reason, msg),
+    };
     let path_and_query = req
         .uri()
         .path_and_query()
@@ -564,42 +542,10 @@ async fn forward(
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
     }
-    let client_ip = &info.client_ip;
-    match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => {
-            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {client_ip}")) {
-                headers.insert(X_FORWARDED_FOR, v);
-            }
-        }
-        None => {
-            headers.insert(X_FORWARDED_FOR, info.client_ip_header.clone());
-        }
-    }
-    headers.insert(
-        X_FORWARDED_PROTO,
-        HeaderValue::from_static(if info.tls { "https" } else { "http" }),
-    );
-    if let Ok(v) = HeaderValue::from_str(host) {
-        if !host.is_empty() {
-            headers.insert(X_FORWARDED_HOST, v.clone());
-            if !headers.contains_key(header::HOST) {
-                headers.insert(header::HOST, v);
-            }
-        }
-    }
-    headers.insert(X_REQUEST_ID, request_id.clone());
+    add_forwarding_headers(&mut headers, info, host, request_id);
 
     // Balancing keys.
-    let key_hash = match &cluster.cfg.hash_on {
-        Some(HashOn::Header(h)) => headers
-            .get(h.as_str())
-            .map(|v| crate::balance::key_hash(v.as_bytes())),
-        Some(HashOn::Cookie(c)) => {
-            cookie(&headers, c).map(|v| crate::balance::key_hash(v.as_bytes()))
-        }
-        Some(HashOn::SourceIp) => Some(crate::balance::key_hash(client_ip.as_bytes())),
-        None => None,
-    };
+    let key_hash = balance_key(&cluster, &headers, info);
     let sticky_index = cluster.cfg.sticky_cookie.as_ref().and_then(|name| {
         let v = cookie(&headers, name)?;
         cluster
@@ -825,6 +771,84 @@ async fn forward(
     )
 }
 
+/// Admission to a cluster: its rate limit (429) and its `max_requests` circuit breaker (503).
+/// On admission the returned guard counts the request as active until dropped.
+fn admit(
+    cluster: &ClusterRt,
+    info: &ConnInfo,
+    headers: &HeaderMap,
+) -> Result<CountGuard, (StatusCode, &'static str, &'static str)> {
+    if let Some(rl) = &cluster.rate_limiter {
+        let key = match rl.key_header() {
+            None => info.client_ip.clone(),
+            Some(h) => headers
+                .get(h)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default(),
+        };
+        if !rl.allow(&key, Instant::now()) {
+            return Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "rate limit exceeded",
+            ));
+        }
+    }
+    if cluster.active_requests.load(Ordering::Relaxed) >= cluster.cfg.circuit.max_requests as usize
+    {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "circuit_open",
+            "cluster at max_requests (circuit breaker open)",
+        ));
+    }
+    Ok(CountGuard::new(&cluster.active_requests))
+}
+
+/// X-Forwarded-For (appended), -Proto and -Host, Host when the client sent none (h2), and the
+/// request id, on the headers that go to an upstream.
+fn add_forwarding_headers(
+    headers: &mut HeaderMap,
+    info: &ConnInfo,
+    host: &str,
+    request_id: &HeaderValue,
+) {
+    match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {}", info.client_ip)) {
+                headers.insert(X_FORWARDED_FOR, v);
+            }
+        }
+        None => {
+            headers.insert(X_FORWARDED_FOR, info.client_ip_header.clone());
+        }
+    }
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if info.tls { "https" } else { "http" }),
+    );
+    if let Ok(v) = HeaderValue::from_str(host) {
+        if !host.is_empty() {
+            headers.insert(X_FORWARDED_HOST, v.clone());
+            if !headers.contains_key(header::HOST) {
+                headers.insert(header::HOST, v);
+            }
+        }
+    }
+    headers.insert(X_REQUEST_ID, request_id.clone());
+}
+
+/// The consistent-hash key of a request, as the cluster's `hash_on` says.
+fn balance_key(cluster: &ClusterRt, headers: &HeaderMap, info: &ConnInfo) -> Option<u64> {
+    let value = match &cluster.cfg.hash_on {
+        Some(HashOn::Header(h)) => headers.get(h.as_str())?.as_bytes(),
+        Some(HashOn::Cookie(c)) => cookie(headers, c)?.as_bytes(),
+        Some(HashOn::SourceIp) => info.client_ip.as_bytes(),
+        None => return None,
+    };
+    Some(crate::balance::key_hash(value))
+}
+
 /// 16 bytes in base64 (22 digits, `==`).
 fn base64_16(bytes: [u8; 16]) -> [u8; 24] {
     const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -907,32 +931,10 @@ async fn extended_connect(
             "WebSocket needs an http1 cluster (upstreams get an HTTP/1.1 Upgrade)",
         );
     }
-    if let Some(rl) = &cluster.rate_limiter {
-        let key = match rl.key_header() {
-            None => info.client_ip.clone(),
-            Some(h) => req
-                .headers()
-                .get(h)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_default(),
-        };
-        if !rl.allow(&key, Instant::now()) {
-            return local(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "rate limit exceeded",
-            );
-        }
-    }
-    if cluster.active_requests.load(Ordering::Relaxed) >= cluster.cfg.circuit.max_requests as usize
-    {
-        return local(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "circuit_open",
-            "cluster at max_requests (circuit breaker open)",
-        );
-    }
-    let active_guard = CountGuard::new(&cluster.active_requests);
+    let active_guard = match admit(&cluster, info, req.headers()) {
+        Ok(g) => g,
+        Err((status, reason, msg)) => return local(status, reason, msg),
+    };
     // The client connection counts the tunnel as a request in flight while it runs (idle
     // timeout); the server put this guard on the request.
     let conn_guard = req.extensions_mut().remove::<crate::server::ActiveGuard>();
@@ -953,37 +955,8 @@ async fn extended_connect(
             HeaderValue::from_static("13"),
         );
     }
-    match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => {
-            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {}", info.client_ip)) {
-                headers.insert("x-forwarded-for", v);
-            }
-        }
-        None => {
-            headers.insert("x-forwarded-for", info.client_ip_header.clone());
-        }
-    }
-    headers.insert(
-        "x-forwarded-proto",
-        HeaderValue::from_static(if info.tls { "https" } else { "http" }),
-    );
-    if let Ok(v) = HeaderValue::from_str(host) {
-        if !host.is_empty() {
-            headers.insert("x-forwarded-host", v.clone());
-            headers.insert(header::HOST, v);
-        }
-    }
-    headers.insert("x-request-id", request_id.clone());
-    let key_hash = match &cluster.cfg.hash_on {
-        Some(HashOn::Header(h)) => headers
-            .get(h.as_str())
-            .map(|v| crate::balance::key_hash(v.as_bytes())),
-        Some(HashOn::Cookie(c)) => {
-            cookie(&headers, c).map(|v| crate::balance::key_hash(v.as_bytes()))
-        }
-        Some(HashOn::SourceIp) => Some(crate::balance::key_hash(info.client_ip.as_bytes())),
-        None => None,
-    };
+    add_forwarding_headers(&mut headers, info, host, request_id);
+    let key_hash = balance_key(&cluster, &headers, info);
     let scheme = if cluster.cfg.tls.is_some() {
         http::uri::Scheme::HTTPS
     } else {
