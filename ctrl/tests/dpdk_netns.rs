@@ -37,7 +37,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{free_port, missing_binary, request, vipctl_ok, wait_for, Bird, Proc, POLL, VIPD};
-use netns_common::{run_in, Wire};
+use netns_common::{run_in, AfpFlows, Wire};
 use serde_json::{json, Value};
 
 const APPLIANCE: &str = "10.0.0.1";
@@ -275,33 +275,15 @@ fn vipd_peers_with_bird_over_a_dpdk_port_through_the_tap_with_an_arp_resolved_ga
     assert_eq!(status["result"]["dataplane_healthy"], true, "{status}");
 
     // (d) VIP traffic from the wire comes back encapsulated to the resolved gateway MAC.
-    let script = format!(
-        "{}/../dataplane/tests/scapy/afp_flows.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let out = run_in(
-        &wire.wire_ns,
-        &[
-            "/usr/bin/python3",
-            &script,
-            "--iface",
-            &wire.wire_if,
-            "--port-mac",
-            &port_mac,
-            "--gateway-mac",
-            &gateway_mac,
-            "--vip",
-            VIP,
-            "--encap-src",
-            APPLIANCE,
-            "--backends",
-            &BACKENDS.join(","),
-            "--flows",
-            "16",
-        ],
-    );
-    let verdict = out.lines().last().unwrap_or_default().to_string();
-    let v: Value = serde_json::from_str(&verdict).expect("scapy's JSON line");
+    let v = wire.afp_flows(&AfpFlows {
+        port_mac: &port_mac,
+        gateway_mac: &gateway_mac,
+        vip: VIP,
+        encap_src: APPLIANCE,
+        backends: &BACKENDS,
+        flows: 16,
+    });
+    let verdict = v.to_string();
     assert_eq!(v["bad"], json!([]), "{verdict}");
     assert_eq!(v["flows_seen"], 16, "{verdict}");
     let stats = request(&socket, "stats", json!({}));

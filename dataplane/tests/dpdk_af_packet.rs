@@ -26,7 +26,7 @@ use dataplane::testing::{backend, vip};
 use dataplane::{
     BackendState, Burst, Engine, ForwardingMode, PacketIo, Port, Tables, TablesHandle,
 };
-use netns_common::{ApplianceChild, Wire};
+use netns_common::{AfpFlows, ApplianceChild, Wire};
 use wire::EthernetAddress;
 
 const VIP: &str = "203.0.113.10";
@@ -216,29 +216,16 @@ fn af_packet_two_lcores_get_traffic_and_both_directions_of_a_flow_meet() {
         ],
     );
     let port_mac = child.expect_line("READY", Duration::from_secs(30));
-    let out = wire.scapy(
-        "afp_flows.py",
-        &[
-            "--iface",
-            &wire.wire_if,
-            "--port-mac",
-            &port_mac,
-            "--gateway-mac",
-            &gateway,
-            "--vip",
-            VIP,
-            "--encap-src",
-            ENCAP_SOURCE,
-            "--backends",
-            &BACKENDS.join(","),
-            "--flows",
-            &FLOWS.to_string(),
-        ],
-    );
+    let v = wire.afp_flows(&AfpFlows {
+        port_mac: &port_mac,
+        gateway_mac: &gateway,
+        vip: VIP,
+        encap_src: ENCAP_SOURCE,
+        backends: &BACKENDS,
+        flows: FLOWS,
+    });
+    let verdict = v.to_string();
     let lines = child.finish(Duration::from_secs(30));
-    let verdict = out.lines().last().unwrap_or_default();
-    eprintln!("scapy: {verdict}");
-    let v: serde_json::Value = serde_json::from_str(verdict).expect("scapy's JSON line");
     assert_eq!(v["bad"], serde_json::json!([]), "{verdict}");
     assert_eq!(v["encapsulated"], FLOWS, "{verdict}");
     assert_eq!(v["flows_seen"], FLOWS, "{verdict}");

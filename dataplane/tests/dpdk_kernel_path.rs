@@ -31,7 +31,7 @@ use dataplane::nexthop::{
 use dataplane::rss::RssMode;
 use dataplane::testing::{backend, vip};
 use dataplane::{BackendState, Engine, ForwardingMode, Port, Tables, TablesHandle};
-use netns_common::{run, run_in, ApplianceChild, Wire};
+use netns_common::{run, run_in, AfpFlows, ApplianceChild, Wire};
 use wire::EthernetAddress;
 
 const VIP: &str = "203.0.113.10";
@@ -326,27 +326,15 @@ fn kernel_path_and_arp_resolved_gateway_over_a_dpdk_port() {
     let neigh = run_in(&wire.wire_ns, &["ip", "neigh", "show", APPLIANCE_IP]);
     assert!(neigh.contains(&port_mac), "{neigh}");
 
-    let out = wire.scapy(
-        "afp_flows.py",
-        &[
-            "--iface",
-            &wire.wire_if,
-            "--port-mac",
-            &port_mac,
-            "--gateway-mac",
-            &gateway_mac,
-            "--vip",
-            VIP,
-            "--encap-src",
-            "192.0.2.1",
-            "--backends",
-            &BACKENDS.join(","),
-            "--flows",
-            "16",
-        ],
-    );
-    let verdict = out.lines().last().unwrap_or_default().to_string();
-    let v: serde_json::Value = serde_json::from_str(&verdict).expect("scapy's JSON line");
+    let v = wire.afp_flows(&AfpFlows {
+        port_mac: &port_mac,
+        gateway_mac: &gateway_mac,
+        vip: VIP,
+        encap_src: "192.0.2.1",
+        backends: &BACKENDS,
+        flows: 16,
+    });
+    let verdict = v.to_string();
     assert_eq!(v["bad"], serde_json::json!([]), "{verdict}");
     assert_eq!(v["flows_seen"], 16, "{verdict}");
 

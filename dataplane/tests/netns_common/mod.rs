@@ -134,11 +134,55 @@ impl Wire {
     /// Runs a Scapy script (a file next to the tests) in the wire namespace with `args` and
     /// returns its stdout (the script prints one JSON line last).
     pub fn scapy(&self, script: &str, args: &[&str]) -> String {
-        let path = format!("{}/tests/scapy/{script}", env!("CARGO_MANIFEST_DIR"));
+        // Through the workspace root: ctrl's tests include this module too.
+        let path = format!(
+            "{}/../dataplane/tests/scapy/{script}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let mut all = vec!["/usr/bin/python3", path.as_str()];
         all.extend_from_slice(args);
         run_in(&self.wire_ns, &all)
     }
+
+    /// Sends `flows.flows` VIP flows from the wire with `afp_flows.py` and returns its verdict
+    /// (the JSON line it prints last: `bad`, `encapsulated`, `flows_seen`, `backends_used`, ...).
+    pub fn afp_flows(&self, flows: &AfpFlows) -> serde_json::Value {
+        let count = flows.flows.to_string();
+        let backends = flows.backends.join(",");
+        let out = self.scapy(
+            "afp_flows.py",
+            &[
+                "--iface",
+                &self.wire_if,
+                "--port-mac",
+                flows.port_mac,
+                "--gateway-mac",
+                flows.gateway_mac,
+                "--vip",
+                flows.vip,
+                "--encap-src",
+                flows.encap_src,
+                "--backends",
+                &backends,
+                "--flows",
+                &count,
+            ],
+        );
+        let verdict = out.lines().last().unwrap_or_default();
+        eprintln!("scapy: {verdict}");
+        serde_json::from_str(verdict).expect("scapy's JSON line")
+    }
+}
+
+/// What `afp_flows.py` sends and expects back: VIP flows in, IPIP frames from `port_mac` to
+/// `gateway_mac` with `encap_src` as the outer source, towards one of `backends`.
+pub struct AfpFlows<'a> {
+    pub port_mac: &'a str,
+    pub gateway_mac: &'a str,
+    pub vip: &'a str,
+    pub encap_src: &'a str,
+    pub backends: &'a [&'a str],
+    pub flows: usize,
 }
 
 impl Drop for Wire {
