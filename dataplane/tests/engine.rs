@@ -245,9 +245,9 @@ fn one_burst_with_mixed_verdicts_goes_everywhere_it_should() {
     assert_eq!(lcore.stats().snapshot().idle_polls, 1);
 }
 
-#[test]
-fn figures_add_up_when_queues_are_full() {
-    let ports = MemoryPorts::new(MemoryConfig {
+/// One port whose TX (4) and kernel (2) queues fill up long before its RX ring (64).
+fn tight_queue_ports() -> MemoryPorts {
+    MemoryPorts::new(MemoryConfig {
         ports: 1,
         queues: 1,
         rx_ring_size: 64,
@@ -256,7 +256,12 @@ fn figures_add_up_when_queues_are_full() {
         pool_size: 64,
         ..MemoryConfig::default()
     })
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn figures_add_up_when_queues_are_full() {
+    let ports = tight_queue_ports();
     let handle = TablesHandle::new(tables(BackendState::Active));
     let mut lcore = lcore(&ports, &handle, &config(1));
     let mut frames: Vec<Vec<u8>> = (0..10).map(syn).collect();
@@ -306,16 +311,7 @@ fn figures_add_up_when_queues_are_full() {
 /// must still be counted and their refusals freed exactly as in a mixed burst.
 #[test]
 fn single_destination_bursts_add_up_when_queues_are_full() {
-    let ports = MemoryPorts::new(MemoryConfig {
-        ports: 1,
-        queues: 1,
-        rx_ring_size: 64,
-        tx_ring_size: 4,
-        kernel_ring_size: 2,
-        pool_size: 64,
-        ..MemoryConfig::default()
-    })
-    .unwrap();
+    let ports = tight_queue_ports();
     let handle = TablesHandle::new(tables(BackendState::Active));
     let mut lcore = lcore(&ports, &handle, &config(1));
 
