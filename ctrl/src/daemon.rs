@@ -162,6 +162,8 @@ struct Inner {
     checkers: Mutex<HashMap<(VipKey, IpAddr), Checker>>,
     shutdown: Notify,
     reloads: Mutex<(u64, u64)>,
+    /// The CPUs of the control threads (DPDK dataplane only; the dry run has no lcore threads).
+    control_cpus: Option<Vec<usize>>,
     alarms: Mutex<Vec<String>>,
 }
 
@@ -189,6 +191,7 @@ impl Daemon {
         );
         let mut engine_config = EngineConfig::default();
         engine_config.pipeline.flow_table.capacity = config.dataplane.flow_table_capacity;
+        let mut control_cpus = None;
         let dataplane = if options.dry_run {
             engine_config.lcores = 1;
             let ports = MemoryPorts::new(MemoryConfig::default())
@@ -201,7 +204,11 @@ impl Daemon {
                 epoch,
             }))
         } else {
-            start_dpdk(&config, engine_config, tables.clone())?
+            // Before the EAL pins this thread to its main lcore.
+            let allowed = crate::affinity::allowed_cpus();
+            let dataplane = start_dpdk(&config, engine_config, tables.clone())?;
+            control_cpus = place_control_threads(allowed, &config);
+            dataplane
         };
         let (announcements, _) = watch::channel(Announcements::default());
         let (dataplane_health, _) = watch::channel(DataplaneHealth::default());
@@ -219,6 +226,7 @@ impl Daemon {
                 checkers: Mutex::new(HashMap::new()),
                 shutdown: Notify::new(),
                 reloads: Mutex::new((0, 0)),
+                control_cpus,
                 alarms: Mutex::new(Vec::new()),
             }),
         };
@@ -875,6 +883,7 @@ impl Daemon {
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "dataplane": if self.inner.options.dry_run { "memory (dry-run)" } else { "dpdk" },
+            "control_cpus": self.inner.control_cpus,
             "dataplane_healthy": health.healthy,
             "dataplane_problem": health.reason,
             "uptime_s": self.inner.epoch.elapsed().as_secs(),
@@ -1319,6 +1328,55 @@ fn assess_dataplane(stalled_lcore: Option<usize>, ports_down: &[(u16, String)]) 
             reason: Some(reasons.join("; ")),
         }
     }
+}
+
+/// Moves every thread but the lcore threads off the lcore CPUs (`[dataplane] cpus`), once the
+/// engine has started, and logs where they run. Returns their CPUs, `None` if unknown.
+fn place_control_threads(
+    allowed: std::io::Result<Vec<usize>>,
+    config: &ValidConfig,
+) -> Option<Vec<usize>> {
+    use crate::affinity::{self, Placement};
+    let allowed = match allowed {
+        Ok(allowed) => allowed,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the CPUs vipd may use: control threads may share the lcore CPUs");
+            return None;
+        }
+    };
+    let lcore_cpus: Vec<usize> = config
+        .dataplane
+        .cpus
+        .iter()
+        .take(usize::from(config.dataplane.lcores))
+        .copied()
+        .collect();
+    let placement = affinity::control_cpus(&allowed, &lcore_cpus);
+    match &placement {
+        Placement::Unpinned(cpus) => {
+            tracing::info!(control_cpus = ?cpus, "control threads run on every CPU vipd may use ([dataplane] cpus is not set, lcores are not pinned)");
+        }
+        Placement::Shared(cpus) => {
+            tracing::warn!(control_cpus = ?cpus, lcore_cpus = ?lcore_cpus, "control threads share the lcore CPUs: [dataplane] cpus covers every CPU vipd may use, so health checks, BGP and the admin socket can preempt the lcores; leave at least one CPU out of [dataplane] cpus (or widen vipd's CPU set)");
+        }
+        Placement::Apart(cpus) => match affinity::confine_control_threads(cpus) {
+            Ok(moved) => {
+                tracing::info!(control_cpus = ?cpus, lcore_cpus = ?lcore_cpus, threads = moved, "control threads run on CPUs {cpus:?}, off the lcore CPUs");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "control threads may share the lcore CPUs");
+                return None;
+            }
+        },
+    }
+    // The EAL pinned this thread (and so the threads it started) to its main lcore: undo it
+    // when the control threads stay on every CPU.
+    if !matches!(placement, Placement::Apart(_)) {
+        if let Err(e) = affinity::confine_control_threads(placement.cpus()) {
+            tracing::warn!(error = %e, "cannot spread the control threads over {:?}", placement.cpus());
+        }
+    }
+    Some(placement.cpus().to_vec())
 }
 
 #[cfg(not(feature = "dpdk"))]

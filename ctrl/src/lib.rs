@@ -4,10 +4,11 @@
 //! The binaries `vipd` (daemon) and `vipctl` (operator CLI) are thin shells over this library so
 //! everything that can be tested without a process is tested here.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // allowed only in `affinity`
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod affinity;
 pub mod announce;
 pub mod config;
 pub mod daemon;
