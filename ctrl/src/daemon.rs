@@ -1351,6 +1351,10 @@ fn place_control_threads(
         .take(usize::from(config.dataplane.lcores))
         .copied()
         .collect();
+    let lcores = usize::from(config.dataplane.lcores);
+    if !lcore_cpus.is_empty() && lcore_cpus.len() < lcores {
+        tracing::warn!(lcore_cpus = ?lcore_cpus, "[dataplane] cpus lists {} CPUs for {lcores} lcores: lcores {}.. are not pinned and share the control threads' CPUs; list one CPU per lcore", lcore_cpus.len(), lcore_cpus.len());
+    }
     let placement = affinity::control_cpus(&allowed, &lcore_cpus);
     match &placement {
         Placement::Unpinned(cpus) => {
