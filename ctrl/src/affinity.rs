@@ -65,6 +65,17 @@ pub fn allowed_cpus() -> io::Result<Vec<usize>> {
 /// Restricts every thread of the process except the lcore threads to `cpus`. Returns how many
 /// threads were moved. Threads that exit meanwhile are skipped.
 pub fn confine_control_threads(cpus: &[usize]) -> io::Result<usize> {
+    confine_threads(cpus, true)
+}
+
+/// Lets every thread of the process, the lcore threads included, run on `cpus`: for lcores
+/// that `[dataplane] cpus` does not pin, which would otherwise all stay on the CPU the EAL
+/// pinned their creator to.
+pub fn spread_all_threads(cpus: &[usize]) -> io::Result<usize> {
+    confine_threads(cpus, false)
+}
+
+fn confine_threads(cpus: &[usize], skip_lcores: bool) -> io::Result<usize> {
     let mut done: BTreeSet<libc::pid_t> = BTreeSet::new();
     let mut moved = 0;
     // Another pass while new threads show up: one created during a pass by a thread not yet
@@ -84,7 +95,7 @@ pub fn confine_control_threads(cpus: &[usize]) -> io::Result<usize> {
                 continue;
             }
             let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-            if comm.trim_end().starts_with(LCORE_THREAD_PREFIX) {
+            if skip_lcores && comm.trim_end().starts_with(LCORE_THREAD_PREFIX) {
                 done.insert(tid);
                 continue;
             }

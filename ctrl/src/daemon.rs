@@ -1358,7 +1358,7 @@ fn place_control_threads(
     let placement = affinity::control_cpus(&allowed, &lcore_cpus);
     match &placement {
         Placement::Unpinned(cpus) => {
-            tracing::info!(control_cpus = ?cpus, "control threads run on every CPU vipd may use ([dataplane] cpus is not set, lcores are not pinned)");
+            tracing::info!(control_cpus = ?cpus, "control threads and lcores run on every CPU vipd may use ([dataplane] cpus is not set: lcores are not pinned; set it on real NICs)");
         }
         Placement::Shared(cpus) => {
             tracing::warn!(control_cpus = ?cpus, lcore_cpus = ?lcore_cpus, "control threads share the lcore CPUs: [dataplane] cpus covers every CPU vipd may use, so health checks, BGP and the admin socket can preempt the lcores; leave at least one CPU out of [dataplane] cpus (or widen vipd's CPU set)");
@@ -1374,11 +1374,15 @@ fn place_control_threads(
         },
     }
     // The EAL pinned this thread (and so the threads it started) to its main lcore: undo it
-    // when the control threads stay on every CPU.
-    if !matches!(placement, Placement::Apart(_)) {
-        if let Err(e) = affinity::confine_control_threads(placement.cpus()) {
-            tracing::warn!(error = %e, "cannot spread the control threads over {:?}", placement.cpus());
-        }
+    // when the control threads stay on every CPU, for the unpinned lcores too (without `cpus`
+    // they would all share the EAL's main-lcore CPU).
+    let spread = match placement {
+        Placement::Apart(_) => Ok(0),
+        Placement::Shared(_) => affinity::confine_control_threads(placement.cpus()),
+        Placement::Unpinned(_) => affinity::spread_all_threads(placement.cpus()),
+    };
+    if let Err(e) = spread {
+        tracing::warn!(error = %e, "cannot spread the threads over {:?}", placement.cpus());
     }
     Some(placement.cpus().to_vec())
 }

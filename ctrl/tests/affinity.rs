@@ -199,6 +199,32 @@ fn vipd_keeps_control_threads_off_the_lcore_cpus() {
 }
 
 #[test]
+fn without_cpus_the_lcores_are_not_left_on_the_eal_main_lcore() {
+    let allowed = allowed_cpus("/proc/self/status").unwrap();
+    if allowed.len() < 2 {
+        eprintln!("SKIP: needs 2 CPUs allowed, this process has {allowed:?}");
+        return;
+    }
+    // No `cpus`: the EAL (`-l 0`) pinned the thread that starts the lcores to CPU 0.
+    let vipd = Vipd::start("unpinned", "[]", &[]);
+    let status = ok(&vipd.socket(), "status", json!({}));
+    assert_eq!(status["control_cpus"], json!(allowed), "{status}");
+    let all = threads(vipd.proc.0.id());
+    assert!(
+        all.iter()
+            .any(|(_, name, _)| name.starts_with("vipd-lcore-")),
+        "{all:?}"
+    );
+    for (tid, name, cpus) in &all {
+        assert_eq!(
+            cpus, &allowed,
+            "thread {tid} ({name}) may run on every CPU: {all:?}"
+        );
+    }
+    vipd.stop();
+}
+
+#[test]
 fn vipd_warns_when_the_lcore_cpus_leave_none_for_control_threads() {
     let allowed = allowed_cpus("/proc/self/status").unwrap();
     if !allowed.contains(&0) {

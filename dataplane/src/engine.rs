@@ -236,6 +236,20 @@ fn validate(config: &EngineConfig) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// The TX burst of port `out` when this lcore polls it (`tx_index` maps port ids to bursts).
+#[inline]
+fn tx_burst<'a, P>(
+    tx_index: &[Option<usize>],
+    tx: &'a mut [Burst<P>],
+    out: u16,
+) -> Option<&'a mut Burst<P>> {
+    tx_index
+        .get(usize::from(out))
+        .copied()
+        .flatten()
+        .and_then(|i| tx.get_mut(i))
+}
+
 /// One polling core's state and loop body. [`Engine`] runs one per thread; tests and tools can
 /// drive one directly with [`Lcore::poll`].
 pub struct Lcore<Io: PacketIo> {
@@ -398,12 +412,7 @@ impl<Io: PacketIo> Lcore<Io> {
         for (packet, verdict) in self.rx.drain().zip(self.verdicts.iter()) {
             match *verdict {
                 Verdict::Forward { port: out } => {
-                    let tx = self
-                        .tx_index
-                        .get(usize::from(out))
-                        .copied()
-                        .flatten()
-                        .and_then(|i| self.tx.get_mut(i));
+                    let tx = tx_burst(&self.tx_index, &mut self.tx, out);
                     // Each TX burst holds MAX_BURST and is flushed after every RX burst of at
                     // most MAX_BURST frames, so `push` only fails for an unpolled port.
                     let refused = match tx {
@@ -449,13 +458,7 @@ impl<Io: PacketIo> Lcore<Io> {
         let Some(out) = tally.all_forwarded_to() else {
             return false;
         };
-        let Some(tx) = self
-            .tx_index
-            .get(usize::from(out))
-            .copied()
-            .flatten()
-            .and_then(|i| self.tx.get_mut(i))
-        else {
+        let Some(tx) = tx_burst(&self.tx_index, &mut self.tx, out) else {
             return false; // unpolled port: the per-frame path counts them
         };
         if !tx.is_empty() {
