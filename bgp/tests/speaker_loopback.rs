@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
+use testutil::free_port;
 
 use bgp::attributes::{Community, PathAttribute, Prefix};
 use bgp::config::BgpConfig;
@@ -290,15 +291,6 @@ async fn wrong_peer_as_is_refused_with_bad_peer_as() {
     assert_ne!(speaker.summary().await[0].state, "Established");
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for a test).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn pair_config(
     me: &str,
     router_id: &str,
@@ -419,7 +411,8 @@ async fn two_active_listening_speakers_settle_on_one_session() {
         "",
     ))
     .unwrap();
-    assert!(wait_established(&[&a, &b], Duration::from_secs(10)).await);
+    let ok = wait_established(&[&a, &b], Duration::from_secs(10)).await;
+    assert!(ok, "{:?}\n{:?}", a.summary().await, b.summary().await);
     // Stable: no flapping after the collision was resolved.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for s in [&a, &b] {

@@ -105,14 +105,7 @@ pub fn no_diag() -> String {
     String::new()
 }
 
-/// A TCP port free on 127.0.0.1 right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use testutil::free_port;
 
 /// One admin-socket request (NDJSON, protocol v1, the command as its id); returns the whole
 /// reply after checking that it echoes the version and the id.

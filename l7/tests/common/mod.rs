@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,14 +22,7 @@ use tokio::net::TcpListener;
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use testutil::free_port;
 
 /// A running vip-l7; killed on drop.
 pub struct L7 {
