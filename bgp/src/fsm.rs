@@ -88,6 +88,11 @@ pub struct Config {
     pub connect_retry_ms: u64,
     /// Cap of the exponential connect-retry backoff.
     pub connect_retry_max_ms: u64,
+    /// Seed of the timer jitter (RFC 4271 section 10): the connect-retry, restart and
+    /// keepalive delays are each multiplied by a random factor in [0.75, 1.0], so two speakers
+    /// that both connect do not retry in lockstep forever. `None` turns jitter off (tests that
+    /// check exact times).
+    pub jitter_seed: Option<u64>,
     /// Capabilities to offer.
     pub capabilities: OfferedCapabilities,
     /// Next hops for announced routes.
@@ -108,6 +113,7 @@ impl Config {
             passive: false,
             connect_retry_ms: 5_000,
             connect_retry_max_ms: 120_000,
+            jitter_seed: Some(fastrand::u64(..)),
             capabilities: OfferedCapabilities::default(),
             next_hops,
             route_attributes: None,
@@ -312,6 +318,8 @@ pub struct Session {
     rx: Vec<u8>,
     /// Current connect-retry / restart delay.
     backoff_ms: u64,
+    /// Draws the timer jitter; `None` when [`Config::jitter_seed`] is.
+    jitter: Option<fastrand::Rng>,
     connect_retry_at: Option<u64>,
     restart_at: Option<u64>,
     hold_at: Option<u64>,
@@ -360,6 +368,7 @@ impl Session {
         });
         Ok(Session {
             backoff_ms: config.connect_retry_ms,
+            jitter: config.jitter_seed.map(fastrand::Rng::with_seed),
             config,
             state: State::Idle,
             enabled: false,
@@ -924,7 +933,7 @@ impl Session {
             });
         }
         if self.enabled {
-            self.restart_at = Some(now_ms.saturating_add(self.backoff_ms));
+            self.restart_at = Some(now_ms.saturating_add(self.jittered(self.backoff_ms)));
             self.grow_backoff();
         }
     }
@@ -943,7 +952,7 @@ impl Session {
 
     fn arm_connect_retry(&mut self, now_ms: u64) {
         if !self.config.passive {
-            self.connect_retry_at = Some(now_ms.saturating_add(self.backoff_ms));
+            self.connect_retry_at = Some(now_ms.saturating_add(self.jittered(self.backoff_ms)));
         }
     }
 
@@ -952,7 +961,16 @@ impl Session {
     }
 
     fn arm_keepalive(&mut self, now_ms: u64) {
-        self.keepalive_at = (self.hold_ms > 0).then(|| now_ms.saturating_add(self.hold_ms / 3));
+        let interval = self.jittered(self.hold_ms / 3);
+        self.keepalive_at = (self.hold_ms > 0).then(|| now_ms.saturating_add(interval));
+    }
+
+    /// `ms` times a random factor in [0.75, 1.0] (RFC 4271 section 10), or `ms` without jitter.
+    fn jittered(&mut self, ms: u64) -> u64 {
+        match &mut self.jitter {
+            Some(rng) => ms - ms * u64::from(rng.u8(..=64)) / 256,
+            None => ms,
+        }
     }
 
     fn push(&mut self, action: Action) {
@@ -1049,6 +1067,7 @@ mod tests {
         let mut c = config();
         c.connect_retry_ms = 1000;
         c.connect_retry_max_ms = 3000;
+        c.jitter_seed = None;
         let mut s = Session::new(c.clone()).unwrap();
         s.handle_event(Event::ManualStart, 0);
         assert_eq!(s.poll_action(), Some(Action::Connect));
@@ -1073,5 +1092,43 @@ mod tests {
         assert_eq!(p.state(), State::Active);
         assert_eq!(p.poll_action(), None);
         assert_eq!(p.poll_timeout(), None);
+    }
+
+    /// The delays of one failing session under jitter, starting from 1 s, capped at 3 s.
+    fn jittered_delays(seed: u64) -> Vec<u64> {
+        let mut c = config();
+        c.connect_retry_ms = 1000;
+        c.connect_retry_max_ms = 3000;
+        c.jitter_seed = Some(seed);
+        let mut s = Session::new(c).unwrap();
+        s.handle_event(Event::ManualStart, 0);
+        let mut now = 0;
+        let mut delays = vec![s.poll_timeout().unwrap()];
+        for _ in 0..20 {
+            s.handle_event(Event::TcpFailed, now);
+            let at = s.poll_timeout().unwrap();
+            delays.push(at - now);
+            now = at;
+            s.handle_timeout(now);
+        }
+        delays
+    }
+
+    #[test]
+    fn connect_retry_is_jittered_between_three_quarters_and_the_whole_delay() {
+        let a = jittered_delays(1);
+        let base = |i: usize| [1000, 2000].get(i).copied().unwrap_or(3000);
+        for (i, d) in a.iter().enumerate() {
+            assert!(
+                *d >= base(i) * 3 / 4 && *d <= base(i),
+                "delay {i}: {d} ms in {a:?}"
+            );
+        }
+        assert!(
+            a.iter().skip(2).any(|d| *d < 2900),
+            "no jitter drawn: {a:?}"
+        );
+        // Two speakers that fail together do not retry in lockstep.
+        assert_ne!(a, jittered_delays(2));
     }
 }
