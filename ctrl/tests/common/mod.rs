@@ -105,6 +105,8 @@ pub fn no_diag() -> String {
     String::new()
 }
 
+/// A TCP port free on 127.0.0.1 right now, below the ephemeral range (see `testutil`).
+#[allow(unused_imports)] // not every test binary that includes this module needs it
 pub use testutil::free_port;
 
 /// One admin-socket request (NDJSON, protocol v1, the command as its id); returns the whole
