@@ -11,7 +11,7 @@
 //! section 6.8) involve two connections, so the driver runs one `Session` per connection and
 //! decides with [`resolve_collision`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
 
 use crate::attributes::{AsPath, Prefix};
@@ -328,6 +328,10 @@ pub struct Session {
     /// Hold time agreed in OpenConfirm/Established, in ms (0 = none).
     hold_ms: u64,
     announced: BTreeMap<Prefix, PrefixRoute>,
+    /// Route changes made while Established and not sent yet: they go out together, as few
+    /// UPDATEs as their attributes allow, when the driver next polls for actions.
+    unsent_announce: BTreeSet<Prefix>,
+    unsent_withdraw: BTreeSet<Prefix>,
     attributes: RouteAttributes,
     stats: Stats,
 }
@@ -381,6 +385,8 @@ impl Session {
             negotiated: None,
             hold_ms: 0,
             announced: BTreeMap::new(),
+            unsent_announce: BTreeSet::new(),
+            unsent_withdraw: BTreeSet::new(),
             attributes,
             stats: Stats::default(),
         })
@@ -423,8 +429,12 @@ impl Session {
         self.config.next_hops = next_hops;
     }
 
-    /// The next output, in the order it must be carried out.
+    /// The next output, in the order it must be carried out. Route changes made since the
+    /// last call go out once everything queued before them has been taken.
     pub fn poll_action(&mut self) -> Option<Action> {
+        if self.actions.is_empty() {
+            self.send_unsent_routes();
+        }
         self.actions.pop_front()
     }
 
@@ -578,8 +588,8 @@ impl Session {
         self.rx.drain(..offset.min(self.rx.len()));
     }
 
-    /// Adds `prefixes` to the announced set with the session's attributes and next hops; sends
-    /// them now if Established.
+    /// Adds `prefixes` to the announced set with the session's attributes and next hops; if
+    /// Established they are sent at the next [`Session::poll_action`].
     pub fn announce(&mut self, prefixes: &[Prefix]) {
         let new: Vec<Prefix> = prefixes
             .iter()
@@ -589,24 +599,22 @@ impl Session {
         for p in &new {
             self.announced.insert(*p, PrefixRoute::default());
         }
-        if self.state == State::Established {
-            self.send_announcements(&new);
-        }
+        self.queue_announcements(&new);
     }
 
-    /// Announces `prefix` with its own attributes and next hops (per-VIP policy). Sends it now
-    /// if Established and the route is new or changed; the same route again sends nothing.
+    /// Announces `prefix` with its own attributes and next hops (per-VIP policy). If
+    /// Established and the route is new or changed, it is sent at the next
+    /// [`Session::poll_action`]; the same route again sends nothing.
     pub fn announce_route(&mut self, prefix: Prefix, route: PrefixRoute) {
         if self.announced.get(&prefix) == Some(&route) {
             return;
         }
         self.announced.insert(prefix, route);
-        if self.state == State::Established {
-            self.send_announcements(&[prefix]);
-        }
+        self.queue_announcements(&[prefix]);
     }
 
-    /// Removes `prefixes` from the announced set; withdraws them now if Established.
+    /// Removes `prefixes` from the announced set; if Established the withdrawal is sent at the
+    /// next [`Session::poll_action`], together with any other made before it.
     pub fn withdraw(&mut self, prefixes: &[Prefix]) {
         let gone: Vec<Prefix> = prefixes
             .iter()
@@ -614,13 +622,9 @@ impl Session {
             .copied()
             .collect();
         if self.state == State::Established {
-            let families = self.families();
-            let gone: Vec<Prefix> = gone
-                .into_iter()
-                .filter(|p| families.contains(&p.afi()))
-                .collect();
-            for update in UpdateBuilder::withdraw(&gone) {
-                self.send(&Message::Update(update));
+            for p in gone {
+                self.unsent_announce.remove(&p);
+                self.unsent_withdraw.insert(p);
             }
         }
     }
@@ -629,10 +633,44 @@ impl Session {
     /// community before maintenance) and re-announces everything if Established.
     pub fn set_route_attributes(&mut self, attributes: RouteAttributes) {
         self.attributes = attributes;
+        let all: Vec<Prefix> = self.announced.keys().copied().collect();
+        self.queue_announcements(&all);
+    }
+
+    fn queue_announcements(&mut self, prefixes: &[Prefix]) {
         if self.state == State::Established {
-            let all: Vec<Prefix> = self.announced.keys().copied().collect();
-            self.send_announcements(&all);
+            for p in prefixes {
+                self.unsent_withdraw.remove(p);
+                self.unsent_announce.insert(*p);
+            }
         }
+    }
+
+    /// Sends the queued withdrawals (one UPDATE holds as many as fit), then the queued
+    /// announcements grouped by attributes; drops them when the session is not Established
+    /// (establishing sends the whole announced set anyway).
+    fn send_unsent_routes(&mut self) {
+        if self.unsent_announce.is_empty() && self.unsent_withdraw.is_empty() {
+            return;
+        }
+        let withdraw: Vec<Prefix> = std::mem::take(&mut self.unsent_withdraw)
+            .into_iter()
+            .collect();
+        let announce: Vec<Prefix> = std::mem::take(&mut self.unsent_announce)
+            .into_iter()
+            .collect();
+        if self.state != State::Established {
+            return;
+        }
+        let families = self.families();
+        let withdraw: Vec<Prefix> = withdraw
+            .into_iter()
+            .filter(|p| families.contains(&p.afi()))
+            .collect();
+        for update in UpdateBuilder::withdraw(&withdraw) {
+            self.send(&Message::Update(update));
+        }
+        self.send_announcements(&announce);
     }
 
     /// Closes this connection because the driver resolved a collision against it (Cease 6/7).
@@ -766,6 +804,8 @@ impl Session {
         if let Some(n) = self.negotiated.clone() {
             self.push(Action::SessionUp(n));
         }
+        self.unsent_announce.clear();
+        self.unsent_withdraw.clear();
         let all: Vec<Prefix> = self.announced.keys().copied().collect();
         self.send_announcements(&all);
         for afi in self.families() {

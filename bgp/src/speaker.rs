@@ -35,6 +35,8 @@ use crate::{resolve_collision, Action, CollisionWinner, Event, State};
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Read buffer per connection.
 const READ_BUFFER: usize = 16 * 1024;
+/// Commands a peer task takes from its queue before it settles and sends.
+const CMD_BATCH: usize = 1024;
 
 /// Why the speaker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -626,16 +628,32 @@ impl PeerTask {
                 }
             };
             tokio::select! {
-                cmd = self.cmds.recv() => match cmd {
-                    Some(PeerCmd::Stop { message, done }) => {
-                        self.stop(message).await;
-                        let _ = done.send(());
-                        return;
+                cmd = self.cmds.recv() => {
+                    // Take every command already queued (up to a bound) before settling, so
+                    // route changes made together go out in as few UPDATEs as possible.
+                    let mut next = cmd;
+                    let mut taken = 0;
+                    loop {
+                        match next {
+                            Some(PeerCmd::Stop { message, done }) => {
+                                self.stop(message).await;
+                                let _ = done.send(());
+                                return;
+                            }
+                            Some(cmd) => self.handle_cmd(cmd),
+                            // Every handle is gone: stop without ceremony.
+                            None => return,
+                        }
+                        taken += 1;
+                        if taken == CMD_BATCH {
+                            break;
+                        }
+                        match self.cmds.try_recv() {
+                            Ok(cmd) => next = Some(cmd),
+                            Err(_) => break,
+                        }
                     }
-                    Some(cmd) => self.handle_cmd(cmd),
-                    // Every handle is gone: stop without ceremony.
-                    None => return,
-                },
+                }
                 Some(ev) = self.io_rx.recv() => self.handle_io(ev),
                 () = sleep => {
                     let now = self.now();
@@ -964,6 +982,10 @@ impl PeerTask {
     }
 
     async fn stop(&mut self, message: Option<String>) {
+        // Route changes queued before the stop (a withdraw_all) go out before the Cease.
+        for index in 0..self.slots.len() {
+            self.drain(index);
+        }
         let now = self.now();
         for slot in &mut self.slots {
             slot.session.handle_event(

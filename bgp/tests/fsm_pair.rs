@@ -719,17 +719,18 @@ fn per_prefix_routes_carry_their_own_attributes_and_next_hop() {
     };
     pair.a.announce_route(prefix("192.0.2.50"), route.clone());
     pair.a.announce_route(prefix("192.0.2.51"), route.clone());
-    // The same route again sends nothing.
-    pair.a.announce_route(prefix("192.0.2.50"), route.clone());
     pair.pump();
     let updates = pair.log_b.updates()[before..].to_vec();
     assert_eq!(
         updates.len(),
-        2,
-        "one UPDATE per new route, none for the repeat"
+        1,
+        "two routes with one set of attributes, one UPDATE"
     );
     let parsed = parse_update(&updates[0], true).unwrap();
-    assert_eq!(parsed.announced(), vec![prefix("192.0.2.50")]);
+    assert_eq!(
+        parsed.announced(),
+        vec![prefix("192.0.2.50"), prefix("192.0.2.51")]
+    );
     assert!(parsed
         .attributes
         .contains(&PathAttribute::NextHop("192.0.2.99".parse().unwrap())));
@@ -737,16 +738,70 @@ fn per_prefix_routes_carry_their_own_attributes_and_next_hop() {
         .attributes
         .contains(&PathAttribute::Communities(vec![Community::new(65001, 7)])));
 
+    // The same route again sends nothing.
+    pair.a.announce_route(prefix("192.0.2.50"), route.clone());
+    pair.pump();
+    assert_eq!(pair.log_b.updates().len(), before + 1);
+
     // A changed route is re-announced, only for that prefix.
     let mut changed = route;
     changed.next_hops.ipv4 = None;
     pair.a.announce_route(prefix("192.0.2.51"), changed);
     pair.pump();
-    let updates = pair.log_b.updates()[before + 2..].to_vec();
+    let updates = pair.log_b.updates()[before + 1..].to_vec();
     assert_eq!(updates.len(), 1);
     let parsed = parse_update(&updates[0], true).unwrap();
     assert_eq!(parsed.announced(), vec![prefix("192.0.2.51")]);
     assert!(parsed
         .attributes
         .contains(&PathAttribute::NextHop("192.0.2.1".parse().unwrap())));
+}
+
+#[test]
+fn route_changes_made_together_go_out_in_few_updates_in_order() {
+    let mut pair = established_pair();
+    let before = pair.log_b.updates().len();
+    let many: Vec<Prefix> = (1..=200)
+        .map(|i| prefix(&format!("198.51.100.{}", i % 250)))
+        .chain((1..=50).map(|i| prefix(&format!("2001:db8:1::{i:x}"))))
+        .collect();
+    for p in &many {
+        pair.a.announce(&[*p]);
+    }
+    pair.pump();
+    let updates = pair.log_b.updates()[before..].to_vec();
+    assert_eq!(updates.len(), 2, "one UPDATE per family");
+    let mut announced: Vec<Prefix> = updates
+        .iter()
+        .flat_map(|u| parse_update(u, true).unwrap().announced())
+        .collect();
+    announced.sort();
+    let mut want = many.clone();
+    want.sort();
+    want.dedup();
+    assert_eq!(announced, want);
+
+    // Withdraw most of them one call at a time, and re-announce one just withdrawn and
+    // withdraw one just announced in the same batch: the last word wins.
+    let before = pair.log_b.updates().len();
+    for p in &many[..150] {
+        pair.a.withdraw(&[*p]);
+    }
+    pair.a.announce(&[many[0]]);
+    pair.a.announce(&[prefix("203.0.113.1")]);
+    pair.a.withdraw(&[prefix("203.0.113.1")]);
+    pair.pump();
+    let updates = pair.log_b.updates()[before..].to_vec();
+    assert_eq!(
+        updates.len(),
+        2,
+        "one withdrawal UPDATE, then one announcement"
+    );
+    let withdrawn = parse_update(&updates[0], true).unwrap().withdrawn_all();
+    assert_eq!(withdrawn.len(), 149 + 1, "{withdrawn:?}");
+    assert!(!withdrawn.contains(&many[0]));
+    assert_eq!(
+        parse_update(&updates[1], true).unwrap().announced(),
+        vec![many[0]]
+    );
 }

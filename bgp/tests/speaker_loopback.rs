@@ -192,6 +192,23 @@ async fn announces_withdraws_and_survives_malformed_input() {
     assert_eq!(routes[0].prefix, "2001:db8::10/128");
     assert_eq!(routes[0].peers, vec![IpAddr::from(Ipv4Addr::LOCALHOST)]);
 
+    // Many VIPs announced together (one call each, as vipd does on a health change) go out
+    // in one UPDATE; withdrawn together, in one more.
+    let vips: Vec<IpAddr> = (1..=100)
+        .map(|i| IpAddr::from(Ipv4Addr::new(198, 51, 100, i)))
+        .collect();
+    for vip in &vips {
+        speaker.announce(*vip, RoutePolicy::default());
+    }
+    let batch = peer.next_update().await;
+    let want: Vec<Prefix> = vips.iter().map(|v| Prefix::host(*v)).collect();
+    assert_eq!(batch.announced(), want, "100 announcements, one UPDATE");
+    for vip in &vips {
+        speaker.withdraw(*vip);
+    }
+    let batch = peer.next_update().await;
+    assert_eq!(batch.withdrawn_all(), want, "100 withdrawals, one UPDATE");
+
     // A broken header: NOTIFICATION Message Header Error / Connection Not Synchronized, close.
     peer.stream.write_all(&[0u8; 19]).await.unwrap();
     loop {
