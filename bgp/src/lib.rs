@@ -58,7 +58,9 @@ pub use message::{
     Afi, Capability, GracefulRestartFamily, Message, MessageType, Notification, Open, RouteRefresh,
     Safi, Update, AS_TRANS, BGP_VERSION, HEADER_LEN, MARKER, MAX_MESSAGE_LEN,
 };
-pub use speaker::{PeerSummary, RouteSummary, Speaker, SpeakerError, SpeakerHandle};
+pub use speaker::{
+    PeerSummary, ReconfigureError, Reconfigured, RouteSummary, Speaker, SpeakerError, SpeakerHandle,
+};
 pub use update::{parse_update, ParsedUpdate, UpdateBuilder, UpdateError};
 
 /// Helpers shared by the unit tests of several modules.

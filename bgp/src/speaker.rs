@@ -61,6 +61,55 @@ pub enum SpeakerError {
     },
 }
 
+/// Why [`SpeakerHandle::reconfigure`] applied nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReconfigureError {
+    /// [`BgpConfig::validate`] found problems.
+    #[error("invalid BGP configuration: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        /// Every problem.
+        problems: Vec<ConfigProblem>,
+    },
+    /// Settings of the whole speaker changed; they take effect on a restart.
+    #[error("these [bgp] changes need a restart of the speaker: {}", settings.join(", "))]
+    RestartNeeded {
+        /// What changed, e.g. `router_id`.
+        settings: Vec<String>,
+    },
+    /// A TCP-MD5 key could not be set on the listening socket.
+    #[error("cannot set the TCP-MD5 key of peer {peer} on the BGP listener: {source}")]
+    ListenerKey {
+        /// The peer.
+        peer: IpAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// What [`SpeakerHandle::reconfigure`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Reconfigured {
+    /// Peers started.
+    pub peers_added: Vec<IpAddr>,
+    /// Peers whose sessions were closed (Cease / Administrative Shutdown) and dropped.
+    pub peers_removed: Vec<IpAddr>,
+    /// Peers whose session settings changed: closed and started again.
+    pub peers_reset: Vec<IpAddr>,
+    /// Peers kept up whose routes' attributes changed: re-announced in place.
+    pub peers_reannounced: Vec<IpAddr>,
+}
+
+impl Reconfigured {
+    /// Whether nothing changed for any peer.
+    pub fn is_empty(&self) -> bool {
+        self.peers_added.is_empty()
+            && self.peers_removed.is_empty()
+            && self.peers_reset.is_empty()
+            && self.peers_reannounced.is_empty()
+    }
+}
+
 /// One peer in [`SpeakerHandle::summary`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PeerSummary {
@@ -111,37 +160,29 @@ impl Speaker {
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| SpeakerError::NoRuntime)?;
         let listener = match cfg.listen_socket() {
-            Some(addr) => Some(
+            Some(addr) => Some(Arc::new(
                 listen(&cfg, addr)
                     .and_then(|s| {
                         let _guard = runtime.enter();
                         TcpListener::from_std(s)
                     })
                     .map_err(|source| SpeakerError::Listen { addr, source })?,
-            ),
+            )),
             None => None,
         };
         let start = Instant::now();
         let cfg = Arc::new(cfg);
-        let mut peers = Vec::new();
-        for (index, peer_cfg) in cfg.peers.iter().enumerate() {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let status = Arc::new(Mutex::new(PeerStatus::default()));
-            let task = PeerTask::new(cfg.clone(), index, start, status.clone(), rx);
-            runtime.spawn(task.run());
-            peers.push(PeerShared {
-                config: peer_cfg.clone(),
-                status,
-                tx,
-            });
-        }
+        let peers = (0..cfg.peers.len())
+            .map(|index| spawn_peer(&runtime, &cfg, index, start))
+            .collect();
         let shared = Arc::new(Shared {
-            cfg,
             start,
             routes: Mutex::new(BTreeMap::new()),
             draining: AtomicBool::new(false),
-            peers,
+            roster: Mutex::new(Roster { cfg, peers }),
             accept: Mutex::new(None),
+            listener: listener.clone(),
+            runtime: runtime.clone(),
         });
         if let Some(listener) = listener {
             let accept = runtime.spawn(accept_loop(listener, Arc::downgrade(&shared)));
@@ -171,8 +212,9 @@ impl SpeakerHandle {
             }
             routes.insert(prefix, policy.clone());
         }
-        for peer in &self.shared.peers {
-            let route = self.shared.cfg.route_for(&peer.config, &policy, draining);
+        let roster = lock(&self.shared.roster);
+        for peer in &roster.peers {
+            let route = roster.cfg.route_for(&peer.config, &policy, draining);
             let _ = peer.tx.send(PeerCmd::Announce(Prefix::host(prefix), route));
         }
     }
@@ -182,7 +224,7 @@ impl SpeakerHandle {
         if lock(&self.shared.routes).remove(&prefix).is_none() {
             return;
         }
-        for peer in &self.shared.peers {
+        for peer in &lock(&self.shared.roster).peers {
             let _ = peer.tx.send(PeerCmd::Withdraw(vec![Prefix::host(prefix)]));
         }
     }
@@ -196,7 +238,7 @@ impl SpeakerHandle {
         if gone.is_empty() {
             return;
         }
-        for peer in &self.shared.peers {
+        for peer in &lock(&self.shared.roster).peers {
             let _ = peer.tx.send(PeerCmd::Withdraw(gone.clone()));
         }
     }
@@ -208,16 +250,19 @@ impl SpeakerHandle {
     pub async fn graceful_shutdown(&self) {
         self.shared.draining.store(true, Ordering::SeqCst);
         let routes = lock(&self.shared.routes).clone();
-        for peer in &self.shared.peers {
-            for (prefix, policy) in &routes {
-                let route = self.shared.cfg.route_for(&peer.config, policy, true);
-                let _ = peer
-                    .tx
-                    .send(PeerCmd::Announce(Prefix::host(*prefix), route));
+        let wait = {
+            let roster = lock(&self.shared.roster);
+            for peer in &roster.peers {
+                for (prefix, policy) in &routes {
+                    let route = roster.cfg.route_for(&peer.config, policy, true);
+                    let _ = peer
+                        .tx
+                        .send(PeerCmd::Announce(Prefix::host(*prefix), route));
+                }
             }
-        }
+            u64::from(roster.cfg.graceful_shutdown_wait)
+        };
         if !routes.is_empty() {
-            let wait = u64::from(self.shared.cfg.graceful_shutdown_wait);
             tokio::time::sleep(Duration::from_secs(wait)).await;
         }
         self.withdraw_all();
@@ -232,7 +277,7 @@ impl SpeakerHandle {
             accept.abort();
         }
         let mut waits = Vec::new();
-        for peer in &self.shared.peers {
+        for peer in &lock(&self.shared.roster).peers {
             let (done, wait) = oneshot::channel();
             let cmd = PeerCmd::Stop {
                 message: message.clone(),
@@ -247,10 +292,108 @@ impl SpeakerHandle {
         }
     }
 
+    /// Applies a changed `[bgp]` section to the running speaker, like `birdc configure`:
+    /// added peers start; removed peers get Cease / Administrative Shutdown; a peer whose
+    /// session settings changed (address, AS, port, timers, families, next hops, TCP-MD5,
+    /// GTSM...) is closed and started again; a peer whose route attributes changed
+    /// (communities, MED, prepends) stays up and gets its routes re-announced. Settings of the
+    /// whole speaker (`local_as`, `router_id`, the listening socket, removing a TCP-MD5 key
+    /// from the listener) are refused with [`ReconfigureError::RestartNeeded`], changing
+    /// nothing.
+    pub fn reconfigure(&self, new: BgpConfig) -> Result<Reconfigured, ReconfigureError> {
+        let problems = new.validate();
+        if !problems.is_empty() {
+            return Err(ReconfigureError::Invalid { problems });
+        }
+        let mut roster = lock(&self.shared.roster);
+        let old = roster.cfg.clone();
+        let restart = restart_settings(&old, &new, self.shared.listener.is_some());
+        if !restart.is_empty() {
+            return Err(ReconfigureError::RestartNeeded { settings: restart });
+        }
+        // The listener's keys first: if one fails, nothing has changed yet.
+        if let Some(listener) = &self.shared.listener {
+            for p in &new.peers {
+                let before = old.peers.iter().find(|o| o.address == p.address);
+                if let Some(pw) = &p.password {
+                    if before.and_then(|o| o.password.as_ref()) != Some(pw) {
+                        sockopt::set_tcp_md5(
+                            &SockRef::from(listener.as_ref()),
+                            p.address,
+                            pw.as_bytes(),
+                        )
+                        .map_err(|source| {
+                            ReconfigureError::ListenerKey {
+                                peer: p.address,
+                                source,
+                            }
+                        })?;
+                    }
+                }
+            }
+        }
+        let new = Arc::new(new);
+        let routes = lock(&self.shared.routes).clone();
+        let draining = self.shared.draining.load(Ordering::SeqCst);
+        let announce_all = |peer: &PeerShared, cfg: &BgpConfig| {
+            for (prefix, policy) in &routes {
+                let route = cfg.route_for(&peer.config, policy, draining);
+                let _ = peer
+                    .tx
+                    .send(PeerCmd::Announce(Prefix::host(*prefix), route));
+            }
+        };
+        let mut report = Reconfigured::default();
+        let mut old_peers = std::mem::take(&mut roster.peers);
+        let mut peers = Vec::with_capacity(new.peers.len());
+        for (index, pc) in new.peers.iter().enumerate() {
+            let kept = old_peers
+                .iter()
+                .position(|o| o.config.address == pc.address)
+                .map(|i| old_peers.swap_remove(i));
+            match kept {
+                Some(mut peer)
+                    if session_settings(&old, &peer.config) == session_settings(&new, pc) =>
+                {
+                    let reannounce = routes.values().any(|policy| {
+                        old.route_for(&peer.config, policy, draining)
+                            != new.route_for(pc, policy, draining)
+                    });
+                    peer.config = pc.clone();
+                    if reannounce {
+                        announce_all(&peer, &new);
+                        report.peers_reannounced.push(pc.address);
+                    }
+                    peers.push(peer);
+                }
+                Some(peer) => {
+                    stop_peer(&peer, "vipd: BGP configuration changed, session restarting");
+                    report.peers_reset.push(pc.address);
+                    let peer = spawn_peer(&self.shared.runtime, &new, index, self.shared.start);
+                    announce_all(&peer, &new);
+                    peers.push(peer);
+                }
+                None => {
+                    report.peers_added.push(pc.address);
+                    let peer = spawn_peer(&self.shared.runtime, &new, index, self.shared.start);
+                    announce_all(&peer, &new);
+                    peers.push(peer);
+                }
+            }
+        }
+        for peer in old_peers {
+            stop_peer(&peer, "vipd: peer removed from the BGP configuration");
+            report.peers_removed.push(peer.config.address);
+        }
+        roster.cfg = new;
+        roster.peers = peers;
+        Ok(report)
+    }
+
     /// One line per peer: state, uptime, prefixes sent, last error.
     pub async fn summary(&self) -> Vec<PeerSummary> {
         let now = Instant::now();
-        self.shared
+        lock(&self.shared.roster)
             .peers
             .iter()
             .map(|p| {
@@ -274,8 +417,9 @@ impl SpeakerHandle {
 
     /// One line per announced VIP.
     pub async fn routes(&self) -> Vec<RouteSummary> {
-        let cfg = &self.shared.cfg;
         let routes = lock(&self.shared.routes).clone();
+        let roster = lock(&self.shared.roster);
+        let cfg = &roster.cfg;
         routes
             .iter()
             .map(|(addr, policy)| {
@@ -296,8 +440,7 @@ impl SpeakerHandle {
                         NextHopSetting::Address(a) => a.to_string(),
                     },
                 };
-                let peers = self
-                    .shared
+                let peers = roster
                     .peers
                     .iter()
                     .filter(|p| {
@@ -336,13 +479,106 @@ impl SpeakerHandle {
 
 #[derive(Debug)]
 struct Shared {
-    cfg: Arc<BgpConfig>,
     start: Instant,
+    /// Lock order: `routes` is never held while taking `roster` (reconfigure takes `roster`,
+    /// then `routes`).
     routes: Mutex<BTreeMap<IpAddr, RoutePolicy>>,
     /// Graceful shutdown in progress: new announcements carry GRACEFUL_SHUTDOWN too.
     draining: AtomicBool,
-    peers: Vec<PeerShared>,
+    /// The running configuration and its peers, replaced together by
+    /// [`SpeakerHandle::reconfigure`].
+    roster: Mutex<Roster>,
     accept: Mutex<Option<AbortHandle>>,
+    /// The listening socket (also owned by the accept loop): added peers' TCP-MD5 keys go here.
+    listener: Option<Arc<TcpListener>>,
+    runtime: tokio::runtime::Handle,
+}
+
+#[derive(Debug)]
+struct Roster {
+    cfg: Arc<BgpConfig>,
+    peers: Vec<PeerShared>,
+}
+
+/// Closes a peer's session with Cease / Administrative Shutdown and `message` (RFC 8203); its
+/// task ends by itself.
+fn stop_peer(peer: &PeerShared, message: &str) {
+    let (done, _) = oneshot::channel();
+    let _ = peer.tx.send(PeerCmd::Stop {
+        message: Some(message.to_string()),
+        done,
+    });
+}
+
+/// What a peer's session is built from: everything but the route attributes and the
+/// description. Two equal values mean the session can stay up across a reconfigure.
+fn session_settings(cfg: &BgpConfig, peer: &PeerConfig) -> impl PartialEq {
+    let mut peer = peer.clone();
+    peer.description = None;
+    peer.communities.clear();
+    peer.large_communities.clear();
+    peer.med = None;
+    peer.as_path_prepend = None;
+    (
+        peer,
+        (cfg.hold_time, cfg.connect_retry, cfg.connect_retry_max),
+        cfg.graceful_restart_time,
+        (cfg.next_hop_v4, cfg.next_hop_v6),
+    )
+}
+
+/// The settings of the whole speaker that changed from `old` to `new` and need a restart.
+fn restart_settings(old: &BgpConfig, new: &BgpConfig, listening: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.local_as != new.local_as {
+        out.push("local_as".to_string());
+    }
+    if old.router_id != new.router_id {
+        out.push("router_id".to_string());
+    }
+    if old.listen_socket() != new.listen_socket() {
+        out.push(
+            "the listening socket (listen_address, listen_port, or passive peers)".to_string(),
+        );
+    }
+    if listening {
+        let all_gtsm =
+            |c: &BgpConfig| !c.peers.is_empty() && c.peers.iter().all(|p| p.ttl_security);
+        if all_gtsm(old) != all_gtsm(new) {
+            out.push("ttl_security on every peer (the listener's GTSM)".to_string());
+        }
+        for p in &new.peers {
+            let had_key = old
+                .peers
+                .iter()
+                .any(|o| o.address == p.address && o.password.is_some());
+            if had_key && p.password.is_none() {
+                out.push(format!(
+                    "bgp.peer {}: password removed (the listener keeps its key)",
+                    p.address
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Starts the task of peer `index` of `cfg`.
+fn spawn_peer(
+    runtime: &tokio::runtime::Handle,
+    cfg: &Arc<BgpConfig>,
+    index: usize,
+    start: Instant,
+) -> PeerShared {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let status = Arc::new(Mutex::new(PeerStatus::default()));
+    let task = PeerTask::new(cfg.clone(), index, start, status.clone(), rx);
+    runtime.spawn(task.run());
+    PeerShared {
+        config: cfg.peers[index].clone(),
+        status,
+        tx,
+    }
 }
 
 impl Drop for Shared {
@@ -432,7 +668,7 @@ fn listen(cfg: &BgpConfig, addr: SocketAddr) -> io::Result<std::net::TcpListener
     Ok(socket.into())
 }
 
-async fn accept_loop(listener: TcpListener, shared: std::sync::Weak<Shared>) {
+async fn accept_loop(listener: Arc<TcpListener>, shared: std::sync::Weak<Shared>) {
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(x) => x,
@@ -446,7 +682,8 @@ async fn accept_loop(listener: TcpListener, shared: std::sync::Weak<Shared>) {
             return;
         };
         let from = from.ip().to_canonical();
-        let Some(peer) = shared.peers.iter().find(|p| p.config.address == from) else {
+        let roster = lock(&shared.roster);
+        let Some(peer) = roster.peers.iter().find(|p| p.config.address == from) else {
             tracing::info!(%from, "BGP connection from an unconfigured address closed");
             continue;
         };

@@ -593,3 +593,134 @@ fn spawn_errors_say_what_is_wrong() {
     let e = Speaker::spawn(invalid).unwrap_err();
     assert!(e.to_string().contains("bgp.hold_time"), "{e}");
 }
+
+/// The next NOTIFICATION, skipping everything else; `None` if the connection closes first.
+async fn next_notification(peer: &mut FakePeer) -> Option<bgp::Notification> {
+    loop {
+        match peer.recv().await? {
+            Message::Notification(n) => return Some(n),
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn reconfigure_adds_removes_resets_and_reannounces_peers() {
+    let la = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lb = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let (pa, pb) = (
+        la.local_addr().unwrap().port(),
+        lb.local_addr().unwrap().port(),
+    );
+    let text = |communities: &str, hold_a: u16, with_b: bool, router_id: &str| {
+        let b = if with_b {
+            format!(
+                "[[bgp.peer]]\naddress = \"127.0.0.2\"\nport = {pb}\nremote_as = 65003\n\
+                 description = \"tor-b\""
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            r#"
+            [bgp]
+            local_as = 65001
+            router_id = "{router_id}"
+            connect_retry = 1
+            next_hop_v6 = "2001:db8::1"
+            communities = [{communities}]
+            [[bgp.peer]]
+            address = "127.0.0.1"
+            port = {pa}
+            remote_as = 65002
+            hold_time = {hold_a}
+            {b}
+            "#
+        )
+    };
+    let speaker = Speaker::spawn(config(&text("\"65001:1\"", 9, false, "192.0.2.1"))).unwrap();
+    speaker.announce("192.0.2.10".parse().unwrap(), RoutePolicy::default());
+    let mut a = FakePeer::accept(&la).await;
+    a.handshake(65002).await;
+    let first = a.next_update().await;
+    assert_eq!(communities(&first), vec![Community::new(65001, 1)]);
+
+    // Route attributes only: the session stays, the route is re-announced.
+    let r = speaker
+        .reconfigure(config(&text("\"65001:2\"", 9, false, "192.0.2.1")))
+        .unwrap();
+    assert_eq!(r.peers_reannounced, vec![IpAddr::from(Ipv4Addr::LOCALHOST)]);
+    assert!(r.peers_added.is_empty() && r.peers_reset.is_empty() && r.peers_removed.is_empty());
+    let again = a.next_update().await;
+    assert_eq!(again.announced(), vec![host("192.0.2.10")]);
+    assert_eq!(communities(&again), vec![Community::new(65001, 2)]);
+
+    // A new peer starts and gets the routes; the old one is left alone.
+    let r = speaker
+        .reconfigure(config(&text("\"65001:2\"", 9, true, "192.0.2.1")))
+        .unwrap();
+    assert_eq!(r.peers_added, vec!["127.0.0.2".parse::<IpAddr>().unwrap()]);
+    assert!(r.peers_reannounced.is_empty() && r.peers_reset.is_empty());
+    let mut b = FakePeer::accept(&lb).await;
+    b.handshake(65003).await;
+    assert_eq!(b.next_update().await.announced(), vec![host("192.0.2.10")]);
+    let summary = speaker.summary().await;
+    assert_eq!(summary.len(), 2);
+    assert_eq!(summary[1].description.as_deref(), Some("tor-b"));
+
+    // Whole-speaker settings: refused, nothing changes.
+    let e = speaker
+        .reconfigure(config(&text("\"65001:2\"", 9, true, "192.0.2.9")))
+        .unwrap_err();
+    assert!(e.to_string().contains("router_id"), "{e}");
+    let mut invalid = config(&text("\"65001:2\"", 9, true, "192.0.2.1"));
+    invalid.peers[0].hold_time = Some(2);
+    let e = speaker.reconfigure(invalid).unwrap_err();
+    assert!(e.to_string().contains("hold_time"), "{e}");
+    assert_eq!(speaker.summary().await.len(), 2);
+
+    // A session setting of peer A: A is closed (Cease, Administrative Shutdown) and comes
+    // back on a new connection with the routes; B stays up.
+    let r = speaker
+        .reconfigure(config(&text("\"65001:2\"", 30, true, "192.0.2.1")))
+        .unwrap();
+    assert_eq!(r.peers_reset, vec![IpAddr::from(Ipv4Addr::LOCALHOST)]);
+    let n = next_notification(&mut a)
+        .await
+        .expect("Cease to the reset peer");
+    assert_eq!((n.code, n.subcode), (6, 2));
+    let mut a = FakePeer::accept(&la).await;
+    let open = a.handshake(65002).await;
+    assert_eq!(open.hold_time_s, 30);
+    assert_eq!(a.next_update().await.announced(), vec![host("192.0.2.10")]);
+
+    // Peer B removed: Cease with a message, and it is gone from the summary.
+    let r = speaker
+        .reconfigure(config(&text("\"65001:2\"", 30, false, "192.0.2.1")))
+        .unwrap();
+    assert_eq!(
+        r.peers_removed,
+        vec!["127.0.0.2".parse::<IpAddr>().unwrap()]
+    );
+    let n = next_notification(&mut b)
+        .await
+        .expect("Cease to the removed peer");
+    assert_eq!((n.code, n.subcode), (6, 2));
+    assert!(
+        String::from_utf8_lossy(&n.data).contains("removed"),
+        "{:?}",
+        n.data
+    );
+    let summary = speaker.summary().await;
+    assert_eq!(summary.len(), 1);
+    // A stayed up through B's removal.
+    speaker.withdraw("192.0.2.10".parse().unwrap());
+    assert_eq!(
+        a.next_update().await.withdrawn_all(),
+        vec![host("192.0.2.10")]
+    );
+    assert!(speaker
+        .reconfigure(config(&text("\"65001:2\"", 30, false, "192.0.2.1")))
+        .unwrap()
+        .is_empty());
+}
