@@ -1174,6 +1174,64 @@ mod tests {
         slow.await.unwrap().unwrap();
     }
 
+    #[tokio::test]
+    async fn forget_h2_drops_only_the_connection_that_failed() {
+        let (addr, accepted) = upstream(true, Duration::ZERO).await;
+        let c = cluster("protocol = \"h2\"", &[addr]);
+        let pool = &c.pools[0];
+        let cached_id = || lock(&pool.h2).as_ref().map(|c| c.id);
+        body_text(pool.request(get(addr, "/a")).await.unwrap()).await;
+        let a = cached_id().unwrap();
+        // A failure on connection `a` drops it, though it does not report itself closed.
+        assert!(!lock(&pool.h2).as_ref().unwrap().tx.is_closed());
+        pool.forget_h2(a);
+        assert_eq!(cached_id(), None);
+        body_text(pool.request(get(addr, "/b")).await.unwrap()).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new connection");
+        let b = cached_id().unwrap();
+        assert_ne!(a, b);
+        // A late failure report for `a` (closed by now) leaves the newer connection alone.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        pool.forget_h2(a);
+        assert_eq!(cached_id(), Some(b));
+        body_text(pool.request(get(addr, "/c")).await.unwrap()).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "b is reused");
+    }
+
+    #[tokio::test]
+    async fn an_h2_stream_reset_keeps_the_connection() {
+        // The service fails on /reset: hyper resets that stream; the connection lives on.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let svc = service_fn(|req: http::Request<Incoming>| async move {
+                    if req.uri().path() == "/reset" {
+                        return Err(io::Error::other("reset this stream"));
+                    }
+                    Ok(http::Response::new(Full::new(Bytes::from("ok"))))
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        let c = cluster("protocol = \"h2\"", &[addr]);
+        let pool = &c.pools[0];
+        body_text(pool.request(get(addr, "/")).await.unwrap()).await;
+        let id = lock(&pool.h2).as_ref().map(|c| c.id);
+        let e = pool.request(get(addr, "/reset")).await.unwrap_err();
+        assert!(matches!(e, UpstreamError::Request(_)), "{e}");
+        assert!(!e.is_h2_connection_lost());
+        assert_eq!(lock(&pool.h2).as_ref().map(|c| c.id), id, "kept");
+        assert_eq!(
+            body_text(pool.request(get(addr, "/")).await.unwrap()).await,
+            "ok"
+        );
+    }
+
     /// An h2 upstream on hyper's server, with or without SETTINGS_ENABLE_CONNECT_PROTOCOL,
     /// answering an extended CONNECT with 200.
     async fn h2_connect_upstream(enable: bool) -> SocketAddr {

@@ -1000,3 +1000,94 @@ async fn websocket_to_h2_upstreams_is_an_extended_connect() {
     let (ok, out, err) = curl(&[&format!("http://127.0.0.1:{port}/noproto/get")]);
     assert!(ok && out == "plain /noproto/get", "{out}{err}");
 }
+
+/// An h2 upstream that answers "ok <path>" and kills each connection (closes it without an
+/// answer or GOAWAY) when the `kill_at`-th request arrives on it; counts connections and kills.
+async fn h2_killing_upstream(
+    kill_at: usize,
+) -> (
+    std::net::SocketAddr,
+    Arc<AtomicUsize>,
+    Arc<AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use http_body_util::Full;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (connections, kills) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (conns, killed) = (connections.clone(), kills.clone());
+    let task = tokio::spawn(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        while let Ok((s, _)) = l.accept().await {
+            conns.fetch_add(1, Ordering::SeqCst);
+            let kill = Arc::new(tokio::sync::Notify::new());
+            let (k, seen) = (kill.clone(), Arc::new(AtomicUsize::new(0)));
+            let svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (k, n) = (k.clone(), seen.fetch_add(1, Ordering::SeqCst) + 1);
+                    async move {
+                        if n == kill_at {
+                            k.notify_one();
+                            std::future::pending::<()>().await;
+                        }
+                        let body = format!("ok {}", req.uri().path());
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from(body),
+                        )))
+                    }
+                });
+            let killed = killed.clone();
+            tasks.spawn(async move {
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = kill.notified() => {
+                        killed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections, kills, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_whose_h2_upstream_connection_died_is_retried_on_a_new_connection() {
+    let (addr, connections, kills, _task) = h2_killing_upstream(3).await;
+    let (port, mport) = (free_port(), free_port());
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n\
+         [[listeners]]\naddress = \"127.0.0.1:{port}\"\n[[routes]]\ncluster = \"h2\"\n{}",
+        cluster(
+            "h2",
+            "protocol = \"h2\"\nretry = { attempts = 2, min_concurrent = 100 }",
+            &[&addr.to_string()]
+        ),
+    );
+    let l7 = L7::start(&cfg, &[port, mport]);
+    // 30 GETs one after another on one keep-alive connection (curl reuses it): every third
+    // request on an upstream connection kills that connection under the request; each such GET
+    // is retried on a new connection to the same upstream and answered.
+    let urls: Vec<String> = (0..30)
+        .map(|i| format!("http://127.0.0.1:{port}/r{i}"))
+        .collect();
+    let mut args = vec!["-w", "%{http_code}\n"];
+    for u in &urls {
+        args.extend(["-o", "/dev/null", u.as_str()]);
+    }
+    let (ok, out, err) = curl(&args);
+    assert!(ok, "{err}");
+    let codes: Vec<&str> = out.lines().collect();
+    assert_eq!(codes.len(), 30, "{out}");
+    assert!(
+        codes.iter().all(|c| *c == "200"),
+        "{out}\n{}",
+        l7.stderr_text()
+    );
+    let k = kills.load(Ordering::SeqCst);
+    assert!(k >= 14, "only {k} connections were killed");
+    assert_eq!(connections.load(Ordering::SeqCst), k + 1);
+    let retries = metric(mport, "vip_l7_retries_total{cluster=\"h2\"}");
+    assert_eq!(retries as usize, k, "one retry per killed connection");
+}
