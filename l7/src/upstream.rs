@@ -276,6 +276,14 @@ struct H2Conn {
     connect_protocol: Arc<AtomicBool>,
 }
 
+/// What an h2 connection's settings say about extended CONNECT (RFC 8441).
+enum ConnectProtocol {
+    Enabled,
+    Disabled,
+    /// The connection is closed or no longer the pool's.
+    Gone,
+}
+
 /// How often a young h2 connection is checked for the server's extended CONNECT setting.
 const SETTINGS_POLL: Duration = Duration::from_millis(2);
 
@@ -407,8 +415,24 @@ impl UpstreamPool {
                     Box::pin(self.connect_h2()).await?
                 }
             };
-            if !self.connect_protocol_enabled(&tx, id).await {
-                return Err(UpstreamError::NoConnectProtocol(self.addr));
+            match self.connect_protocol(&tx, id).await {
+                ConnectProtocol::Enabled => {}
+                ConnectProtocol::Disabled => {
+                    return Err(UpstreamError::NoConnectProtocol(self.addr))
+                }
+                ConnectProtocol::Gone => {
+                    // The connection ended (or failed for another request) before its
+                    // settings said anything: once more on a new one.
+                    self.forget_h2(id);
+                    if !fresh {
+                        fresh = true;
+                        continue;
+                    }
+                    return Err(match tx.ready().await {
+                        Err(e) => UpstreamError::H2ConnectionLost(e),
+                        Ok(()) => UpstreamError::NoConnectProtocol(self.addr),
+                    });
+                }
             }
             match tx.try_send_request(req).await {
                 Ok(resp) => return Ok(resp),
@@ -428,25 +452,28 @@ impl UpstreamPool {
         }
     }
 
-    /// Whether the upstream sent SETTINGS_ENABLE_CONNECT_PROTOCOL on this connection. The
+    /// Whether the upstream sent SETTINGS_ENABLE_CONNECT_PROTOCOL on connection `id`. The
     /// server's SETTINGS arrive after the handshake returns, so on a connection younger than
     /// the connect timeout this waits (polling) for them up to that age; an older connection
     /// has had its settings for long.
-    async fn connect_protocol_enabled(&self, tx: &H2Sender, id: u64) -> bool {
+    async fn connect_protocol(&self, tx: &H2Sender, id: u64) -> ConnectProtocol {
         let Some((flag, opened)) = lock(&self.h2)
             .as_ref()
             .filter(|c| c.id == id)
             .map(|c| (c.connect_protocol.clone(), c.opened))
         else {
-            return false; // the connection is gone already
+            return ConnectProtocol::Gone;
         };
         let settle = self.cfg.connector.connect_timeout;
         loop {
             if flag.load(Ordering::Acquire) {
-                return true;
+                return ConnectProtocol::Enabled;
             }
-            if tx.is_closed() || opened.elapsed() >= settle {
-                return false;
+            if tx.is_closed() {
+                return ConnectProtocol::Gone;
+            }
+            if opened.elapsed() >= settle {
+                return ConnectProtocol::Disabled;
             }
             tokio::time::sleep(SETTINGS_POLL).await;
         }
@@ -1285,6 +1312,23 @@ mod tests {
             assert!(matches!(e, UpstreamError::NoConnectProtocol(_)), "{e}");
             assert!(t0.elapsed() < Duration::from_millis(400));
         }
+        // Not an h2 server at all: the connection dies, which is not a missing setting.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            }
+        });
+        let c = cluster("protocol = \"h2\"", &[addr]);
+        let e = c.pools[0]
+            .extended_connect(extended_connect_req(addr))
+            .await
+            .unwrap_err();
+        assert!(
+            !matches!(e, UpstreamError::NoConnectProtocol(_)),
+            "{e}: a dead connection is not a missing setting"
+        );
     }
 
     #[test]
