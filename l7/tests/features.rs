@@ -749,6 +749,33 @@ impl Drop for H2WsEcho {
 
 impl H2WsEcho {
     async fn start(connect_protocol: bool) -> H2WsEcho {
+        Self::start_with(connect_protocol, None).await
+    }
+
+    /// Over TLS (ALPN h2) with `cert`/`key`.
+    async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> H2WsEcho {
+        use rustls::pki_types::pem::PemObject;
+        let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        Self::start_with(true, Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))).await
+    }
+
+    async fn start_with(
+        connect_protocol: bool,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> H2WsEcho {
         use http_body_util::Full;
         use tokio::io::AsyncWriteExt;
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -804,8 +831,18 @@ impl H2WsEcho {
                 if connect_protocol {
                     b.enable_connect_protocol();
                 }
+                let tls = tls.clone();
                 conns.spawn(async move {
-                    let _ = b.serve_connection(TokioIo::new(s), svc).await;
+                    match tls {
+                        None => {
+                            let _ = b.serve_connection(TokioIo::new(s), svc).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(s).await {
+                                let _ = b.serve_connection(TokioIo::new(s), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -1090,4 +1127,52 @@ async fn a_get_whose_h2_upstream_connection_died_is_retried_on_a_new_connection(
     assert_eq!(connections.load(Ordering::SeqCst), k + 1);
     let retries = metric(mport, "vip_l7_retries_total{cluster=\"h2\"}");
     assert_eq!(retries as usize, k, "one retry per killed connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_to_an_h2_upstream_over_tls() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path(), "up", &["up.test"]);
+    let echo = H2WsEcho::start_tls(&cert, &key).await;
+    let port = free_port();
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\
+         [[routes]]\ncluster = \"tls\"\n{}",
+        cluster(
+            "tls",
+            &format!(
+                "protocol = \"h2\"\ntls = {{ server_name = \"up.test\", ca = \"{}\" }}",
+                cert.display()
+            ),
+            &[&echo.addr.to_string()]
+        ),
+    );
+    let l7 = L7::start_in(dir, &cfg, &[port]);
+    // The first WebSocket opens the TLS connection (its settings are not in yet).
+    let out = python_ws_client(port, "/tls/py").await;
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        l7.stderr_text()
+    );
+    let (mut send, _conn) = h2_connect(port).await;
+    send.ready().await.unwrap();
+    let req = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://127.0.0.1:{port}/tls/h2"))
+        .header("sec-websocket-version", "13")
+        .extension(hyper::ext::Protocol::from_static("websocket"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", l7.stderr_text());
+    let mut ws = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    let big = vec![7u8; 100_000];
+    ws.write_all(&ws_frame(2, &big)).await.unwrap();
+    assert_eq!(ws_read(&mut ws).await, (2, big));
+    assert_eq!(echo.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(echo.connects().len(), 2);
 }
