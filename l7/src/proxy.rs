@@ -616,8 +616,9 @@ async fn forward(
     // The upstream whose failure is reported if every attempt fails.
     let mut last_failed: Option<usize> = None;
     let mut retry_guard: Option<CountGuard> = None;
-    // An upstream whose shared h2 connection was lost under the request: the retry may go to
-    // it again, on the new connection its pool opens.
+    // An upstream whose shared h2 connection was lost under the request: when no other
+    // upstream is left to try, the retry goes to it again, on the new connection its pool
+    // opens.
     let mut again: Option<usize> = None;
     let attempts = (attempts as usize).min(MAX_ATTEMPTS);
     for attempt in 0..attempts {
@@ -637,7 +638,8 @@ async fn forward(
             }
             None => cluster.picker.pick(&cluster.upstreams, tried, key_hash),
         };
-        let pick = again.take().or(pick);
+        let same = again.take();
+        let pick = pick.or(same);
         let Some(idx) = pick else {
             if tried.is_empty() {
                 return local(

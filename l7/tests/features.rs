@@ -1092,14 +1092,24 @@ async fn h2_killing_upstream(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_whose_h2_upstream_connection_died_is_retried_on_a_new_connection() {
     let (addr, connections, kills, _task) = h2_killing_upstream(3).await;
+    // Kills every connection at its first request.
+    let (addr1, connections1, kills1, _task1) = h2_killing_upstream(1).await;
+    let good = Upstream::start("good").await;
     let (port, mport) = (free_port(), free_port());
     let cfg = format!(
         "[admin]\nsocket = \"ADMIN\"\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n\
-         [[listeners]]\naddress = \"127.0.0.1:{port}\"\n[[routes]]\ncluster = \"h2\"\n{}",
+         [[listeners]]\naddress = \"127.0.0.1:{port}\"\n[[routes]]\npath_prefix = \"/two\"\n\
+         cluster = \"two\"\n[[routes]]\ncluster = \"h2\"\n{}{}",
         cluster(
             "h2",
             "protocol = \"h2\"\nretry = { attempts = 2, min_concurrent = 100 }",
             &[&addr.to_string()]
+        ),
+        cluster(
+            "two",
+            "protocol = \"h2\"\nbalancer = \"round_robin\"\noutlier = { max_ejection_percent = 0 }\n\
+             retry = { attempts = 2, min_concurrent = 100 }",
+            &[&addr1.to_string(), &good.addr.to_string()]
         ),
     );
     let l7 = L7::start(&cfg, &[port, mport]);
@@ -1127,6 +1137,27 @@ async fn a_get_whose_h2_upstream_connection_died_is_retried_on_a_new_connection(
     assert_eq!(connections.load(Ordering::SeqCst), k + 1);
     let retries = metric(mport, "vip_l7_retries_total{cluster=\"h2\"}");
     assert_eq!(retries as usize, k, "one retry per killed connection");
+
+    // With another upstream left to try, the retry goes there, not back to the one whose
+    // connection died.
+    let urls: Vec<String> = (0..10)
+        .map(|i| format!("http://127.0.0.1:{port}/two/{i}"))
+        .collect();
+    let mut args = vec!["-w", "%{http_code}\n"];
+    for u in &urls {
+        args.extend(["-o", "/dev/null", u.as_str()]);
+    }
+    let (ok, out, err) = curl(&args);
+    assert!(ok, "{err}");
+    assert_eq!(out, "200\n".repeat(10), "{}", l7.stderr_text());
+    let k1 = kills1.load(Ordering::SeqCst);
+    assert!(k1 >= 1, "the killing upstream got no request");
+    assert_eq!(
+        connections1.load(Ordering::SeqCst),
+        k1,
+        "no retry went back to it"
+    );
+    assert_eq!(good.hits(), 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
