@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use crate::config::{self, Config, HashOn};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::route::{Headers, RouteTable};
-use crate::upstream::{BoxError, ClusterRt, CountGuard, ProxyBody};
+use crate::upstream::{BoxError, ClusterRt, CountGuard, ProxyBody, UpstreamError};
 
 /// Request bodies up to this size are buffered so the request can be retried.
 const MAX_BUFFERED_BODY: u64 = 64 * 1024;
@@ -513,6 +513,10 @@ async fn forward(
     let Some(cluster) = rt.clusters.get(cluster_name).cloned() else {
         return reject(StatusCode::NOT_FOUND, "no_route", "route names no cluster");
     };
+    if cluster.cfg.protocol == config::UpstreamProtocol::H2 && is_websocket_upgrade(&req) {
+        let tunnel = websocket_h1_to_h2(shared, info, route_index, cluster, req, request_id, host);
+        return Box::pin(tunnel).await;
+    }
     let named = |resp: Response<ProxyBody>, up: Option<usize>| -> Forwarded {
         (resp, Some(route_index), Some(cluster.clone()), up)
     };
@@ -612,6 +616,10 @@ async fn forward(
     // The upstream whose failure is reported if every attempt fails.
     let mut last_failed: Option<usize> = None;
     let mut retry_guard: Option<CountGuard> = None;
+    // An upstream whose shared h2 connection was lost under the request: when no other
+    // upstream is left to try, the retry goes to it again, on the new connection its pool
+    // opens.
+    let mut again: Option<usize> = None;
     let attempts = (attempts as usize).min(MAX_ATTEMPTS);
     for attempt in 0..attempts {
         let tried = &tried_buf[..attempt]; // one upstream per attempt so far
@@ -630,6 +638,8 @@ async fn forward(
             }
             None => cluster.picker.pick(&cluster.upstreams, tried, key_hash),
         };
+        let same = again.take();
+        let pick = pick.or(same);
         let Some(idx) = pick else {
             if tried.is_empty() {
                 return local(
@@ -741,6 +751,9 @@ async fn forward(
                 // other failures only for idempotent methods.
                 if !(e.is_connect() || idempotent) {
                     break;
+                }
+                if e.is_h2_connection_lost() && up.is_available() {
+                    again = Some(idx);
                 }
             }
             Err(_) => {
@@ -876,14 +889,78 @@ fn websocket_key() -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAA=="))
 }
 
-/// WebSocket over h2 (RFC 8441): an extended CONNECT with `:protocol = websocket` is sent to
-/// an upstream as an HTTP/1.1 Upgrade; on its 101 the client gets 200 and the h2 stream and the
-/// upstream connection are spliced. Connect failures are retried on another upstream.
+/// The GUID of the WebSocket opening handshake (RFC 6455 section 1.3).
+const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Base64 (RFC 4648, with padding).
+fn base64(bytes: &[u8]) -> String {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(c.get(1).copied().unwrap_or(0)) << 8)
+            | u32::from(c.get(2).copied().unwrap_or(0));
+        for k in 0..4 {
+            if k <= c.len() {
+                out.push(char::from(B64[((n >> (18 - 6 * k)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Whether `key` is a valid `Sec-WebSocket-Key`: 16 bytes in base64 (RFC 6455 section 4.1).
+fn valid_websocket_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
+/// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`: base64(SHA-1(key + GUID)),
+/// RFC 6455 section 4.2.2.
+fn websocket_accept(key: &[u8]) -> HeaderValue {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key);
+    ctx.update(WEBSOCKET_GUID);
+    // Base64 digits are always a valid header value.
+    HeaderValue::from_str(&base64(ctx.finish().as_ref()))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// An HTTP/1.1 WebSocket opening request: `GET` with `Connection: upgrade` and
+/// `Upgrade: websocket`.
+fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
+    req.method() == Method::GET
+        && is_upgrade(req)
+        && req
+            .headers()
+            .get_all(header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// How the client opened its WebSocket, which decides how the tunnel is answered.
+enum WsClient {
+    /// RFC 8441 extended CONNECT on h2: the tunnel opens with 200.
+    H2,
+    /// HTTP/1.1 `Upgrade: websocket`: the tunnel opens with 101 and this
+    /// `Sec-WebSocket-Accept`, computed from the client's key.
+    H1 { accept: HeaderValue },
+}
+
+/// WebSocket over h2 (RFC 8441): an extended CONNECT with `:protocol = websocket` is routed
+/// like a GET of its `:path` and tunnelled to an upstream (see [`websocket_tunnel`]).
 async fn extended_connect(
     shared: &Arc<Shared>,
     info: &ConnInfo,
     rt: &Runtime,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     request_id: &HeaderValue,
     host: &str,
     path: &str,
@@ -917,6 +994,90 @@ async fn extended_connect(
         let r = local_response(StatusCode::NOT_FOUND, "route names no cluster", request_id);
         return (r, None, None, None);
     };
+    websocket_tunnel(
+        shared,
+        info,
+        route_index,
+        cluster,
+        req,
+        request_id,
+        host,
+        WsClient::H2,
+    )
+    .await
+}
+
+/// An HTTP/1.1 client's WebSocket for an h2 cluster: the handshake is checked here (RFC 6455
+/// section 4.2.1) and the tunnel opened upstream as an extended CONNECT.
+async fn websocket_h1_to_h2(
+    shared: &Arc<Shared>,
+    info: &ConnInfo,
+    route_index: usize,
+    cluster: Arc<ClusterRt>,
+    req: Request<Incoming>,
+    request_id: &HeaderValue,
+    host: &str,
+) -> Forwarded {
+    let metrics = &shared.metrics;
+    let version = req.headers().get(header::SEC_WEBSOCKET_VERSION);
+    if version.is_none_or(|v| v.as_bytes() != b"13") {
+        metrics.rejected("websocket_version");
+        let mut r = local_response(
+            StatusCode::UPGRADE_REQUIRED,
+            "WebSocket needs Sec-WebSocket-Version: 13",
+            request_id,
+        );
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return (r, Some(route_index), Some(cluster), None);
+    }
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY);
+    let Some(key) = key.filter(|k| valid_websocket_key(k.as_bytes())) else {
+        metrics.rejected("websocket_key");
+        let r = local_response(
+            StatusCode::BAD_REQUEST,
+            "WebSocket needs a Sec-WebSocket-Key of 16 bytes in base64",
+            request_id,
+        );
+        return (r, Some(route_index), Some(cluster), None);
+    };
+    let accept = websocket_accept(key.as_bytes());
+    let client = WsClient::H1 { accept };
+    websocket_tunnel(
+        shared,
+        info,
+        route_index,
+        cluster,
+        req,
+        request_id,
+        host,
+        client,
+    )
+    .await
+}
+
+/// Opens a WebSocket tunnel through `cluster` and splices it to the client's side.
+///
+/// Upstream: an `http1` cluster gets an HTTP/1.1 Upgrade (with a fresh `Sec-WebSocket-Key`)
+/// and opens with 101; an `h2` cluster gets an extended CONNECT with `:protocol websocket` on
+/// its shared connection (RFC 8441 section 5: no `Sec-WebSocket-Key`, `Upgrade` or
+/// `Connection`) and opens with 200. An h2 upstream without SETTINGS_ENABLE_CONNECT_PROTOCOL
+/// gets nothing: the answer is 502, not counted against it by outlier detection. A refusal
+/// (4xx, 5xx) goes back as it is. Connect failures are retried on another upstream.
+#[allow(clippy::too_many_arguments)]
+async fn websocket_tunnel(
+    shared: &Arc<Shared>,
+    info: &ConnInfo,
+    route_index: usize,
+    cluster: Arc<ClusterRt>,
+    mut req: Request<Incoming>,
+    request_id: &HeaderValue,
+    host: &str,
+    client: WsClient,
+) -> Forwarded {
+    let metrics = &shared.metrics;
     let named = |resp: Response<ProxyBody>, up: Option<usize>| -> Forwarded {
         (resp, Some(route_index), Some(cluster.clone()), up)
     };
@@ -924,13 +1085,7 @@ async fn extended_connect(
         metrics.rejected(reason);
         named(local_response(status, msg, request_id), None)
     };
-    if cluster.cfg.protocol == config::UpstreamProtocol::H2 {
-        return local(
-            StatusCode::BAD_GATEWAY,
-            "websocket_h2_upstream",
-            "WebSocket needs an http1 cluster (upstreams get an HTTP/1.1 Upgrade)",
-        );
-    }
+    let h2_upstream = cluster.cfg.protocol == config::UpstreamProtocol::H2;
     let active_guard = match admit(&cluster, info, req.headers()) {
         Ok(g) => g,
         Err((status, reason, msg)) => return local(status, reason, msg),
@@ -946,9 +1101,13 @@ async fn extended_connect(
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let mut headers = std::mem::take(req.headers_mut());
     strip_hop_by_hop(&mut headers);
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::SEC_WEBSOCKET_KEY, websocket_key());
+    // The client's key (h1) belongs to its own handshake, answered here.
+    headers.remove(header::SEC_WEBSOCKET_KEY);
+    if !h2_upstream {
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::SEC_WEBSOCKET_KEY, websocket_key());
+    }
     if !headers.contains_key(header::SEC_WEBSOCKET_VERSION) {
         headers.insert(
             header::SEC_WEBSOCKET_VERSION,
@@ -1002,11 +1161,26 @@ async fn extended_connect(
         let mut out = Request::new(text_body(Bytes::new()));
         *out.uri_mut() = uri;
         *out.headers_mut() = headers.clone();
+        if h2_upstream {
+            *out.method_mut() = Method::CONNECT;
+            out.extensions_mut()
+                .insert(hyper::ext::Protocol::from_static("websocket"));
+        }
         let upstream_active = UpstreamActive::new(cluster.clone(), idx);
         let t0 = Instant::now();
-        let result =
-            tokio::time::timeout(cluster.cfg.request_timeout, cluster.pools[idx].request(out))
-                .await;
+        let pool = &cluster.pools[idx];
+        let exchange = async {
+            if h2_upstream {
+                pool.extended_connect(out)
+                    .await
+                    .map(|r| r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed()))
+            } else {
+                pool.request(out)
+                    .await
+                    .map(|r| r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed()))
+            }
+        };
+        let result = tokio::time::timeout(cluster.cfg.request_timeout, exchange).await;
         let mut resp = match result {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
@@ -1018,11 +1192,18 @@ async fn extended_connect(
                         "cluster at its connection limit (circuit breaker open)",
                     );
                 }
+                if let UpstreamError::NoConnectProtocol(_) = e {
+                    // A configuration mismatch, not a failing upstream: no outlier count.
+                    tracing::warn!(cluster = %cluster.cfg.name, "WebSocket refused: {e}");
+                    metrics.rejected("websocket_no_connect_protocol");
+                    let r = local_response(StatusCode::BAD_GATEWAY, &e.to_string(), request_id);
+                    return named(r, Some(idx));
+                }
                 if up.record_outcome(true, cluster.cfg.outlier.consecutive_errors) {
                     cluster.maybe_eject(idx, metrics);
                 }
                 tracing::debug!(upstream = %up.name, error = %e, "WebSocket upgrade failed");
-                if e.is_connect() {
+                if e.is_connect() || e.is_h2_connection_lost() {
                     continue;
                 }
                 break;
@@ -1048,9 +1229,14 @@ async fn extended_connect(
         ) {
             cluster.maybe_eject(idx, metrics);
         }
-        if status != StatusCode::SWITCHING_PROTOCOLS {
-            if status.is_success() {
-                // A 2xx would open the tunnel at the client with nothing behind it.
+        let opened = if h2_upstream {
+            status == StatusCode::OK
+        } else {
+            status == StatusCode::SWITCHING_PROTOCOLS
+        };
+        if !opened {
+            if status.is_success() || status.is_informational() {
+                // It would open the tunnel at the client with nothing behind it.
                 metrics.rejected("upstream_error");
                 let r = local_response(
                     StatusCode::BAD_GATEWAY,
@@ -1062,7 +1248,7 @@ async fn extended_connect(
             // A refusal (401, 403, 404, ...) goes back as it is.
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            parts.headers.insert("x-request-id", request_id.clone());
+            parts.headers.insert(X_REQUEST_ID, request_id.clone());
             let body = Guarded {
                 inner: body,
                 _active: active_guard,
@@ -1081,6 +1267,13 @@ async fn extended_connect(
             }
         });
         let mut r = Response::new(text_body(Bytes::new()));
+        if let WsClient::H1 { accept } = client {
+            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let h = r.headers_mut();
+            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
         for name in [
             header::SEC_WEBSOCKET_PROTOCOL,
             header::SEC_WEBSOCKET_EXTENSIONS,
@@ -1089,7 +1282,7 @@ async fn extended_connect(
                 r.headers_mut().insert(name, v.clone());
             }
         }
-        r.headers_mut().insert("x-request-id", request_id.clone());
+        r.headers_mut().insert(X_REQUEST_ID, request_id.clone());
         return named(r, Some(idx));
     }
     metrics.rejected("upstream_error");
@@ -1171,6 +1364,33 @@ mod tests {
         assert_eq!(&base64_16(seq), b"AAECAwQFBgcICQoLDA0ODw==");
         assert_eq!(&base64_16([0xff; 16]), b"/////////////////////w==");
         assert_ne!(websocket_key(), websocket_key());
+    }
+
+    #[test]
+    fn websocket_accept_follows_rfc_6455() {
+        // The example of RFC 6455 section 1.3.
+        assert_eq!(
+            websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        let seq: [u8; 16] = std::array::from_fn(|i| i as u8);
+        assert_eq!(base64(&seq).as_bytes(), &base64_16(seq));
+        assert!(valid_websocket_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(valid_websocket_key(websocket_key().as_bytes()));
+        for bad in [
+            &b""[..],
+            b"dGhlIHNhbXBsZSBub25jZQ",
+            b"dGhlIHNhbXBsZSBub25jZQ=",
+            b"dGhlIHNhbXBsZSBub25j*Q==",
+            b"dGhlIHNhbXBsZSBub25jZQ===",
+        ] {
+            assert!(!valid_websocket_key(bad), "{bad:?}");
+        }
     }
 
     #[test]

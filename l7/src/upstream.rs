@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -142,6 +142,14 @@ pub enum UpstreamError {
     /// The request failed on an established connection.
     #[error("upstream request failed: {0}")]
     Request(hyper::Error),
+    /// The request failed because its shared h2 connection was lost (I/O error, GOAWAY or
+    /// closed); the pool has dropped that connection, so a retry gets a fresh one.
+    #[error("upstream h2 connection lost: {0}")]
+    H2ConnectionLost(hyper::Error),
+    /// The h2 upstream did not send SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441), so it cannot
+    /// take a WebSocket as an extended CONNECT. Nothing was sent.
+    #[error("upstream {0} did not enable the extended CONNECT protocol (SETTINGS_ENABLE_CONNECT_PROTOCOL, RFC 8441): WebSocket over h2 needs it, or use an http1 cluster")]
+    NoConnectProtocol(SocketAddr),
 }
 
 impl UpstreamError {
@@ -157,6 +165,30 @@ impl UpstreamError {
     pub fn is_circuit(&self) -> bool {
         matches!(self, UpstreamError::Connect(ConnectError::Circuit(_)))
     }
+
+    /// The upstream's shared h2 connection was lost under the request: a retry of an
+    /// idempotent request may go to the same upstream (on a new connection).
+    pub fn is_h2_connection_lost(&self) -> bool {
+        matches!(self, UpstreamError::H2ConnectionLost(_))
+    }
+}
+
+/// Whether a failed h2 request means its connection is gone (rather than one stream reset).
+fn h2_connection_lost(e: &hyper::Error) -> bool {
+    if e.is_canceled() || e.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<h2::Error>() {
+            return h.is_io() || h.is_go_away();
+        }
+        if s.is::<io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Opens upstream connections, with timeout, TLS and the circuit-breaker limits.
@@ -228,9 +260,35 @@ pub struct UpstreamPool {
     addr: SocketAddr,
     cfg: Arc<PoolConfig>,
     idle: Mutex<Vec<(H1Sender, Instant)>>,
-    h2: Mutex<Option<(H2Sender, Instant)>>,
+    h2: Mutex<Option<H2Conn>>,
     h2_connect: tokio::sync::Mutex<()>,
 }
+
+/// The shared h2 connection of an upstream. `id` (a generation number, unique per process)
+/// names it: hyper's `SendRequest` has no identity, and a failure must drop only the
+/// connection it happened on, never a newer one another request opened meanwhile.
+struct H2Conn {
+    tx: H2Sender,
+    id: u64,
+    opened: Instant,
+    used: Instant,
+    /// Set once the upstream's SETTINGS enabled the extended CONNECT protocol (RFC 8441).
+    connect_protocol: Arc<AtomicBool>,
+}
+
+/// What an h2 connection's settings say about extended CONNECT (RFC 8441).
+enum ConnectProtocol {
+    Enabled,
+    Disabled,
+    /// The connection is closed or no longer the pool's.
+    Gone,
+}
+
+/// How often a young h2 connection is checked for the server's extended CONNECT setting.
+const SETTINGS_POLL: Duration = Duration::from_millis(2);
+
+/// The next h2 connection generation.
+static H2_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl std::fmt::Debug for UpstreamPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -298,8 +356,8 @@ impl UpstreamPool {
     ) -> Result<http::Response<PoolBody>, UpstreamError> {
         let mut fresh = false;
         loop {
-            let mut tx = match self.h2_cached() {
-                Some(tx) => tx,
+            let (mut tx, id) = match self.h2_cached() {
+                Some(c) => c,
                 None => {
                     fresh = true;
                     Box::pin(self.connect_h2()).await?
@@ -313,24 +371,121 @@ impl UpstreamPool {
                     }))
                 }
                 Err(mut e) => match e.take_message() {
-                    // The shared connection went away before the stream started: drop it, once.
+                    // The shared connection went away before the stream started: drop it and
+                    // try once more on a new one.
                     Some(r) if !fresh => {
-                        self.forget_h2(&tx);
+                        self.forget_h2(id);
                         fresh = true;
                         req = r;
                     }
-                    _ => return Err(UpstreamError::Request(e.into_error())),
+                    Some(_) => {
+                        self.forget_h2(id);
+                        return Err(UpstreamError::H2ConnectionLost(e.into_error()));
+                    }
+                    None => return Err(self.h2_failed(id, &tx, e.into_error())),
                 },
             }
         }
     }
 
-    fn h2_cached(&self) -> Option<H2Sender> {
+    /// Classifies a failed h2 request: when its connection is gone, that connection (and only
+    /// that one) leaves the pool.
+    fn h2_failed(&self, id: u64, tx: &H2Sender, e: hyper::Error) -> UpstreamError {
+        if tx.is_closed() || h2_connection_lost(&e) {
+            self.forget_h2(id);
+            UpstreamError::H2ConnectionLost(e)
+        } else {
+            UpstreamError::Request(e)
+        }
+    }
+
+    /// Opens a WebSocket on the upstream's shared h2 connection: `req` is an extended CONNECT
+    /// (RFC 8441: method CONNECT, a `hyper::ext::Protocol` extension, no body). The caller
+    /// takes the tunnel from the 200 response with `hyper::upgrade::on`.
+    pub async fn extended_connect(
+        &self,
+        mut req: http::Request<ProxyBody>,
+    ) -> Result<http::Response<Incoming>, UpstreamError> {
+        let mut fresh = false;
+        loop {
+            let (mut tx, id) = match self.h2_cached() {
+                Some(c) => c,
+                None => {
+                    fresh = true;
+                    Box::pin(self.connect_h2()).await?
+                }
+            };
+            match self.connect_protocol(&tx, id).await {
+                ConnectProtocol::Enabled => {}
+                ConnectProtocol::Disabled => {
+                    return Err(UpstreamError::NoConnectProtocol(self.addr))
+                }
+                ConnectProtocol::Gone => {
+                    // The connection ended (or failed for another request) before its
+                    // settings said anything: once more on a new one.
+                    self.forget_h2(id);
+                    if !fresh {
+                        fresh = true;
+                        continue;
+                    }
+                    return Err(match tx.ready().await {
+                        Err(e) => UpstreamError::H2ConnectionLost(e),
+                        Ok(()) => UpstreamError::NoConnectProtocol(self.addr),
+                    });
+                }
+            }
+            match tx.try_send_request(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => match e.take_message() {
+                    Some(r) if !fresh => {
+                        self.forget_h2(id);
+                        fresh = true;
+                        req = r;
+                    }
+                    Some(_) => {
+                        self.forget_h2(id);
+                        return Err(UpstreamError::H2ConnectionLost(e.into_error()));
+                    }
+                    None => return Err(self.h2_failed(id, &tx, e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// Whether the upstream sent SETTINGS_ENABLE_CONNECT_PROTOCOL on connection `id`. The
+    /// server's SETTINGS arrive after the handshake returns, so on a connection younger than
+    /// the connect timeout this waits (polling) for them up to that age; an older connection
+    /// has had its settings for long.
+    async fn connect_protocol(&self, tx: &H2Sender, id: u64) -> ConnectProtocol {
+        let Some((flag, opened)) = lock(&self.h2)
+            .as_ref()
+            .filter(|c| c.id == id)
+            .map(|c| (c.connect_protocol.clone(), c.opened))
+        else {
+            return ConnectProtocol::Gone;
+        };
+        let settle = self.cfg.connector.connect_timeout;
+        loop {
+            if flag.load(Ordering::Acquire) {
+                return ConnectProtocol::Enabled;
+            }
+            if tx.is_closed() {
+                return ConnectProtocol::Gone;
+            }
+            if opened.elapsed() >= settle {
+                return ConnectProtocol::Disabled;
+            }
+            tokio::time::sleep(SETTINGS_POLL).await;
+        }
+    }
+
+    /// The shared h2 connection, when open: its sender and id.
+    fn h2_cached(&self) -> Option<(H2Sender, u64)> {
         let mut g = lock(&self.h2);
         match g.as_mut() {
-            Some((tx, used)) if !tx.is_closed() => {
-                *used = Instant::now();
-                Some(tx.clone())
+            Some(c) if !c.tx.is_closed() => {
+                c.used = Instant::now();
+                Some((c.tx.clone(), c.id))
             }
             Some(_) => {
                 *g = None;
@@ -340,20 +495,20 @@ impl UpstreamPool {
         }
     }
 
-    fn forget_h2(&self, closed: &H2Sender) {
+    /// Drops the cached h2 connection if it is connection `id` (the one that failed); a newer
+    /// connection stays.
+    fn forget_h2(&self, id: u64) {
         let mut g = lock(&self.h2);
-        if g.as_ref()
-            .is_some_and(|(tx, _)| tx.is_closed() || closed.is_closed())
-        {
+        if g.as_ref().is_some_and(|c| c.id == id) {
             *g = None;
         }
     }
 
-    async fn connect_h2(&self) -> Result<H2Sender, UpstreamError> {
+    async fn connect_h2(&self) -> Result<(H2Sender, u64), UpstreamError> {
         // One connect at a time: concurrent first requests share the connection it makes.
         let _one = self.h2_connect.lock().await;
-        if let Some(tx) = self.h2_cached() {
-            return Ok(tx);
+        if let Some(c) = self.h2_cached() {
+            return Ok(c);
         }
         let io = self.cfg.connector.connect(self.addr).await?;
         let (mut tx, conn) = self
@@ -363,14 +518,51 @@ impl UpstreamPool {
             .await
             .map_err(UpstreamError::Handshake)?;
         let addr = self.addr;
+        let opened = Instant::now();
+        let connect_protocol = Arc::new(AtomicBool::new(false));
+        let flag = connect_protocol.clone();
+        // The server's SETTINGS arrive while the connection runs; only the connection handle
+        // can tell whether they enabled extended CONNECT, and hyper drives the h2 connection
+        // in a task of its own (this handle is not woken by incoming frames). So it is looked
+        // at every 2 ms while the connection is young (the setting comes in the server's first
+        // frame), then never again.
+        let settle = self.cfg.connector.connect_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            let mut watching = true;
+            let mut tick = Box::pin(tokio::time::sleep(SETTINGS_POLL));
+            let r = std::future::poll_fn(|cx| {
+                let r = std::future::Future::poll(conn.as_mut(), cx);
+                if watching {
+                    if conn.is_extended_connect_protocol_enabled() {
+                        flag.store(true, Ordering::Release);
+                        watching = false;
+                    } else if opened.elapsed() >= settle {
+                        watching = false;
+                    } else {
+                        while std::future::Future::poll(tick.as_mut(), cx).is_ready() {
+                            tick.as_mut()
+                                .reset(tokio::time::Instant::now() + SETTINGS_POLL);
+                        }
+                    }
+                }
+                r
+            })
+            .await;
+            if let Err(e) = r {
                 tracing::debug!(upstream = %addr, "h2 upstream connection ended: {e}");
             }
         });
         tx.ready().await.map_err(UpstreamError::Handshake)?;
-        *lock(&self.h2) = Some((tx.clone(), Instant::now()));
-        Ok(tx)
+        let id = H2_GENERATION.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.h2) = Some(H2Conn {
+            tx: tx.clone(),
+            id,
+            opened,
+            used: Instant::now(),
+            connect_protocol,
+        });
+        Ok((tx, id))
     }
 
     async fn connect_h1(&self) -> Result<H1Sender, UpstreamError> {
@@ -429,7 +621,7 @@ impl UpstreamPool {
         let mut h2 = lock(&self.h2);
         if h2
             .as_ref()
-            .is_some_and(|(tx, used)| tx.is_closed() || used.elapsed() >= timeout)
+            .is_some_and(|c| c.tx.is_closed() || c.used.elapsed() >= timeout)
         {
             *h2 = None;
         }
@@ -1007,6 +1199,136 @@ mod tests {
         let e = c.pools[0].request(get(addr, "/")).await.unwrap_err();
         assert!(e.is_circuit() && e.is_connect(), "{e}");
         slow.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn forget_h2_drops_only_the_connection_that_failed() {
+        let (addr, accepted) = upstream(true, Duration::ZERO).await;
+        let c = cluster("protocol = \"h2\"", &[addr]);
+        let pool = &c.pools[0];
+        let cached_id = || lock(&pool.h2).as_ref().map(|c| c.id);
+        body_text(pool.request(get(addr, "/a")).await.unwrap()).await;
+        let a = cached_id().unwrap();
+        // A failure on connection `a` drops it, though it does not report itself closed.
+        assert!(!lock(&pool.h2).as_ref().unwrap().tx.is_closed());
+        pool.forget_h2(a);
+        assert_eq!(cached_id(), None);
+        body_text(pool.request(get(addr, "/b")).await.unwrap()).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new connection");
+        let b = cached_id().unwrap();
+        assert_ne!(a, b);
+        // A late failure report for `a` (closed by now) leaves the newer connection alone.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        pool.forget_h2(a);
+        assert_eq!(cached_id(), Some(b));
+        body_text(pool.request(get(addr, "/c")).await.unwrap()).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "b is reused");
+    }
+
+    #[tokio::test]
+    async fn an_h2_stream_reset_keeps_the_connection() {
+        // The service fails on /reset: hyper resets that stream; the connection lives on.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let svc = service_fn(|req: http::Request<Incoming>| async move {
+                    if req.uri().path() == "/reset" {
+                        return Err(io::Error::other("reset this stream"));
+                    }
+                    Ok(http::Response::new(Full::new(Bytes::from("ok"))))
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        let c = cluster("protocol = \"h2\"", &[addr]);
+        let pool = &c.pools[0];
+        body_text(pool.request(get(addr, "/")).await.unwrap()).await;
+        let id = lock(&pool.h2).as_ref().map(|c| c.id);
+        let e = pool.request(get(addr, "/reset")).await.unwrap_err();
+        assert!(matches!(e, UpstreamError::Request(_)), "{e}");
+        assert!(!e.is_h2_connection_lost());
+        assert_eq!(lock(&pool.h2).as_ref().map(|c| c.id), id, "kept");
+        assert_eq!(
+            body_text(pool.request(get(addr, "/")).await.unwrap()).await,
+            "ok"
+        );
+    }
+
+    /// An h2 upstream on hyper's server, with or without SETTINGS_ENABLE_CONNECT_PROTOCOL,
+    /// answering an extended CONNECT with 200.
+    async fn h2_connect_upstream(enable: bool) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let svc = service_fn(|_req: http::Request<Incoming>| async {
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::new())))
+                });
+                let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                if enable {
+                    b.enable_connect_protocol();
+                }
+                tokio::spawn(async move {
+                    let _ = b.serve_connection(TokioIo::new(s), svc).await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn extended_connect_req(addr: SocketAddr) -> http::Request<ProxyBody> {
+        let mut r = get(addr, "/ws");
+        *r.method_mut() = http::Method::CONNECT;
+        r.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        r
+    }
+
+    #[tokio::test]
+    async fn extended_connect_needs_the_upstream_setting() {
+        let addr = h2_connect_upstream(true).await;
+        let c = cluster("protocol = \"h2\"", &[addr]);
+        // On a fresh connection (the server's SETTINGS not in yet) and on the open one.
+        for _ in 0..2 {
+            let resp = c.pools[0]
+                .extended_connect(extended_connect_req(addr))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+        let addr = h2_connect_upstream(false).await;
+        let c = cluster("protocol = \"h2\"\nconnect_timeout_ms = 200", &[addr]);
+        for _ in 0..2 {
+            let t0 = Instant::now();
+            let e = c.pools[0]
+                .extended_connect(extended_connect_req(addr))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, UpstreamError::NoConnectProtocol(_)), "{e}");
+            assert!(t0.elapsed() < Duration::from_millis(400));
+        }
+        // Not an h2 server at all: the connection dies, which is not a missing setting.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            }
+        });
+        let c = cluster("protocol = \"h2\"", &[addr]);
+        let e = c.pools[0]
+            .extended_connect(extended_connect_req(addr))
+            .await
+            .unwrap_err();
+        assert!(
+            !matches!(e, UpstreamError::NoConnectProtocol(_)),
+            "{e}: a dead connection is not a missing setting"
+        );
     }
 
     #[test]

@@ -679,3 +679,531 @@ async fn websocket_over_h2_extended_connect() {
     ws.write_all(&ws_frame(1, b"over tls")).await.unwrap();
     assert_eq!(ws_read(&mut ws).await, (1, b"over tls".to_vec()));
 }
+
+/// Reads one WebSocket frame, masked or not: (opcode, payload); `None` at EOF.
+async fn ws_read_frame(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).await.ok()?;
+    let n = match h[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).await.ok()?;
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b).await.ok()?;
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    let mut mask = [0u8; 4];
+    if h[1] & 0x80 != 0 {
+        s.read_exact(&mut mask).await.ok()?;
+    }
+    let mut data = vec![0u8; n];
+    s.read_exact(&mut data).await.ok()?;
+    for (i, b) in data.iter_mut().enumerate() {
+        *b ^= mask[i % 4];
+    }
+    Some((h[0] & 0x0f, data))
+}
+
+/// An unmasked server WebSocket frame.
+fn ws_server_frame(opcode: u8, data: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    match data.len() {
+        n if n < 126 => f.push(n as u8),
+        n if n < 65536 => {
+            f.push(126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(data);
+    f
+}
+
+/// What an h2 WebSocket upstream saw of one request: method, `:protocol`, headers.
+type Seen = (http::Method, Option<String>, http::HeaderMap);
+
+/// An h2 WebSocket echo upstream on hyper's server (RFC 8441 on its side): an extended
+/// CONNECT with `:protocol websocket` gets 200 and its frames echoed; anything else gets
+/// "plain <path>". Without `connect_protocol` it does not send SETTINGS_ENABLE_CONNECT_PROTOCOL.
+struct H2WsEcho {
+    addr: std::net::SocketAddr,
+    connections: Arc<AtomicUsize>,
+    seen: Arc<std::sync::Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for H2WsEcho {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl H2WsEcho {
+    async fn start(connect_protocol: bool) -> H2WsEcho {
+        Self::start_with(connect_protocol, None).await
+    }
+
+    /// Over TLS (ALPN h2) with `cert`/`key`.
+    async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> H2WsEcho {
+        use rustls::pki_types::pem::PemObject;
+        let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        Self::start_with(true, Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))).await
+    }
+
+    async fn start_with(
+        connect_protocol: bool,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> H2WsEcho {
+        use http_body_util::Full;
+        use tokio::io::AsyncWriteExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
+        let (count, log) = (connections.clone(), seen.clone());
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((s, _)) = l.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let log = log.clone();
+                let svc = hyper::service::service_fn(
+                    move |mut req: http::Request<hyper::body::Incoming>| {
+                        let protocol = req
+                            .extensions()
+                            .get::<hyper::ext::Protocol>()
+                            .map(|p| p.as_str().to_string());
+                        log.lock().unwrap().push((
+                            req.method().clone(),
+                            protocol.clone(),
+                            req.headers().clone(),
+                        ));
+                        let path = req.uri().path().to_string();
+                        async move {
+                            if req.method() == http::Method::CONNECT
+                                && protocol.as_deref() == Some("websocket")
+                            {
+                                let on = hyper::upgrade::on(&mut req);
+                                tokio::spawn(async move {
+                                    let Ok(up) = on.await else { return };
+                                    let mut s = TokioIo::new(up);
+                                    while let Some((op, data)) = ws_read_frame(&mut s).await {
+                                        if s.write_all(&ws_server_frame(op, &data)).await.is_err()
+                                            || op == 8
+                                        {
+                                            break;
+                                        }
+                                    }
+                                    let _ = s.shutdown().await;
+                                });
+                                return Ok::<_, std::convert::Infallible>(http::Response::new(
+                                    Full::new(Bytes::new()),
+                                ));
+                            }
+                            Ok(http::Response::new(Full::new(Bytes::from(format!(
+                                "plain {path}"
+                            )))))
+                        }
+                    },
+                );
+                let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                if connect_protocol {
+                    b.enable_connect_protocol();
+                }
+                let tls = tls.clone();
+                conns.spawn(async move {
+                    match tls {
+                        None => {
+                            let _ = b.serve_connection(TokioIo::new(s), svc).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(s).await {
+                                let _ = b.serve_connection(TokioIo::new(s), svc).await;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        H2WsEcho {
+            addr,
+            connections,
+            seen,
+            task,
+        }
+    }
+
+    /// The extended CONNECTs seen so far.
+    fn connects(&self) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _, _)| m == http::Method::CONNECT)
+            .cloned()
+            .collect()
+    }
+}
+
+/// Runs the Python WebSocket client (`ws_echo.py --client`) through vip-l7 at `path`.
+async fn python_ws_client(port: u16, path: &str) -> std::process::Output {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ws_echo.py");
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new("/usr/bin/python3")
+            .args([script, "--client", &port.to_string(), &path])
+            .output()
+            .expect("/usr/bin/python3 runs")
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_to_h2_upstreams_is_an_extended_connect() {
+    use tokio::io::AsyncWriteExt;
+    let echo = H2WsEcho::start(true).await;
+    let (plain_a, plain_b) = (H2WsEcho::start(false).await, H2WsEcho::start(false).await);
+    let port = free_port();
+    // `noproto`: two h2 upstreams without SETTINGS_ENABLE_CONNECT_PROTOCOL and an outlier
+    // detector that would eject one at its first counted failure.
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\
+         [[routes]]\npath_prefix = \"/noproto\"\ncluster = \"noproto\"\n\
+         [[routes]]\ncluster = \"ws2\"\n{}{}",
+        cluster("ws2", "protocol = \"h2\"", &[&echo.addr.to_string()]),
+        cluster(
+            "noproto",
+            "protocol = \"h2\"\nconnect_timeout_ms = 300\noutlier = { consecutive_errors = 1 }",
+            &[&plain_a.addr.to_string(), &plain_b.addr.to_string()]
+        ),
+    );
+    let l7 = L7::start(&cfg, &[port]);
+
+    // An h2 client's extended CONNECT goes upstream as an extended CONNECT.
+    let (mut send, _conn) = h2_connect(port).await;
+    let (status, body) = h2_get(&mut send, port, "/first").await;
+    assert_eq!((status, &body[..]), (200, &b"plain /first"[..]));
+    let connect = |path: &str| {
+        http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("http://127.0.0.1:{port}{path}"))
+            .header("sec-websocket-version", "13")
+            .extension(hyper::ext::Protocol::from_static("websocket"))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    send.ready().await.unwrap();
+    let resp = send.send_request(connect("/chat")).await.unwrap();
+    assert_eq!(resp.status(), 200, "{resp:?}\n{}", l7.stderr_text());
+    assert!(resp.headers().contains_key("x-request-id"));
+    let mut ws = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    ws.write_all(&ws_frame(1, b"hello")).await.unwrap();
+    assert_eq!(ws_read(&mut ws).await, (1, b"hello".to_vec()));
+    let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+    ws.write_all(&ws_frame(2, &big)).await.unwrap();
+    assert_eq!(ws_read(&mut ws).await, (2, big.clone()));
+
+    // A second tunnel at the same time, on the same client connection.
+    send.ready().await.unwrap();
+    let resp = send.send_request(connect("/chat/2")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut ws2 = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    ws2.write_all(&ws_frame(1, b"second")).await.unwrap();
+    assert_eq!(ws_read(&mut ws2).await, (1, b"second".to_vec()));
+
+    // An HTTP/1.1 client's Upgrade, while both tunnels are open: it gets 101 with the
+    // Sec-WebSocket-Accept for its own key, and echoes text and 70,000 bytes binary.
+    let out = python_ws_client(port, "/chat/py").await;
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("websocket echo ok"),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        l7.stderr_text()
+    );
+    ws.write_all(&ws_frame(2, &big)).await.unwrap();
+    assert_eq!(ws_read(&mut ws).await, (2, big));
+    ws2.write_all(&ws_frame(1, b"second again")).await.unwrap();
+    assert_eq!(ws_read(&mut ws2).await, (1, b"second again".to_vec()));
+
+    // All three tunnels (and the GET) shared one upstream h2 connection; each went up as
+    // :method CONNECT, :protocol websocket, without the HTTP/1.1 handshake headers.
+    assert_eq!(echo.connections.load(Ordering::SeqCst), 1);
+    let connects = echo.connects();
+    assert_eq!(connects.len(), 3, "{connects:?}");
+    for (_, protocol, h) in &connects {
+        assert_eq!(protocol.as_deref(), Some("websocket"));
+        for gone in ["sec-websocket-key", "upgrade", "connection"] {
+            assert!(!h.contains_key(gone), "{gone} sent upstream: {h:?}");
+        }
+        assert_eq!(h["sec-websocket-version"], "13");
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    }
+    ws.write_all(&ws_frame(8, b"")).await.unwrap();
+    assert_eq!(ws_read(&mut ws).await.0, 8);
+    ws2.write_all(&ws_frame(8, b"")).await.unwrap();
+    assert_eq!(ws_read(&mut ws2).await.0, 8);
+
+    // A bad h1 handshake is answered by vip-l7: no key → 400; another version → 426.
+    let base = format!("http://127.0.0.1:{port}/chat");
+    let (ok, out, err) = curl(&[
+        "-i",
+        "-H",
+        "Connection: Upgrade",
+        "-H",
+        "Upgrade: websocket",
+        "-H",
+        "Sec-WebSocket-Version: 13",
+        &base,
+    ]);
+    assert!(ok && out.starts_with("HTTP/1.1 400"), "{out}{err}");
+    let (ok, out, err) = curl(&[
+        "-i",
+        "-H",
+        "Connection: Upgrade",
+        "-H",
+        "Upgrade: websocket",
+        "-H",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "-H",
+        "Sec-WebSocket-Version: 8",
+        &base,
+    ]);
+    assert!(ok && out.starts_with("HTTP/1.1 426"), "{out}{err}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("sec-websocket-version: 13"),
+        "{out}"
+    );
+
+    // Upstreams that did not enable extended CONNECT: 502 with the reason, from h2 and h1
+    // clients, and no outlier ejection (it is a configuration mismatch).
+    send.ready().await.unwrap();
+    let resp = send.send_request(connect("/noproto")).await.unwrap();
+    assert_eq!(resp.status(), 502);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("SETTINGS_ENABLE_CONNECT_PROTOCOL"), "{body}");
+    for _ in 0..2 {
+        let (ok, out, err) = curl(&[
+            "-i",
+            "-H",
+            "Connection: Upgrade",
+            "-H",
+            "Upgrade: websocket",
+            "-H",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            "-H",
+            "Sec-WebSocket-Version: 13",
+            &format!("http://127.0.0.1:{port}/noproto/x"),
+        ]);
+        assert!(ok && out.starts_with("HTTP/1.1 502"), "{out}{err}");
+        assert!(out.contains("SETTINGS_ENABLE_CONNECT_PROTOCOL"), "{out}");
+    }
+    assert!(plain_a.connects().is_empty() && plain_b.connects().is_empty());
+    let clusters = l7.admin("clusters", json!({}));
+    let noproto = clusters["result"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "noproto")
+        .unwrap();
+    for u in noproto["upstreams"].as_array().unwrap() {
+        assert_eq!(u["ejected"], false, "{noproto}");
+    }
+    // Plain requests to those upstreams still work.
+    let (ok, out, err) = curl(&[&format!("http://127.0.0.1:{port}/noproto/get")]);
+    assert!(ok && out == "plain /noproto/get", "{out}{err}");
+}
+
+/// An h2 upstream that answers "ok <path>" and kills each connection (closes it without an
+/// answer or GOAWAY) when the `kill_at`-th request arrives on it; counts connections and kills.
+async fn h2_killing_upstream(
+    kill_at: usize,
+) -> (
+    std::net::SocketAddr,
+    Arc<AtomicUsize>,
+    Arc<AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use http_body_util::Full;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (connections, kills) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (conns, killed) = (connections.clone(), kills.clone());
+    let task = tokio::spawn(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        while let Ok((s, _)) = l.accept().await {
+            conns.fetch_add(1, Ordering::SeqCst);
+            let kill = Arc::new(tokio::sync::Notify::new());
+            let (k, seen) = (kill.clone(), Arc::new(AtomicUsize::new(0)));
+            let svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (k, n) = (k.clone(), seen.fetch_add(1, Ordering::SeqCst) + 1);
+                    async move {
+                        if n == kill_at {
+                            k.notify_one();
+                            std::future::pending::<()>().await;
+                        }
+                        let body = format!("ok {}", req.uri().path());
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from(body),
+                        )))
+                    }
+                });
+            let killed = killed.clone();
+            tasks.spawn(async move {
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = kill.notified() => {
+                        killed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections, kills, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_whose_h2_upstream_connection_died_is_retried_on_a_new_connection() {
+    let (addr, connections, kills, _task) = h2_killing_upstream(3).await;
+    // Kills every connection at its first request.
+    let (addr1, connections1, kills1, _task1) = h2_killing_upstream(1).await;
+    let good = Upstream::start("good").await;
+    let (port, mport) = (free_port(), free_port());
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n\
+         [[listeners]]\naddress = \"127.0.0.1:{port}\"\n[[routes]]\npath_prefix = \"/two\"\n\
+         cluster = \"two\"\n[[routes]]\ncluster = \"h2\"\n{}{}",
+        cluster(
+            "h2",
+            "protocol = \"h2\"\nretry = { attempts = 2, min_concurrent = 100 }",
+            &[&addr.to_string()]
+        ),
+        cluster(
+            "two",
+            "protocol = \"h2\"\nbalancer = \"round_robin\"\noutlier = { max_ejection_percent = 0 }\n\
+             retry = { attempts = 2, min_concurrent = 100 }",
+            &[&addr1.to_string(), &good.addr.to_string()]
+        ),
+    );
+    let l7 = L7::start(&cfg, &[port, mport]);
+    // 30 GETs one after another on one keep-alive connection (curl reuses it): every third
+    // request on an upstream connection kills that connection under the request; each such GET
+    // is retried on a new connection to the same upstream and answered.
+    let urls: Vec<String> = (0..30)
+        .map(|i| format!("http://127.0.0.1:{port}/r{i}"))
+        .collect();
+    let mut args = vec!["-w", "%{http_code}\n"];
+    for u in &urls {
+        args.extend(["-o", "/dev/null", u.as_str()]);
+    }
+    let (ok, out, err) = curl(&args);
+    assert!(ok, "{err}");
+    let codes: Vec<&str> = out.lines().collect();
+    assert_eq!(codes.len(), 30, "{out}");
+    assert!(
+        codes.iter().all(|c| *c == "200"),
+        "{out}\n{}",
+        l7.stderr_text()
+    );
+    let k = kills.load(Ordering::SeqCst);
+    assert!(k >= 14, "only {k} connections were killed");
+    assert_eq!(connections.load(Ordering::SeqCst), k + 1);
+    let retries = metric(mport, "vip_l7_retries_total{cluster=\"h2\"}");
+    assert_eq!(retries as usize, k, "one retry per killed connection");
+
+    // With another upstream left to try, the retry goes there, not back to the one whose
+    // connection died.
+    let urls: Vec<String> = (0..10)
+        .map(|i| format!("http://127.0.0.1:{port}/two/{i}"))
+        .collect();
+    let mut args = vec!["-w", "%{http_code}\n"];
+    for u in &urls {
+        args.extend(["-o", "/dev/null", u.as_str()]);
+    }
+    let (ok, out, err) = curl(&args);
+    assert!(ok, "{err}");
+    assert_eq!(out, "200\n".repeat(10), "{}", l7.stderr_text());
+    let k1 = kills1.load(Ordering::SeqCst);
+    assert!(k1 >= 1, "the killing upstream got no request");
+    assert_eq!(
+        connections1.load(Ordering::SeqCst),
+        k1,
+        "no retry went back to it"
+    );
+    assert_eq!(good.hits(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_to_an_h2_upstream_over_tls() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path(), "up", &["up.test"]);
+    let echo = H2WsEcho::start_tls(&cert, &key).await;
+    let port = free_port();
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\
+         [[routes]]\ncluster = \"tls\"\n{}",
+        cluster(
+            "tls",
+            &format!(
+                "protocol = \"h2\"\ntls = {{ server_name = \"up.test\", ca = \"{}\" }}",
+                cert.display()
+            ),
+            &[&echo.addr.to_string()]
+        ),
+    );
+    let l7 = L7::start_in(dir, &cfg, &[port]);
+    // The first WebSocket opens the TLS connection (its settings are not in yet).
+    let out = python_ws_client(port, "/tls/py").await;
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        l7.stderr_text()
+    );
+    let (mut send, _conn) = h2_connect(port).await;
+    send.ready().await.unwrap();
+    let req = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://127.0.0.1:{port}/tls/h2"))
+        .header("sec-websocket-version", "13")
+        .extension(hyper::ext::Protocol::from_static("websocket"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", l7.stderr_text());
+    let mut ws = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    let big = vec![7u8; 100_000];
+    ws.write_all(&ws_frame(2, &big)).await.unwrap();
+    assert_eq!(ws_read(&mut ws).await, (2, big));
+    assert_eq!(echo.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(echo.connects().len(), 2);
+}

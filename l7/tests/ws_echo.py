@@ -3,6 +3,7 @@
 
 Usage: ws_echo.py UPSTREAM_PORT PROXY_PORT
        ws_echo.py UPSTREAM_PORT --serve     (only the echo server, until killed)
+       ws_echo.py --client PROXY_PORT PATH  (only the WebSocket client, to any echo upstream)
 Starts a WebSocket echo server (RFC 6455, stdlib only) on UPSTREAM_PORT that also answers
 plain HTTP with a JSON echo, then talks to it through vip-l7 on PROXY_PORT: a WebSocket
 handshake and two echoed messages, and an http.client POST. Exit 0 and "... ok" lines on success.
@@ -110,7 +111,38 @@ class Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
 
 
+def websocket_client(proxy_port, path):
+    """Opens a WebSocket through the proxy, checks Sec-WebSocket-Accept (RFC 6455 4.2.2) and
+    has a text and a 70,000-byte binary message echoed."""
+    s = socket.create_connection(("127.0.0.1", proxy_port), timeout=5)
+    key = base64.b64encode(os.urandom(16))
+    s.sendall(
+        b"GET " + path.encode() + b" HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key
+        + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    f = s.makefile("rb")
+    head = read_head(f)
+    assert head and head[0].startswith("HTTP/1.1 101"), head
+    want = base64.b64encode(hashlib.sha1(key + GUID).digest()).decode()
+    assert any(
+        h.partition(":")[0].strip().lower() == "sec-websocket-accept"
+        and h.partition(":")[2].strip() == want
+        for h in head[1:]
+    ), (want, head)
+    for msg in [b"hello", b"x" * 70000]:
+        s.sendall(frame(1 if msg == b"hello" else 2, msg, mask=True))
+        op, data = recv_frame(f)
+        assert data == msg, (op, len(data or b""))
+    s.sendall(frame(8, b"", mask=True))
+    s.close()
+    print("websocket echo ok")
+
+
 def main():
+    if sys.argv[1] == "--client":
+        websocket_client(int(sys.argv[2]), sys.argv[3])
+        return
     up_port = int(sys.argv[1])
     srv = Server(("127.0.0.1", up_port), Handler)
     if sys.argv[2] == "--serve":
@@ -121,24 +153,7 @@ def main():
     threading.Thread(target=srv.serve_forever, daemon=True).start()
 
     # WebSocket through the proxy.
-    s = socket.create_connection(("127.0.0.1", proxy_port), timeout=5)
-    key = base64.b64encode(os.urandom(16))
-    s.sendall(
-        b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    f = s.makefile("rb")
-    head = read_head(f)
-    assert head and head[0].startswith("HTTP/1.1 101"), head
-    want = base64.b64encode(hashlib.sha1(key + GUID).digest()).decode()
-    assert any(h.lower() == "sec-websocket-accept: " + want.lower() for h in head), head
-    for msg in [b"hello", b"x" * 70000]:
-        s.sendall(frame(1 if msg == b"hello" else 2, msg, mask=True))
-        op, data = recv_frame(f)
-        assert data == msg, (op, len(data or b""))
-    s.sendall(frame(8, b"", mask=True))
-    s.close()
-    print("websocket echo ok")
+    websocket_client(proxy_port, "/chat")
 
     # A plain Python HTTP client through the proxy.
     c = http.client.HTTPConnection("127.0.0.1", proxy_port, timeout=5)
