@@ -149,6 +149,26 @@ impl BgpAdmin for Admin {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move { self.0.graceful_shutdown().await })
     }
+
+    fn reconfigure(&self, bgp: Option<&toml::Value>) -> Result<Vec<String>, String> {
+        let Some(raw) = bgp else {
+            return Err("removing [bgp] needs a restart".into());
+        };
+        let config = parse(raw).map_err(|p| format!("invalid [bgp]: {}", p.join("; ")))?;
+        let done = self.0.reconfigure(config).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        let mut say = |what: &str, peers: &[std::net::IpAddr]| {
+            out.extend(peers.iter().map(|p| format!("peer {p} {what}")));
+        };
+        say("added", &done.peers_added);
+        say("removed", &done.peers_removed);
+        say("reset (session settings changed)", &done.peers_reset);
+        say(
+            "re-announced (route attributes changed)",
+            &done.peers_reannounced,
+        );
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

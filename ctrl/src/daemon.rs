@@ -92,6 +92,9 @@ pub trait BgpAdmin: Send + Sync {
     fn routes(&self) -> BoxFuture<'_, Value>;
     /// Graceful shutdown (RFC 8326 community, withdraw, close); called on SIGTERM.
     fn shutdown(&self) -> BoxFuture<'_, ()>;
+    /// Applies a reloaded `[bgp]` table (`None`: the section was removed) to the running
+    /// speaker. `Ok` lists what changed; `Err` says why it needs a restart instead.
+    fn reconfigure(&self, bgp: Option<&toml::Value>) -> Result<Vec<String>, String>;
 }
 
 /// How the daemon was started.
@@ -394,7 +397,7 @@ impl Daemon {
     /// Validates the config file again and applies what changed. The running config stays
     /// when the file is invalid.
     pub fn reload(&self) -> Result<model::Diff, AdminError> {
-        let result = config::load_with(
+        let mut result = config::load_with(
             &self.inner.options.config_path,
             self.inner.options.bgp_check,
         )
@@ -421,10 +424,13 @@ impl Daemon {
             Ok(diff)
         });
         let mut counts = lock(&self.inner.reloads);
-        match &result {
+        match &mut result {
             Ok(diff) => {
                 counts.0 += 1;
                 drop(counts);
+                if diff.bgp_changed {
+                    self.reconfigure_bgp(diff);
+                }
                 tracing::info!(diff = %serde_json::to_string(diff).unwrap_or_default(), "config reloaded");
                 self.publish();
                 self.sync_checkers();
@@ -435,6 +441,31 @@ impl Daemon {
             }
         }
         result
+    }
+
+    /// Hands a changed `[bgp]` to the running speaker; what it cannot apply is reported as
+    /// `restart_needed`.
+    fn reconfigure_bgp(&self, diff: &mut model::Diff) {
+        let bgp = lock(&self.inner.bgp).clone();
+        let raw = lock(&self.inner.model).config().bgp().cloned();
+        let outcome = match (&bgp, &raw) {
+            (Some(bgp), raw) => bgp.reconfigure(raw.as_ref()),
+            (None, _) => {
+                Err("vipd started without a BGP speaker; adding [bgp] needs a restart".into())
+            }
+        };
+        match outcome {
+            Ok(changes) => {
+                for change in &changes {
+                    tracing::info!(change = %change, "BGP reconfigured");
+                }
+                diff.bgp = changes;
+            }
+            Err(why) => {
+                tracing::warn!(reason = %why, "[bgp] change not applied until vipd restarts");
+                diff.restart_needed.push(format!("bgp: {why}"));
+            }
+        }
     }
 
     /// Serves the admin socket and metrics, runs health checks, and waits for SIGTERM / SIGINT
@@ -1633,6 +1664,9 @@ mod tests {
             assert!(self.1.borrow().shutting_down);
             self.0.store(true, std::sync::atomic::Ordering::SeqCst);
             Box::pin(async {})
+        }
+        fn reconfigure(&self, _: Option<&toml::Value>) -> Result<Vec<String>, String> {
+            Err("not in this test".into())
         }
     }
 

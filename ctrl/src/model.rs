@@ -73,6 +73,11 @@ pub struct Diff {
     pub backends_changed: Vec<String>,
     /// Settings that need a restart to take effect (ports, lcores, admin socket...).
     pub restart_needed: Vec<String>,
+    /// What the BGP speaker changed live (peers added, removed, reset, re-announced).
+    pub bgp: Vec<String>,
+    /// `[bgp]` differs from the running config (the daemon applies it to the speaker).
+    #[serde(skip)]
+    pub bgp_changed: bool,
 }
 
 impl Diff {
@@ -554,9 +559,7 @@ impl Model {
         if new.metrics != self.config.metrics {
             diff.restart_needed.push("metrics".into());
         }
-        if new.bgp() != self.config.bgp() {
-            diff.restart_needed.push("bgp".into());
-        }
+        diff.bgp_changed = new.bgp() != self.config.bgp();
         let old_vips = std::mem::take(&mut self.vips);
         let mut old: HashMap<VipKey, VipRt> =
             old_vips.into_iter().map(|v| (v.spec.key(), v)).collect();

@@ -286,6 +286,55 @@ fn vipd_announces_withdraws_on_health_and_shuts_down_gracefully() {
         median(total)
     );
 
+    // A [bgp] change on reload is applied live: a community added to every route reaches
+    // BIRD without the session going down; a router_id change is refused as restart_needed.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let since = |rack: &Rack| {
+        rack.bird(&["show", "protocols", "lb1"])
+            .lines()
+            .find(|l| l.contains("lb1"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let before = since(&rack);
+    std::fs::write(
+        &config,
+        text.replace(
+            "graceful_shutdown_wait = 1",
+            "graceful_shutdown_wait = 1\ncommunities = [\"65001:7\"]",
+        ),
+    )
+    .unwrap();
+    let diff = common::ok(&rack.admin_socket(), "config.reload", serde_json::json!({}));
+    assert_eq!(diff["restart_needed"], serde_json::json!([]), "{diff}");
+    assert_eq!(
+        diff["bgp"],
+        serde_json::json!(["peer 10.0.0.2 re-announced (route attributes changed)"]),
+        "{diff}"
+    );
+    wait_until("the new community in BIRD", up, || {
+        rack.bird(&["show", "route", "all", &format!("{VIP}/32")])
+            .contains("(65001,7)")
+    });
+    assert_eq!(
+        since(&rack),
+        before,
+        "the session stayed up across the reload"
+    );
+    std::fs::write(
+        &config,
+        text.replace("router_id = \"10.0.0.1\"", "router_id = \"10.0.0.9\""),
+    )
+    .unwrap();
+    let diff = common::ok(&rack.admin_socket(), "config.reload", serde_json::json!({}));
+    let restart = diff["restart_needed"].to_string();
+    assert!(restart.contains("router_id"), "{diff}");
+    assert_eq!(
+        since(&rack),
+        before,
+        "a refused [bgp] change leaves the session alone"
+    );
+
     // SIGTERM: graceful shutdown withdraws and closes the session; exit 0.
     vipd.signal(libc::SIGTERM);
     wait_until("the withdrawal on SIGTERM", up, || !rack.bird_has_vip());
