@@ -17,6 +17,7 @@
 pub mod accesslog;
 pub mod admin;
 pub mod balance;
+pub mod coalesce;
 pub mod config;
 pub mod metrics;
 pub mod proxy;

@@ -22,6 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
+use crate::coalesce::Coalesced;
+
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::proxy::{self, ConnInfo, Runtime, Shared};
@@ -592,13 +594,24 @@ async fn serve_conn(
                 }
                 Err(_) => return,
             };
-            drive!(
-                st.builder
-                    .serve_connection_with_upgrades(TokioIo::new(s), svc),
-                activity,
-                idle,
-                stop
-            );
+            if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+                // Responses of many streams share one TLS record and one write.
+                drive!(
+                    st.builder
+                        .serve_connection_with_upgrades(TokioIo::new(Coalesced::new(s)), svc),
+                    activity,
+                    idle,
+                    stop
+                );
+            } else {
+                drive!(
+                    st.builder
+                        .serve_connection_with_upgrades(TokioIo::new(s), svc),
+                    activity,
+                    idle,
+                    stop
+                );
+            }
         }
     }
 }
