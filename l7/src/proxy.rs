@@ -229,6 +229,22 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     PROXY_CONNECTION,
 ];
 
+/// The position of `n` in [`HOP_BY_HOP`]: one `match` on the name's text (by length first)
+/// instead of up to eight `HeaderName` comparisons per header.
+fn hop_by_hop_index(n: &HeaderName) -> Option<usize> {
+    match n.as_str() {
+        "connection" => Some(0),
+        "transfer-encoding" => Some(1),
+        "upgrade" => Some(2),
+        "te" => Some(3),
+        "proxy-authenticate" => Some(4),
+        "proxy-authorization" => Some(5),
+        "keep-alive" => Some(6),
+        "proxy-connection" => Some(7),
+        _ => None,
+    }
+}
+
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1), plus any named in
 /// `Connection`. `te: trailers` is kept: gRPC needs it end to end on h2.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
@@ -236,7 +252,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     // just the ones present: a removal hashes the name even when it is absent.
     let mut present = 0u8;
     for k in h.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+        if let Some(i) = hop_by_hop_index(k) {
             present |= 1 << i;
         }
     }
@@ -392,11 +408,9 @@ async fn handle_request(
     shared.requests_total.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
     let version = req.version();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    // Shared copies of the request's own bytes (reference counts, no allocation or parsing).
+    let path_and_query = req.uri().path_and_query().cloned();
+    let path = path_and_query.as_ref().map_or("/", |p| p.as_str());
     let mut request_id = req
         .headers()
         .get(X_REQUEST_ID)
@@ -406,20 +420,19 @@ async fn handle_request(
     // Unique per request, so never worth a slot in an HPACK dynamic table: "sensitive" makes
     // h2 send it as a never-indexed literal instead of inserting (and evicting) every time.
     request_id.set_sensitive(true);
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
+    let authority = req.uri().authority().cloned();
+    let host_header = match authority {
+        Some(_) => None,
+        None => req.headers().get(header::HOST).cloned(),
+    };
+    let host = match (&authority, &host_header) {
+        (Some(a), _) => a.as_str(),
+        (None, Some(h)) => h.to_str().unwrap_or(""),
+        (None, None) => "",
+    };
     let rt = shared.runtime.load_full();
     let (resp, route, cluster, upstream) =
-        forward(&shared, &info, &rt, req, &request_id, &host, &path).await;
+        forward(&shared, &info, &rt, req, &request_id, host, path).await;
     let status = resp.status().as_u16();
     let secs = start.elapsed().as_secs_f64();
     match route.and_then(|r| rt.route_metrics.get(r)) {
@@ -813,26 +826,37 @@ fn add_forwarding_headers(
     host: &str,
     request_id: &HeaderValue,
 ) {
-    match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => {
-            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {}", info.client_ip)) {
-                headers.insert(X_FORWARDED_FOR, v);
+    // Entries: one hash of each name, whether it is there or not.
+    match headers.entry(X_FORWARDED_FOR) {
+        header::Entry::Occupied(mut e) => {
+            let joined = e.get().to_str().ok().and_then(|prev| {
+                HeaderValue::from_str(&format!("{prev}, {}", info.client_ip)).ok()
+            });
+            if let Some(v) = joined {
+                e.insert(v);
             }
         }
-        None => {
-            headers.insert(X_FORWARDED_FOR, info.client_ip_header.clone());
+        header::Entry::Vacant(e) => {
+            e.insert(info.client_ip_header.clone());
         }
     }
     headers.insert(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if info.tls { "https" } else { "http" }),
     );
-    if let Ok(v) = HeaderValue::from_str(host) {
-        if !host.is_empty() {
-            headers.insert(X_FORWARDED_HOST, v.clone());
-            if !headers.contains_key(header::HOST) {
-                headers.insert(header::HOST, v);
+    if !host.is_empty() {
+        // The Host header the client sent is already a valid value: share it.
+        let forwarded = match headers.entry(header::HOST) {
+            header::Entry::Occupied(e) if e.get().as_bytes() == host.as_bytes() => {
+                Some(e.get().clone())
             }
+            header::Entry::Occupied(_) => HeaderValue::from_str(host).ok(),
+            header::Entry::Vacant(e) => HeaderValue::from_str(host).ok().inspect(|v| {
+                e.insert(v.clone());
+            }),
+        };
+        if let Some(v) = forwarded {
+            headers.insert(X_FORWARDED_HOST, v);
         }
     }
     headers.insert(X_REQUEST_ID, request_id.clone());
@@ -1171,6 +1195,54 @@ mod tests {
         assert_eq!(&base64_16(seq), b"AAECAwQFBgcICQoLDA0ODw==");
         assert_eq!(&base64_16([0xff; 16]), b"/////////////////////w==");
         assert_ne!(websocket_key(), websocket_key());
+    }
+
+    #[test]
+    fn forwarding_headers_reuse_the_host_and_append_to_x_forwarded_for() {
+        let listener = Arc::new(config::Listener {
+            name: "l".into(),
+            address: "127.0.0.1:80".parse().unwrap(),
+            certificates: Vec::new(),
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            max_header_bytes: 8192,
+            max_uri_bytes: 8192,
+        });
+        let info = ConnInfo::new("192.0.2.7:5000".parse().unwrap(), true, listener);
+        let id = HeaderValue::from_static("abc");
+
+        // h1: the client's Host is kept and forwarded; an X-Forwarded-For gets the client added.
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("example.com:8080"));
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.1"));
+        add_forwarding_headers(&mut h, &info, "example.com:8080", &id);
+        assert_eq!(h[header::HOST], "example.com:8080");
+        assert_eq!(h[X_FORWARDED_HOST], "example.com:8080");
+        assert_eq!(h[X_FORWARDED_FOR], "198.51.100.1, 192.0.2.7");
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
+        assert_eq!(h[X_REQUEST_ID], "abc");
+        assert_eq!(h.len(), 5, "{h:?}");
+
+        // h2: no Host header, the :authority becomes Host and X-Forwarded-Host.
+        let mut h = HeaderMap::new();
+        add_forwarding_headers(&mut h, &info, "h2.example", &id);
+        assert_eq!(h[header::HOST], "h2.example");
+        assert_eq!(h[X_FORWARDED_HOST], "h2.example");
+        assert_eq!(h[X_FORWARDED_FOR], "192.0.2.7");
+
+        // An absolute-form target whose authority differs from Host: Host stays, the
+        // authority is forwarded; an invalid or empty host adds neither.
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("other"));
+        add_forwarding_headers(&mut h, &info, "target.example", &id);
+        assert_eq!(h[header::HOST], "other");
+        assert_eq!(h[X_FORWARDED_HOST], "target.example");
+        for bad in ["", "bad\nhost"] {
+            let mut h = HeaderMap::new();
+            add_forwarding_headers(&mut h, &info, bad, &id);
+            assert!(!h.contains_key(header::HOST), "{bad:?}");
+            assert!(!h.contains_key(X_FORWARDED_HOST), "{bad:?}");
+        }
     }
 
     #[test]
