@@ -506,7 +506,12 @@ async fn forward(
         );
     }
     if req.method() == Method::CONNECT && req.extensions().get::<hyper::ext::Protocol>().is_some() {
-        return extended_connect(shared, info, rt, req, request_id, host, path).await;
+        // Boxed: its state is as large as the whole proxy path's and would otherwise be part
+        // of every request's future (allocated, moved and dropped per request).
+        return Box::pin(extended_connect(
+            shared, info, rt, req, request_id, host, path,
+        ))
+        .await;
     }
     if req.method() == Method::CONNECT {
         return reject(
@@ -589,7 +594,12 @@ async fn forward(
     if buffered && body.is_end_stream() {
         // No body (a GET): nothing to read.
     } else if buffered {
-        match tokio::time::timeout(cluster.cfg.request_timeout, body.collect()).await {
+        // Boxed: rare (a GET has no body), and kept out of every request's future.
+        let collect = Box::pin(tokio::time::timeout(
+            cluster.cfg.request_timeout,
+            body.collect(),
+        ));
+        match collect.await {
             Ok(Ok(c)) => bytes = c.to_bytes(),
             Ok(Err(_)) => {
                 return local(
@@ -619,6 +629,8 @@ async fn forward(
     } else {
         http::uri::Scheme::HTTP
     };
+    // HTTP/1.1 upstreams get the target in origin form: no absolute URI to build and strip.
+    let origin_form = cluster.cfg.protocol == config::UpstreamProtocol::Http1;
 
     // Upstreams tried so far, on the stack (config caps attempts at 10).
     let mut tried_buf = [0usize; MAX_ATTEMPTS];
@@ -655,11 +667,15 @@ async fn forward(
         };
         tried_buf[attempt] = idx;
         let up = cluster.upstreams[idx].clone();
-        let uri = Uri::builder()
-            .scheme(scheme.clone())
-            .authority(cluster.authorities[idx].clone())
-            .path_and_query(path_and_query.clone())
-            .build();
+        let uri = if origin_form {
+            Ok(Uri::from(path_and_query.clone()))
+        } else {
+            Uri::builder()
+                .scheme(scheme.clone())
+                .authority(cluster.authorities[idx].clone())
+                .path_and_query(path_and_query.clone())
+                .build()
+        };
         let uri: Uri = match uri {
             Ok(u) => u,
             Err(_) => {
