@@ -251,15 +251,28 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     // One pass over the names (most messages carry none or only `Connection`), then remove
     // just the ones present: a removal hashes the name even when it is absent.
     let mut present = 0u8;
+    // A field literally named `close` (`Connection: close` would name it).
+    let mut close_field = false;
     for k in h.keys() {
         if let Some(i) = hop_by_hop_index(k) {
             present |= 1 << i;
+        } else if k.as_str() == "close" {
+            close_field = true;
         }
     }
     if present == 0 {
         return;
     }
-    if present & 1 != 0 {
+    // `Connection: keep-alive` or `close`, on nearly every HTTP/1.1 message, names no other
+    // field: then there is nothing to look up and remove.
+    let options_only = !close_field
+        && h.get_all(header::CONNECTION).iter().all(|v| {
+            v.as_bytes().split(|&b| b == b',').all(|t| {
+                let t = t.trim_ascii();
+                t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
+            })
+        });
+    if present & 1 != 0 && !options_only {
         let named: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
             .iter()
@@ -1202,6 +1215,41 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key(header::CONTENT_LENGTH));
+    }
+
+    #[test]
+    fn connection_options_and_named_fields() {
+        // Options only: Connection goes, everything else stays.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static(" Close ,keep-alive"),
+        );
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        // A named field among options is removed, in any of several Connection values.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("close, X-Hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-keep"], "yes");
+        // `Connection: close` with a field named `close`: that field is connection-specific.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        h.insert("close", HeaderValue::from_static("1"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        // A field named `close` without Connection stays.
+        let mut h = HeaderMap::new();
+        h.insert("close", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
     }
 
     #[test]
