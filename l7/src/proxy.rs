@@ -654,6 +654,10 @@ async fn forward(
     for attempt in 0..attempts {
         let tried = &tried_buf[..attempt]; // one upstream per attempt so far
         if attempt > 0 {
+            // The previous attempt took the headers: no untried upstream was left.
+            if attempt >= cluster.upstreams.len() {
+                break;
+            }
             if !cluster.retry_allowed() {
                 break;
             }
@@ -706,7 +710,11 @@ async fn forward(
         let mut out = Request::new(body);
         *out.method_mut() = method.clone();
         *out.uri_mut() = uri;
-        *out.headers_mut() = if attempt + 1 < attempts {
+        // Every attempt goes to an upstream not tried yet: when none would be left for a next
+        // one (the last attempt, or a cluster of one upstream), the headers move instead of
+        // being copied for a retry that cannot happen.
+        let retry_possible = attempt + 1 < attempts && attempt + 1 < cluster.upstreams.len();
+        *out.headers_mut() = if retry_possible {
             headers.clone()
         } else {
             std::mem::take(&mut headers)
