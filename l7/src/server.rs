@@ -640,3 +640,23 @@ async fn serve_metrics(l: TcpListener, metrics: Arc<Metrics>) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn client_connections_get_tcp_keepalive() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (_c, accepted) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let (s, _) = accepted.unwrap();
+        let sock = socket2::SockRef::from(&s);
+        assert!(!sock.keepalive().unwrap(), "off until vip-l7 turns it on");
+        client_keepalive(&s).unwrap();
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+    }
+}
