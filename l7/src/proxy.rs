@@ -49,6 +49,8 @@ pub struct Runtime {
     pub clusters: HashMap<String, Arc<ClusterRt>>,
     /// Metric handles by route index.
     pub route_metrics: Vec<RouteMetrics>,
+    /// The cluster of each route, by route index (no lookup by name per request).
+    pub route_clusters: Vec<Option<Arc<ClusterRt>>>,
 }
 
 /// Why a configuration could not be applied.
@@ -99,11 +101,17 @@ impl Runtime {
                 metrics.route_metrics(&format!("routes[{i}]"), &r.cluster, &names)
             })
             .collect();
+        let route_clusters = config
+            .routes
+            .iter()
+            .map(|r| clusters.get(&r.cluster).cloned())
+            .collect();
         Ok(Runtime {
             config,
             routes,
             clusters,
             route_metrics,
+            route_clusters,
         })
     }
 }
@@ -202,6 +210,12 @@ impl Headers for HeaderMap {
 
 fn text_body(s: impl Into<Bytes>) -> ProxyBody {
     Full::new(s.into())
+        .map_err(|e: Infallible| -> BoxError { match e {} })
+        .boxed()
+}
+
+fn empty_body() -> ProxyBody {
+    http_body_util::Empty::new()
         .map_err(|e: Infallible| -> BoxError { match e {} })
         .boxed()
 }
@@ -533,15 +547,14 @@ async fn forward(
             "CONNECT is not supported",
         );
     }
-    let Some((route_index, cluster_name)) = rt.routes.route_indexed(host, path, req.headers())
-    else {
+    let Some((route_index, _)) = rt.routes.route_indexed(host, path, req.headers()) else {
         return reject(
             StatusCode::NOT_FOUND,
             "no_route",
             "no route for this host and path",
         );
     };
-    let Some(cluster) = rt.clusters.get(cluster_name).cloned() else {
+    let Some(cluster) = rt.route_clusters.get(route_index).cloned().flatten() else {
         return reject(StatusCode::NOT_FOUND, "no_route", "route names no cluster");
     };
     let named = |resp: Response<ProxyBody>, up: Option<usize>| -> Forwarded {
@@ -705,6 +718,9 @@ async fn forward(
         };
         let body: ProxyBody = match streaming.take() {
             Some(b) => b.map_err(|e| -> BoxError { Box::new(e) }).boxed(),
+            // No body (a GET): an empty body is a zero-sized type, so boxing it allocates
+            // nothing.
+            None if bytes.is_empty() => empty_body(),
             None => text_body(bytes.clone()),
         };
         let mut out = Request::new(body);
