@@ -736,13 +736,20 @@ async fn forward(
             std::mem::take(&mut headers)
         };
         let upstream_active = UpstreamActive::new(cluster.clone(), idx);
-        let t0 = Instant::now();
+        // Latency samples feed only the peak-EWMA policy; other clusters skip the clock reads
+        // (and the exponential). A reload to peak_ewma starts from the previous samples.
+        let t0 = (cluster.cfg.balancer == config::Balancer::PeakEwma).then(Instant::now);
+        let observe = || {
+            if let Some(t0) = t0 {
+                up.observe_latency(t0.elapsed());
+            }
+        };
         let result =
             tokio::time::timeout(cluster.cfg.request_timeout, cluster.pools[idx].request(out))
                 .await;
         match result {
             Ok(Ok(mut resp)) => {
-                up.observe_latency(t0.elapsed());
+                observe();
                 let status = resp.status();
                 let gateway_error = matches!(
                     status,
@@ -790,7 +797,7 @@ async fn forward(
                 return named(Response::from_parts(parts, body.boxed()), Some(idx));
             }
             Ok(Err(e)) => {
-                up.observe_latency(t0.elapsed());
+                observe();
                 if e.is_circuit() {
                     return local(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -810,7 +817,7 @@ async fn forward(
                 }
             }
             Err(_) => {
-                up.observe_latency(t0.elapsed());
+                observe();
                 if up.record_outcome(true, cluster.cfg.outlier.consecutive_errors) {
                     cluster.maybe_eject(idx, metrics);
                 }
