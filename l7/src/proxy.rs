@@ -49,6 +49,8 @@ pub struct Runtime {
     pub clusters: HashMap<String, Arc<ClusterRt>>,
     /// Metric handles by route index.
     pub route_metrics: Vec<RouteMetrics>,
+    /// The cluster of each route, by route index (no lookup by name per request).
+    pub route_clusters: Vec<Option<Arc<ClusterRt>>>,
 }
 
 /// Why a configuration could not be applied.
@@ -99,11 +101,17 @@ impl Runtime {
                 metrics.route_metrics(&format!("routes[{i}]"), &r.cluster, &names)
             })
             .collect();
+        let route_clusters = config
+            .routes
+            .iter()
+            .map(|r| clusters.get(&r.cluster).cloned())
+            .collect();
         Ok(Runtime {
             config,
             routes,
             clusters,
             route_metrics,
+            route_clusters,
         })
     }
 }
@@ -206,6 +214,12 @@ fn text_body(s: impl Into<Bytes>) -> ProxyBody {
         .boxed()
 }
 
+fn empty_body() -> ProxyBody {
+    http_body_util::Empty::new()
+        .map_err(|e: Infallible| -> BoxError { match e {} })
+        .boxed()
+}
+
 fn local_response(status: StatusCode, msg: &str, request_id: &HeaderValue) -> Response<ProxyBody> {
     let mut r = Response::new(text_body(format!("{msg}\n")));
     *r.status_mut() = status;
@@ -229,21 +243,50 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     PROXY_CONNECTION,
 ];
 
+/// The position of `n` in [`HOP_BY_HOP`]: one `match` on the name's text (by length first)
+/// instead of up to eight `HeaderName` comparisons per header.
+fn hop_by_hop_index(n: &HeaderName) -> Option<usize> {
+    match n.as_str() {
+        "connection" => Some(0),
+        "transfer-encoding" => Some(1),
+        "upgrade" => Some(2),
+        "te" => Some(3),
+        "proxy-authenticate" => Some(4),
+        "proxy-authorization" => Some(5),
+        "keep-alive" => Some(6),
+        "proxy-connection" => Some(7),
+        _ => None,
+    }
+}
+
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1), plus any named in
 /// `Connection`. `te: trailers` is kept: gRPC needs it end to end on h2.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     // One pass over the names (most messages carry none or only `Connection`), then remove
     // just the ones present: a removal hashes the name even when it is absent.
     let mut present = 0u8;
+    // A field literally named `close` (`Connection: close` would name it).
+    let mut close_field = false;
     for k in h.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+        if let Some(i) = hop_by_hop_index(k) {
             present |= 1 << i;
+        } else if k.as_str() == "close" {
+            close_field = true;
         }
     }
     if present == 0 {
         return;
     }
-    if present & 1 != 0 {
+    // `Connection: keep-alive` or `close`, on nearly every HTTP/1.1 message, names no other
+    // field: then there is nothing to look up and remove.
+    let options_only = !close_field
+        && h.get_all(header::CONNECTION).iter().all(|v| {
+            v.as_bytes().split(|&b| b == b',').all(|t| {
+                let t = t.trim_ascii();
+                t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
+            })
+        });
+    if present & 1 != 0 && !options_only {
         let named: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
             .iter()
@@ -392,11 +435,9 @@ async fn handle_request(
     shared.requests_total.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
     let version = req.version();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    // Shared copies of the request's own bytes (reference counts, no allocation or parsing).
+    let path_and_query = req.uri().path_and_query().cloned();
+    let path = path_and_query.as_ref().map_or("/", |p| p.as_str());
     let mut request_id = req
         .headers()
         .get(X_REQUEST_ID)
@@ -406,20 +447,19 @@ async fn handle_request(
     // Unique per request, so never worth a slot in an HPACK dynamic table: "sensitive" makes
     // h2 send it as a never-indexed literal instead of inserting (and evicting) every time.
     request_id.set_sensitive(true);
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
+    let authority = req.uri().authority().cloned();
+    let host_header = match authority {
+        Some(_) => None,
+        None => req.headers().get(header::HOST).cloned(),
+    };
+    let host = match (&authority, &host_header) {
+        (Some(a), _) => a.as_str(),
+        (None, Some(h)) => h.to_str().unwrap_or(""),
+        (None, None) => "",
+    };
     let rt = shared.runtime.load_full();
     let (resp, route, cluster, upstream) =
-        forward(&shared, &info, &rt, req, &request_id, &host, &path).await;
+        forward(&shared, &info, &rt, req, &request_id, host, path).await;
     let status = resp.status().as_u16();
     let secs = start.elapsed().as_secs_f64();
     match route.and_then(|r| rt.route_metrics.get(r)) {
@@ -493,7 +533,12 @@ async fn forward(
         );
     }
     if req.method() == Method::CONNECT && req.extensions().get::<hyper::ext::Protocol>().is_some() {
-        return extended_connect(shared, info, rt, req, request_id, host, path).await;
+        // Boxed: its state is as large as the whole proxy path's and would otherwise be part
+        // of every request's future (allocated, moved and dropped per request).
+        return Box::pin(extended_connect(
+            shared, info, rt, req, request_id, host, path,
+        ))
+        .await;
     }
     if req.method() == Method::CONNECT {
         return reject(
@@ -502,15 +547,14 @@ async fn forward(
             "CONNECT is not supported",
         );
     }
-    let Some((route_index, cluster_name)) = rt.routes.route_indexed(host, path, req.headers())
-    else {
+    let Some((route_index, _)) = rt.routes.route_indexed(host, path, req.headers()) else {
         return reject(
             StatusCode::NOT_FOUND,
             "no_route",
             "no route for this host and path",
         );
     };
-    let Some(cluster) = rt.clusters.get(cluster_name).cloned() else {
+    let Some(cluster) = rt.route_clusters.get(route_index).cloned().flatten() else {
         return reject(StatusCode::NOT_FOUND, "no_route", "route names no cluster");
     };
     if cluster.cfg.protocol == config::UpstreamProtocol::H2 && is_websocket_upgrade(&req) {
@@ -580,7 +624,12 @@ async fn forward(
     if buffered && body.is_end_stream() {
         // No body (a GET): nothing to read.
     } else if buffered {
-        match tokio::time::timeout(cluster.cfg.request_timeout, body.collect()).await {
+        // Boxed: rare (a GET has no body), and kept out of every request's future.
+        let collect = Box::pin(tokio::time::timeout(
+            cluster.cfg.request_timeout,
+            body.collect(),
+        ));
+        match collect.await {
             Ok(Ok(c)) => bytes = c.to_bytes(),
             Ok(Err(_)) => {
                 return local(
@@ -610,6 +659,8 @@ async fn forward(
     } else {
         http::uri::Scheme::HTTP
     };
+    // HTTP/1.1 upstreams get the target in origin form: no absolute URI to build and strip.
+    let origin_form = cluster.cfg.protocol == config::UpstreamProtocol::Http1;
 
     // Upstreams tried so far, on the stack (config caps attempts at 10).
     let mut tried_buf = [0usize; MAX_ATTEMPTS];
@@ -620,10 +671,16 @@ async fn forward(
     // upstream is left to try, the retry goes to it again, on the new connection its pool
     // opens.
     let mut again: Option<usize> = None;
+    // Whether `headers` still holds the request's headers (the last attempt may move them).
+    let mut headers_left = true;
     let attempts = (attempts as usize).min(MAX_ATTEMPTS);
     for attempt in 0..attempts {
         let tried = &tried_buf[..attempt]; // one upstream per attempt so far
         if attempt > 0 {
+            // The previous attempt took the headers: no retry was possible.
+            if !headers_left {
+                break;
+            }
             if !cluster.retry_allowed() {
                 break;
             }
@@ -652,11 +709,15 @@ async fn forward(
         };
         tried_buf[attempt] = idx;
         let up = cluster.upstreams[idx].clone();
-        let uri = Uri::builder()
-            .scheme(scheme.clone())
-            .authority(cluster.authorities[idx].clone())
-            .path_and_query(path_and_query.clone())
-            .build();
+        let uri = if origin_form {
+            Ok(Uri::from(path_and_query.clone()))
+        } else {
+            Uri::builder()
+                .scheme(scheme.clone())
+                .authority(cluster.authorities[idx].clone())
+                .path_and_query(path_and_query.clone())
+                .build()
+        };
         let uri: Uri = match uri {
             Ok(u) => u,
             Err(_) => {
@@ -669,24 +730,41 @@ async fn forward(
         };
         let body: ProxyBody = match streaming.take() {
             Some(b) => b.map_err(|e| -> BoxError { Box::new(e) }).boxed(),
+            // No body (a GET): an empty body is a zero-sized type, so boxing it allocates
+            // nothing.
+            None if bytes.is_empty() => empty_body(),
             None => text_body(bytes.clone()),
         };
         let mut out = Request::new(body);
         *out.method_mut() = method.clone();
         *out.uri_mut() = uri;
-        *out.headers_mut() = if attempt + 1 < attempts {
+        // Every attempt goes to an upstream not tried yet, or (h2) to the same one after its
+        // connection was lost: when no next attempt can happen (the last attempt, or an
+        // HTTP/1.1 cluster of one upstream), the headers move instead of being copied.
+        let retry_possible = attempt + 1 < attempts
+            && (attempt + 1 < cluster.upstreams.len()
+                || cluster.cfg.protocol == config::UpstreamProtocol::H2);
+        *out.headers_mut() = if retry_possible {
             headers.clone()
         } else {
+            headers_left = false;
             std::mem::take(&mut headers)
         };
         let upstream_active = UpstreamActive::new(cluster.clone(), idx);
-        let t0 = Instant::now();
+        // Latency samples feed only the peak-EWMA policy; other clusters skip the clock reads
+        // (and the exponential). A reload to peak_ewma starts from the previous samples.
+        let t0 = (cluster.cfg.balancer == config::Balancer::PeakEwma).then(Instant::now);
+        let observe = || {
+            if let Some(t0) = t0 {
+                up.observe_latency(t0.elapsed());
+            }
+        };
         let result =
             tokio::time::timeout(cluster.cfg.request_timeout, cluster.pools[idx].request(out))
                 .await;
         match result {
             Ok(Ok(mut resp)) => {
-                up.observe_latency(t0.elapsed());
+                observe();
                 let status = resp.status();
                 let gateway_error = matches!(
                     status,
@@ -734,7 +812,7 @@ async fn forward(
                 return named(Response::from_parts(parts, body.boxed()), Some(idx));
             }
             Ok(Err(e)) => {
-                up.observe_latency(t0.elapsed());
+                observe();
                 if e.is_circuit() {
                     return local(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -757,7 +835,7 @@ async fn forward(
                 }
             }
             Err(_) => {
-                up.observe_latency(t0.elapsed());
+                observe();
                 if up.record_outcome(true, cluster.cfg.outlier.consecutive_errors) {
                     cluster.maybe_eject(idx, metrics);
                 }
@@ -826,26 +904,37 @@ fn add_forwarding_headers(
     host: &str,
     request_id: &HeaderValue,
 ) {
-    match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => {
-            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {}", info.client_ip)) {
-                headers.insert(X_FORWARDED_FOR, v);
+    // Entries: one hash of each name, whether it is there or not.
+    match headers.entry(X_FORWARDED_FOR) {
+        header::Entry::Occupied(mut e) => {
+            let joined = e.get().to_str().ok().and_then(|prev| {
+                HeaderValue::from_str(&format!("{prev}, {}", info.client_ip)).ok()
+            });
+            if let Some(v) = joined {
+                e.insert(v);
             }
         }
-        None => {
-            headers.insert(X_FORWARDED_FOR, info.client_ip_header.clone());
+        header::Entry::Vacant(e) => {
+            e.insert(info.client_ip_header.clone());
         }
     }
     headers.insert(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if info.tls { "https" } else { "http" }),
     );
-    if let Ok(v) = HeaderValue::from_str(host) {
-        if !host.is_empty() {
-            headers.insert(X_FORWARDED_HOST, v.clone());
-            if !headers.contains_key(header::HOST) {
-                headers.insert(header::HOST, v);
+    if !host.is_empty() {
+        // The Host header the client sent is already a valid value: share it.
+        let forwarded = match headers.entry(header::HOST) {
+            header::Entry::Occupied(e) if e.get().as_bytes() == host.as_bytes() => {
+                Some(e.get().clone())
             }
+            header::Entry::Occupied(_) => HeaderValue::from_str(host).ok(),
+            header::Entry::Vacant(e) => HeaderValue::from_str(host).ok().inspect(|v| {
+                e.insert(v.clone());
+            }),
+        };
+        if let Some(v) = forwarded {
+            headers.insert(X_FORWARDED_HOST, v);
         }
     }
     headers.insert(X_REQUEST_ID, request_id.clone());
@@ -1358,6 +1447,41 @@ mod tests {
     }
 
     #[test]
+    fn connection_options_and_named_fields() {
+        // Options only: Connection goes, everything else stays.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static(" Close ,keep-alive"),
+        );
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        // A named field among options is removed, in any of several Connection values.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("close, X-Hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-keep"], "yes");
+        // `Connection: close` with a field named `close`: that field is connection-specific.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        h.insert("close", HeaderValue::from_static("1"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        // A field named `close` without Connection stays.
+        let mut h = HeaderMap::new();
+        h.insert("close", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+    }
+
+    #[test]
     fn websocket_keys_are_base64_of_16_bytes() {
         assert_eq!(&base64_16([0; 16]), b"AAAAAAAAAAAAAAAAAAAAAA==");
         let seq: [u8; 16] = std::array::from_fn(|i| i as u8);
@@ -1390,6 +1514,54 @@ mod tests {
             b"dGhlIHNhbXBsZSBub25jZQ===",
         ] {
             assert!(!valid_websocket_key(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn forwarding_headers_reuse_the_host_and_append_to_x_forwarded_for() {
+        let listener = Arc::new(config::Listener {
+            name: "l".into(),
+            address: "127.0.0.1:80".parse().unwrap(),
+            certificates: Vec::new(),
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            max_header_bytes: 8192,
+            max_uri_bytes: 8192,
+        });
+        let info = ConnInfo::new("192.0.2.7:5000".parse().unwrap(), true, listener);
+        let id = HeaderValue::from_static("abc");
+
+        // h1: the client's Host is kept and forwarded; an X-Forwarded-For gets the client added.
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("example.com:8080"));
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.1"));
+        add_forwarding_headers(&mut h, &info, "example.com:8080", &id);
+        assert_eq!(h[header::HOST], "example.com:8080");
+        assert_eq!(h[X_FORWARDED_HOST], "example.com:8080");
+        assert_eq!(h[X_FORWARDED_FOR], "198.51.100.1, 192.0.2.7");
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
+        assert_eq!(h[X_REQUEST_ID], "abc");
+        assert_eq!(h.len(), 5, "{h:?}");
+
+        // h2: no Host header, the :authority becomes Host and X-Forwarded-Host.
+        let mut h = HeaderMap::new();
+        add_forwarding_headers(&mut h, &info, "h2.example", &id);
+        assert_eq!(h[header::HOST], "h2.example");
+        assert_eq!(h[X_FORWARDED_HOST], "h2.example");
+        assert_eq!(h[X_FORWARDED_FOR], "192.0.2.7");
+
+        // An absolute-form target whose authority differs from Host: Host stays, the
+        // authority is forwarded; an invalid or empty host adds neither.
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("other"));
+        add_forwarding_headers(&mut h, &info, "target.example", &id);
+        assert_eq!(h[header::HOST], "other");
+        assert_eq!(h[X_FORWARDED_HOST], "target.example");
+        for bad in ["", "bad\nhost"] {
+            let mut h = HeaderMap::new();
+            add_forwarding_headers(&mut h, &info, bad, &id);
+            assert!(!h.contains_key(header::HOST), "{bad:?}");
+            assert!(!h.contains_key(X_FORWARDED_HOST), "{bad:?}");
         }
     }
 

@@ -169,6 +169,8 @@ impl Headers for Vec<(String, String)> {
 pub struct RouteTable {
     /// Most specific first; ties keep the order of the specs.
     routes: Vec<Route>,
+    /// Whether any route matches on the host (else the request's host is not even parsed).
+    by_host: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,7 +265,8 @@ impl RouteTable {
         }
         // Stable sort: equally specific routes keep their configured order.
         routes.sort_by_key(|r| std::cmp::Reverse(r.specificity()));
-        Ok(RouteTable { routes })
+        let by_host = routes.iter().any(|r| r.host != HostPattern::Any);
+        Ok(RouteTable { routes, by_host })
     }
 
     /// The cluster for a request, or `None` when no route matches (answer 404).
@@ -271,12 +274,7 @@ impl RouteTable {
     /// `host` is the Host header or `:authority` (a port is ignored; empty when the request has
     /// none), `path` the request target in origin form (a query is ignored).
     pub fn route<H: Headers + ?Sized>(&self, host: &str, path: &str, headers: &H) -> Option<&str> {
-        let host = RequestHost::parse(host);
-        let path = strip_query(path);
-        self.routes
-            .iter()
-            .find(|r| r.matches(&host, path, headers))
-            .map(|r| r.cluster.as_str())
+        self.route_indexed(host, path, headers).map(|(_, c)| c)
     }
 
     /// Like [`route`](Self::route), also returning the matching route's position in the specs
@@ -287,7 +285,12 @@ impl RouteTable {
         path: &str,
         headers: &H,
     ) -> Option<(usize, &str)> {
-        let host = RequestHost::parse(host);
+        // Every route takes any host: no need to parse it (`Unmatchable` matches `Any`).
+        let host = if self.by_host {
+            RequestHost::parse(host)
+        } else {
+            RequestHost::Unmatchable
+        };
         let path = strip_query(path);
         self.routes
             .iter()
@@ -330,8 +333,11 @@ impl<'a> RequestHost<'a> {
             };
         }
         // Not valid in a Host header, but unambiguous: a bare IPv6 address has no port.
-        if let Ok(addr) = raw.parse::<Ipv6Addr>() {
-            return RequestHost::Ipv6(addr);
+        // (Two colons at least: a name with a port has one, so it skips the address parser.)
+        if raw.bytes().filter(|&b| b == b':').nth(1).is_some() {
+            if let Ok(addr) = raw.parse::<Ipv6Addr>() {
+                return RequestHost::Ipv6(addr);
+            }
         }
         let name = match raw.rsplit_once(':') {
             Some((name, port)) if is_port(port) => name,

@@ -300,6 +300,12 @@ impl std::fmt::Debug for UpstreamPool {
 
 /// The request target in origin form (`/path?query`), as HTTP/1.1 sends it to an origin.
 fn origin_form(uri: &mut Uri) {
+    if uri.scheme().is_none()
+        && uri.authority().is_none()
+        && uri.path_and_query().is_some_and(|p| !p.as_str().is_empty())
+    {
+        return; // already in origin form
+    }
     let pq = uri
         .path_and_query()
         .filter(|p| !p.as_str().is_empty())

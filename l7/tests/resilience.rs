@@ -241,11 +241,20 @@ async fn request_and_connect_timeouts_and_connect_retry() {
     let cl = client();
     // Every other pick is the dead upstream: the connect failure is retried on `a`.
     for _ in 0..6 {
-        let (s, h, _) = get(&cl, &format!("http://127.0.0.1:{http}/"), &[])
-            .await
-            .unwrap();
+        let (s, h, b) = get(
+            &cl,
+            &format!("http://127.0.0.1:{http}/"),
+            &[("x-custom", "kept")],
+        )
+        .await
+        .unwrap();
         assert_eq!(s, 200);
         assert_eq!(h["x-upstream"], "a");
+        // A retried request carries the same headers as the first attempt.
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["headers"]["x-custom"], "kept", "{v}");
+        assert_eq!(v["headers"]["x-forwarded-for"], "127.0.0.1", "{v}");
+        assert!(v["headers"]["x-request-id"].is_string(), "{v}");
     }
     let t = Instant::now();
     let (s, _, _) = get(&cl, &format!("http://127.0.0.1:{http}/sleep/2000"), &[])
