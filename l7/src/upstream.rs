@@ -376,21 +376,32 @@ impl UpstreamPool {
                         checkin: None,
                     }))
                 }
-                Err(mut e) => match e.take_message() {
-                    // The shared connection went away before the stream started: drop it and
-                    // try once more on a new one.
-                    Some(r) if !fresh => {
-                        self.forget_h2(id);
-                        fresh = true;
-                        req = r;
-                    }
-                    Some(_) => {
-                        self.forget_h2(id);
-                        return Err(UpstreamError::H2ConnectionLost(e.into_error()));
-                    }
-                    None => return Err(self.h2_failed(id, &tx, e.into_error())),
-                },
+                Err(e) => req = self.h2_send_failed(id, &tx, &mut fresh, e)?,
             }
+        }
+    }
+
+    /// After `try_send_request` failed on h2 connection `id`: a request that never left (the
+    /// shared connection went away before its stream started) comes back to be sent once more
+    /// on a new connection, unless this one was already `fresh`; anything else is the error.
+    fn h2_send_failed(
+        &self,
+        id: u64,
+        tx: &H2Sender,
+        fresh: &mut bool,
+        mut e: hyper::client::conn::TrySendError<http::Request<ProxyBody>>,
+    ) -> Result<http::Request<ProxyBody>, UpstreamError> {
+        match e.take_message() {
+            Some(r) if !*fresh => {
+                self.forget_h2(id);
+                *fresh = true;
+                Ok(r)
+            }
+            Some(_) => {
+                self.forget_h2(id);
+                Err(UpstreamError::H2ConnectionLost(e.into_error()))
+            }
+            None => Err(self.h2_failed(id, tx, e.into_error())),
         }
     }
 
@@ -442,18 +453,7 @@ impl UpstreamPool {
             }
             match tx.try_send_request(req).await {
                 Ok(resp) => return Ok(resp),
-                Err(mut e) => match e.take_message() {
-                    Some(r) if !fresh => {
-                        self.forget_h2(id);
-                        fresh = true;
-                        req = r;
-                    }
-                    Some(_) => {
-                        self.forget_h2(id);
-                        return Err(UpstreamError::H2ConnectionLost(e.into_error()));
-                    }
-                    None => return Err(self.h2_failed(id, &tx, e.into_error())),
-                },
+                Err(e) => req = self.h2_send_failed(id, &tx, &mut fresh, e)?,
             }
         }
     }
