@@ -77,6 +77,9 @@ pub enum ReconfigureError {
         /// What changed, e.g. `router_id`.
         settings: Vec<String>,
     },
+    /// The speaker was stopped (shutdown); it does not start sessions again.
+    #[error("the BGP speaker is stopped (vipd is shutting down); nothing was changed")]
+    Stopped,
     /// A TCP-MD5 key could not be set on the listening socket.
     #[error("cannot set the TCP-MD5 key of peer {peer} on the BGP listener: {source}")]
     ListenerKey {
@@ -179,6 +182,7 @@ impl Speaker {
             start,
             routes: Mutex::new(BTreeMap::new()),
             draining: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             roster: Mutex::new(Roster { cfg, peers }),
             accept: Mutex::new(None),
             listener: listener.clone(),
@@ -273,6 +277,12 @@ impl SpeakerHandle {
     /// Closes every session with Cease / Administrative Shutdown right away (routes are
     /// withdrawn by the peers as the sessions close) and stops the speaker.
     pub async fn stop(&self, message: Option<String>) {
+        {
+            // Under the roster lock: a reconfigure either finished before (its peers are
+            // stopped below) or sees the flag.
+            let _roster = lock(&self.shared.roster);
+            self.shared.stopped.store(true, Ordering::SeqCst);
+        }
         if let Some(accept) = lock(&self.shared.accept).take() {
             accept.abort();
         }
@@ -306,6 +316,9 @@ impl SpeakerHandle {
             return Err(ReconfigureError::Invalid { problems });
         }
         let mut roster = lock(&self.shared.roster);
+        if self.shared.stopped.load(Ordering::SeqCst) {
+            return Err(ReconfigureError::Stopped);
+        }
         let old = roster.cfg.clone();
         let restart = restart_settings(&old, &new, self.shared.listener.is_some());
         if !restart.is_empty() {
@@ -485,6 +498,8 @@ struct Shared {
     routes: Mutex<BTreeMap<IpAddr, RoutePolicy>>,
     /// Graceful shutdown in progress: new announcements carry GRACEFUL_SHUTDOWN too.
     draining: AtomicBool,
+    /// [`SpeakerHandle::stop`] was called: no reconfigure starts peers again.
+    stopped: AtomicBool,
     /// The running configuration and its peers, replaced together by
     /// [`SpeakerHandle::reconfigure`].
     roster: Mutex<Roster>,

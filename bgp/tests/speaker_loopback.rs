@@ -723,4 +723,12 @@ async fn reconfigure_adds_removes_resets_and_reannounces_peers() {
         .reconfigure(config(&text("\"65001:2\"", 30, false, "192.0.2.1")))
         .unwrap()
         .is_empty());
+
+    // Once stopped (shutdown), a reconfigure starts nothing again.
+    speaker.stop(None).await;
+    let e = speaker
+        .reconfigure(config(&text("\"65001:2\"", 30, true, "192.0.2.1")))
+        .unwrap_err();
+    assert!(matches!(e, bgp::ReconfigureError::Stopped), "{e}");
+    assert_eq!(speaker.summary().await.len(), 1);
 }

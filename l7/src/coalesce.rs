@@ -20,6 +20,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Bytes kept before a write goes out without waiting for the flush.
 const MAX_BUFFERED: usize = 64 * 1024;
 
+/// Buffer capacity kept between flushes; a larger one (after a big burst) is freed, so idle
+/// connections do not each hold up to `MAX_BUFFERED`.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
 /// Runtime turns a flush waits at most for more frames.
 const MAX_YIELDS: u8 = 4;
 
@@ -65,7 +69,11 @@ impl<S: AsyncWrite + Unpin> Coalesced<S> {
             }
             self.written += n;
         }
-        self.buf.clear();
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
         self.written = 0;
         Poll::Ready(Ok(()))
     }
@@ -263,6 +271,18 @@ mod tests {
         want.extend_from_slice(&big);
         want.extend_from_slice(b"tail");
         assert_eq!(c.get_ref().data, want);
+    }
+
+    #[tokio::test]
+    async fn a_burst_buffer_is_not_kept_by_an_idle_connection() {
+        let mut c = sink(usize::MAX);
+        for _ in 0..40 {
+            c.write_all(&[1u8; 1000]).await.unwrap();
+        }
+        assert!(c.buf.capacity() > KEEP_CAPACITY);
+        c.flush().await.unwrap();
+        assert_eq!(c.get_ref().data.len(), 40_000);
+        assert!(c.buf.capacity() <= KEEP_CAPACITY, "{}", c.buf.capacity());
     }
 
     fn waker_counting(n: Arc<AtomicUsize>) -> std::task::Waker {

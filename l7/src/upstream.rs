@@ -362,13 +362,7 @@ impl UpstreamPool {
     ) -> Result<http::Response<PoolBody>, UpstreamError> {
         let mut fresh = false;
         loop {
-            let (mut tx, id) = match self.h2_cached() {
-                Some(c) => c,
-                None => {
-                    fresh = true;
-                    Box::pin(self.connect_h2()).await?
-                }
-            };
+            let (mut tx, id) = self.h2_conn(&mut fresh).await?;
             match tx.try_send_request(req).await {
                 Ok(resp) => {
                     return Ok(resp.map(|inner| PoolBody {
@@ -379,6 +373,16 @@ impl UpstreamPool {
                 Err(e) => req = self.h2_send_failed(id, &tx, &mut fresh, e)?,
             }
         }
+    }
+
+    /// The shared h2 connection and its id, opened when there is none (`fresh` then becomes
+    /// true: a failure on it is not retried on yet another one).
+    async fn h2_conn(&self, fresh: &mut bool) -> Result<(H2Sender, u64), UpstreamError> {
+        if let Some(c) = self.h2_cached() {
+            return Ok(c);
+        }
+        *fresh = true;
+        Box::pin(self.connect_h2()).await
     }
 
     /// After `try_send_request` failed on h2 connection `id`: a request that never left (the
@@ -425,13 +429,7 @@ impl UpstreamPool {
     ) -> Result<http::Response<Incoming>, UpstreamError> {
         let mut fresh = false;
         loop {
-            let (mut tx, id) = match self.h2_cached() {
-                Some(c) => c,
-                None => {
-                    fresh = true;
-                    Box::pin(self.connect_h2()).await?
-                }
-            };
+            let (mut tx, id) = self.h2_conn(&mut fresh).await?;
             match self.connect_protocol(&tx, id).await {
                 ConnectProtocol::Enabled => {}
                 ConnectProtocol::Disabled => {

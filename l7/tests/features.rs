@@ -754,22 +754,8 @@ impl H2WsEcho {
 
     /// Over TLS (ALPN h2) with `cert`/`key`.
     async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> H2WsEcho {
-        use rustls::pki_types::pem::PemObject;
-        let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(cert)
-            .unwrap()
-            .map(|c| c.unwrap())
-            .collect();
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
-        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-        cfg.alpn_protocols = vec![b"h2".to_vec()];
-        Self::start_with(true, Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))).await
+        let acceptor = tls_acceptor(cert, key, &[b"h2"]);
+        Self::start_with(true, Some(acceptor)).await
     }
 
     async fn start_with(
