@@ -9,13 +9,15 @@
 //! - [`proxy`]: the request path (headers, retries, WebSocket upgrades, trailers);
 //! - [`tls`]: SNI certificates (reloadable) and upstream TLS;
 //! - [`server`]: listeners, signals, graceful drain; [`admin`]: the admin socket;
-//!   [`metrics`]: Prometheus; [`accesslog`]: one line per request, off the event loop.
+//!   [`metrics`]: Prometheus; [`accesslog`]: one line per request, off the event loop;
+//! - [`alloc`]: the global allocator (mimalloc).
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // allowed only in `alloc`, the global allocator's FFI
 #![warn(missing_docs)]
 
 pub mod accesslog;
 pub mod admin;
+pub mod alloc;
 pub mod balance;
 pub mod coalesce;
 pub mod config;

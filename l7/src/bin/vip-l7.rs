@@ -5,10 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc instead of glibc malloc: the request path allocates and frees many small objects
-/// (header maps, futures, buffers); measured in docs/benchmarks.md (vip-l7 hot path section).
+/// mimalloc instead of glibc malloc (see `l7::alloc` for why and how it is called).
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: l7::alloc::MiAlloc = l7::alloc::MiAlloc;
 
 /// vip-l7: TLS termination, HTTP/1.1 and HTTP/2 routing and balancing behind vipd.
 #[derive(Parser, Debug)]
