@@ -667,9 +667,9 @@ async fn forward(
     // The upstream whose failure is reported if every attempt fails.
     let mut last_failed: Option<usize> = None;
     let mut retry_guard: Option<CountGuard> = None;
-    // An upstream whose shared h2 connection was lost under the request: when no other
-    // upstream is left to try, the retry goes to it again, on the new connection its pool
-    // opens.
+    // An upstream whose shared h2 connection was lost under the request (the retry then gets
+    // the new connection its pool opens), or that refused the stream: when no other upstream
+    // is left to try, the retry goes to it again.
     let mut again: Option<usize> = None;
     // Whether `headers` still holds the request's headers (the last attempt may move them).
     let mut headers_left = true;
@@ -825,12 +825,13 @@ async fn forward(
                 }
                 tracing::debug!(upstream = %up.name, error = %e, "upstream request failed");
                 last_failed = Some(idx);
-                // Connect failures are safe to retry for any method (nothing was sent);
-                // other failures only for idempotent methods.
-                if !(e.is_connect() || idempotent) {
+                // Connect failures and refused h2 streams are safe to retry for any method
+                // (the upstream did not process the request); other failures only for
+                // idempotent methods.
+                if !(e.is_connect() || e.is_refused() || idempotent) {
                     break;
                 }
-                if e.is_h2_connection_lost() && up.is_available() {
+                if (e.is_h2_connection_lost() || e.is_refused()) && up.is_available() {
                     again = Some(idx);
                 }
             }

@@ -146,6 +146,10 @@ pub enum UpstreamError {
     /// closed); the pool has dropped that connection, so a retry gets a fresh one.
     #[error("upstream h2 connection lost: {0}")]
     H2ConnectionLost(hyper::Error),
+    /// The h2 upstream reset the stream with REFUSED_STREAM: by RFC 9113 §8.7 it did no
+    /// processing of the request, so a retry is safe for any method.
+    #[error("upstream refused the h2 stream (REFUSED_STREAM): {0}")]
+    Refused(hyper::Error),
     /// The h2 upstream did not send SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441), so it cannot
     /// take a WebSocket as an extended CONNECT. Nothing was sent.
     #[error("upstream {0} did not enable the extended CONNECT protocol (SETTINGS_ENABLE_CONNECT_PROTOCOL, RFC 8441): WebSocket over h2 needs it, or use an http1 cluster")]
@@ -161,6 +165,12 @@ impl UpstreamError {
         )
     }
 
+    /// The upstream did not process the request (refused stream): safe to retry for any
+    /// method, on the same upstream too.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, UpstreamError::Refused(_))
+    }
+
     /// Refused by the cluster's circuit breaker (max connections or pending connects).
     pub fn is_circuit(&self) -> bool {
         matches!(self, UpstreamError::Connect(ConnectError::Circuit(_)))
@@ -171,6 +181,26 @@ impl UpstreamError {
     pub fn is_h2_connection_lost(&self) -> bool {
         matches!(self, UpstreamError::H2ConnectionLost(_))
     }
+}
+
+/// The h2 error under a failed hyper request, if there is one.
+fn h2_error(e: &hyper::Error) -> Option<&h2::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<h2::Error>() {
+            return Some(h);
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// Whether the upstream reset the request's stream with REFUSED_STREAM (RFC 9113 §8.7: "the
+/// stream is being closed prior to any processing having occurred").
+fn h2_refused(e: &hyper::Error) -> bool {
+    h2_error(e).is_some_and(|h| {
+        h.is_reset() && h.is_remote() && h.reason() == Some(h2::Reason::REFUSED_STREAM)
+    })
 }
 
 /// Whether a failed h2 request means its connection is gone (rather than one stream reset).
@@ -415,6 +445,8 @@ impl UpstreamPool {
         if tx.is_closed() || h2_connection_lost(&e) {
             self.forget_h2(id);
             UpstreamError::H2ConnectionLost(e)
+        } else if h2_refused(&e) {
+            UpstreamError::Refused(e)
         } else {
             UpstreamError::Request(e)
         }

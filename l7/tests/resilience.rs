@@ -360,3 +360,93 @@ async fn retry_budget_and_connection_limit() {
     assert!(t.elapsed() < Duration::from_millis(300));
     assert_eq!(slow.await.unwrap().unwrap().0, 200);
 }
+
+/// An h2 upstream (the `h2` crate's server, not vip-l7's code) that resets the first stream of
+/// every connection with `reason` and answers the others 200 with "METHOD body". Returns its
+/// address and how many streams it has seen.
+async fn resetting_h2_upstream(
+    reason: h2::Reason,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = l.accept().await {
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(sock).await else {
+                    return;
+                };
+                let mut first = true;
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    if std::mem::take(&mut first) {
+                        respond.send_reset(reason);
+                        continue;
+                    }
+                    tokio::spawn(async move {
+                        let method = req.method().to_string();
+                        let mut body = req.into_body();
+                        let mut got = Vec::new();
+                        while let Some(Ok(chunk)) = body.data().await {
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                            got.extend_from_slice(&chunk);
+                        }
+                        let resp = http::Response::builder().status(200).body(()).unwrap();
+                        if let Ok(mut send) = respond.send_response(resp, false) {
+                            let text = format!("{method} {}", String::from_utf8_lossy(&got));
+                            let _ = send.send_data(text.into(), true);
+                        }
+                    });
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// RFC 9113 §8.7: a stream the upstream resets with REFUSED_STREAM was not processed, so even a
+/// POST is sent again (here to the same, only upstream); any other reset of a POST is not
+/// retried and answers 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_h2_stream_is_retried_for_any_method_other_resets_are_not() {
+    use std::sync::atomic::Ordering;
+    let (refusing, refused_seen) = resetting_h2_upstream(h2::Reason::REFUSED_STREAM).await;
+    let (failing, failed_seen) = resetting_h2_upstream(h2::Reason::INTERNAL_ERROR).await;
+    let http = free_port();
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\naccess_log = false\n[[listeners]]\naddress = \"127.0.0.1:{http}\"\n\
+         [[routes]]\npath_prefix = \"/refused\"\ncluster = \"refusing\"\n\
+         [[routes]]\ncluster = \"failing\"\n\
+         [clusters.refusing]\nprotocol = \"h2\"\n[[clusters.refusing.upstreams]]\naddress = \"{refusing}\"\n\
+         [clusters.failing]\nprotocol = \"h2\"\n[[clusters.failing.upstreams]]\naddress = \"{failing}\"\n"
+    );
+    let _l7 = L7::start(&cfg, &[http]);
+    // curl blocks: off the runtime that serves the upstreams.
+    let post = |path: &str| {
+        let url = format!("http://127.0.0.1:{http}{path}");
+        tokio::task::spawn_blocking(move || {
+            curl(&["-w", " %{http_code}", "--data-binary", "payload", &url])
+        })
+    };
+    let (_, out, err) = post("/refused").await.unwrap();
+    assert_eq!(out, "POST payload 200", "{err}");
+    assert_eq!(
+        refused_seen.load(Ordering::SeqCst),
+        2,
+        "the refused stream, then the retry"
+    );
+    let (_, out, err) = post("/failed").await.unwrap();
+    assert!(out.ends_with(" 502"), "{out} {err}");
+    assert_eq!(
+        failed_seen.load(Ordering::SeqCst),
+        1,
+        "a POST whose stream was reset with INTERNAL_ERROR may have been processed: not retried"
+    );
+}
