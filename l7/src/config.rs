@@ -1070,4 +1070,122 @@ key = "missing.key"
         assert_eq!(e.line, Some(6));
         assert!(e.message.contains("/nonexistent/missing.pem"), "{e}");
     }
+
+    /// Every section and most keys, with no file references (so validation runs past the
+    /// certificate checks): the seed for the mutation test below.
+    const FULL: &str = r#"
+[admin]
+socket = "/run/vip-l7/admin.sock"
+drain_timeout_ms = 10000
+access_log = true
+[metrics]
+listen = "127.0.0.1:9102"
+[[listeners]]
+name = "web"
+address = "0.0.0.0:8080"
+header_read_timeout_ms = 10000
+idle_timeout_ms = 60000
+max_header_bytes = 16384
+max_uri_bytes = 8192
+[[routes]]
+host = "*.example.com"
+path_prefix = "/api"
+headers = { "x-canary" = "1" }
+cluster = "api"
+[[routes]]
+path_exact = "/"
+cluster = "web"
+[clusters.api]
+balancer = "consistent_hash"
+hash_on = { cookie = "session" }
+protocol = "h2"
+connect_timeout_ms = 1000
+request_timeout_ms = 15000
+idle_timeout_ms = 90000
+slow_start_ms = 5000
+sticky_cookie = "vip_l7_sticky"
+health = { path = "/healthz", interval_ms = 2000, timeout_ms = 1000, rise = 2, fall = 3 }
+outlier = { consecutive_errors = 5, base_ejection_ms = 30000, max_ejection_percent = 50 }
+retry = { attempts = 2, budget_percent = 20, min_concurrent = 3 }
+circuit = { max_connections = 1024, max_pending = 1024, max_requests = 1024 }
+rate_limit = { per_second = 100, burst = 200, key_header = "x-api-key" }
+[[clusters.api.upstreams]]
+address = "10.0.0.7:8080"
+weight = 1
+[[clusters.api.upstreams]]
+address = "[2001:db8::7]:8080"
+weight = 65535
+[clusters.web]
+balancer = "peak_ewma"
+rate_limit = { per_second = 1, burst = 1, key = "client_ip" }
+[[clusters.web.upstreams]]
+address = "127.0.0.1:9000"
+"#;
+
+    /// Values that sit on or past the edges of what the fields take.
+    const NASTY: &[&str] = &[
+        "0",
+        "-1",
+        "1",
+        "65536",
+        "4294967296",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "1e309",
+        "-0.0",
+        "nan",
+        "inf",
+        "\"\"",
+        "\"\\u0000\"",
+        "\"[::]:0\"",
+        "\"999.1.1.1:1\"",
+        "\"*\"",
+        "\"/\"",
+        "[]",
+        "{}",
+        "true",
+        "1979-05-27T07:32:00Z",
+    ];
+
+    #[test]
+    fn full_example_parses() {
+        let c = parse(Path::new("l7.toml"), FULL).unwrap();
+        assert_eq!(c.clusters.len(), 2);
+        assert_eq!(c.routes.len(), 2);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 2000, ..Default::default() })]
+
+        /// The file is operator input: any value put on the right of any `key =` (numbers out of
+        /// range, wrong types, empty strings, NaN), and any bytes replaced, cut or inserted,
+        /// give a config or an error naming the file, never a panic.
+        #[test]
+        fn edited_configs_parse_or_fail_cleanly(
+            values in proptest::collection::vec((0usize..64, 0usize..NASTY.len()), 1..4),
+            bytes in proptest::collection::vec((0usize..4096, 0u8..3, proptest::prelude::any::<u8>()), 0..3),
+        ) {
+            let mut lines: Vec<String> = FULL.lines().map(str::to_string).collect();
+            for (line, value) in values {
+                let n = line % lines.len();
+                if let Some(eq) = lines[n].find(" = ") {
+                    let key = lines[n][..eq].to_string();
+                    lines[n] = format!("{key} = {}", NASTY[value]);
+                }
+            }
+            let mut b = lines.join("\n").into_bytes();
+            for (pos, kind, byte) in bytes {
+                let p = pos % (b.len() + 1);
+                match kind {
+                    0 if p < b.len() => b[p] = byte,
+                    1 => b.truncate(p),
+                    _ => b.insert(p, byte),
+                }
+            }
+            let text = String::from_utf8_lossy(&b);
+            if let Err(e) = parse(Path::new("l7.toml"), &text) {
+                proptest::prop_assert!(e.to_string().starts_with("l7.toml"), "{e}");
+            }
+        }
+    }
 }
