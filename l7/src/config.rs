@@ -1154,6 +1154,17 @@ address = "127.0.0.1:9000"
         assert_eq!(c.routes.len(), 2);
     }
 
+    /// One runtime for every case (building a cluster starts its health-check tasks).
+    fn fuzz_runtime() -> &'static tokio::runtime::Runtime {
+        static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+        RT.get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        })
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::test_runner::Config { cases: 2000, ..Default::default() })]
 
@@ -1183,8 +1194,16 @@ address = "127.0.0.1:9000"
                 }
             }
             let text = String::from_utf8_lossy(&b);
-            if let Err(e) = parse(Path::new("l7.toml"), &text) {
-                proptest::prop_assert!(e.to_string().starts_with("l7.toml"), "{e}");
+            match parse(Path::new("l7.toml"), &text) {
+                Err(e) => proptest::prop_assert!(e.to_string().starts_with("l7.toml"), "{e}"),
+                // What validation lets through must also build: routes, balancers (Maglev
+                // tables), rate limiters, pools.
+                Ok(c) => fuzz_runtime().block_on(async {
+                    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+                    let built = crate::proxy::Runtime::build(c, None, std::time::Instant::now(), &metrics);
+                    proptest::prop_assert!(built.is_ok(), "{:?}", built.err().map(|e| e.to_string()));
+                    Ok(())
+                })?,
             }
         }
     }
