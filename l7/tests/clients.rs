@@ -679,3 +679,39 @@ address = "{addr}"
     );
     task.abort();
 }
+
+/// Session resumption with an independent client (Python's ssl, i.e. OpenSSL): TLS 1.3 and
+/// TLS 1.2 sessions still resume after 300 other clients' sessions (a server-side session cache
+/// of rustls' default 256 entries would have forgotten them) and after a configuration reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sessions_resume_after_many_clients_and_a_reload() {
+    let up = Upstream::start("u1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path(), "a", &["a.test"]);
+    let https = free_port();
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\naccess_log = false\n[[listeners]]\naddress = \"127.0.0.1:{https}\"\ntls = true\n\
+         [[listeners.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n[[routes]]\ncluster = \"web\"\n{}",
+        cert.display(),
+        key.display(),
+        cluster("web", "", &[&up])
+    );
+    let l7 = L7::start_in(dir, &cfg, &[https]);
+    let admin = l7.dir.path().join("admin.sock");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls_resume.py");
+    let out = tokio::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(https.to_string())
+        .arg(&admin)
+        .arg("300")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("tls resume ok"),
+        "python: {stdout}\n{}\nvip-l7: {}",
+        String::from_utf8_lossy(&out.stderr),
+        l7.stderr_text()
+    );
+}
