@@ -302,8 +302,19 @@ struct H2Conn {
     id: u64,
     opened: Instant,
     used: Instant,
-    /// Set once the upstream's SETTINGS enabled the extended CONNECT protocol (RFC 8441).
+    /// Whether the upstream's SETTINGS enabled the extended CONNECT protocol (RFC 8441), as
+    /// the connection task last looked.
     connect_protocol: Arc<AtomicBool>,
+    /// Asks the connection task to look again (hyper answers only from the connection
+    /// handle, which that task owns), and its answer.
+    settings_ask: Arc<SettingsAsk>,
+}
+
+/// The two sides of "look at the connection's settings again".
+#[derive(Default)]
+struct SettingsAsk {
+    ask: tokio::sync::Notify,
+    answered: tokio::sync::Notify,
 }
 
 /// What an h2 connection's settings say about extended CONNECT (RFC 8441).
@@ -314,7 +325,8 @@ enum ConnectProtocol {
     Gone,
 }
 
-/// How often a young h2 connection is checked for the server's extended CONNECT setting.
+/// How often a WebSocket request on a young h2 connection has the server's extended CONNECT
+/// setting looked at again (and how long it waits for each answer).
 const SETTINGS_POLL: Duration = Duration::from_millis(2);
 
 /// The next h2 connection generation.
@@ -489,14 +501,15 @@ impl UpstreamPool {
     }
 
     /// Whether the upstream sent SETTINGS_ENABLE_CONNECT_PROTOCOL on connection `id`. The
-    /// server's SETTINGS arrive after the handshake returns, so on a connection younger than
-    /// the connect timeout this waits (polling) for them up to that age; an older connection
-    /// has had its settings for long.
+    /// connection task looks at the settings when asked: the server's SETTINGS arrive after
+    /// the handshake returns, so on a connection younger than the connect timeout this asks
+    /// again every 2 ms until they say so or that age is reached; an older connection is asked
+    /// once (its settings have long arrived, however late they came).
     async fn connect_protocol(&self, tx: &H2Sender, id: u64) -> ConnectProtocol {
-        let Some((flag, opened)) = lock(&self.h2)
+        let Some((flag, opened, asked)) = lock(&self.h2)
             .as_ref()
             .filter(|c| c.id == id)
-            .map(|c| (c.connect_protocol.clone(), c.opened))
+            .map(|c| (c.connect_protocol.clone(), c.opened, c.settings_ask.clone()))
         else {
             return ConnectProtocol::Gone;
         };
@@ -508,7 +521,17 @@ impl UpstreamPool {
             if tx.is_closed() {
                 return ConnectProtocol::Gone;
             }
-            if opened.elapsed() >= settle {
+            let old = opened.elapsed() >= settle;
+            let answer = asked.answered.notified();
+            tokio::pin!(answer);
+            answer.as_mut().enable();
+            asked.ask.notify_one();
+            // The task answers on its next poll; bounded in case it is gone.
+            let _ = tokio::time::timeout(SETTINGS_POLL, answer).await;
+            if flag.load(Ordering::Acquire) {
+                return ConnectProtocol::Enabled;
+            }
+            if old {
                 return ConnectProtocol::Disabled;
             }
             tokio::time::sleep(SETTINGS_POLL).await;
@@ -557,32 +580,28 @@ impl UpstreamPool {
         let opened = Instant::now();
         let connect_protocol = Arc::new(AtomicBool::new(false));
         let flag = connect_protocol.clone();
-        // The server's SETTINGS arrive while the connection runs; only the connection handle
-        // can tell whether they enabled extended CONNECT, and hyper drives the h2 connection
-        // in a task of its own (this handle is not woken by incoming frames). So it is looked
-        // at every 2 ms while the connection is young (the setting comes in the server's first
-        // frame), then never again.
-        let settle = self.cfg.connector.connect_timeout;
+        let settings_ask = Arc::new(SettingsAsk::default());
+        let asked = settings_ask.clone();
+        // Only the connection handle can tell whether the server's SETTINGS enabled extended
+        // CONNECT, and hyper drives the h2 connection in a task of its own (this handle is not
+        // woken by incoming frames). So this task looks whenever a request asks
+        // (`connect_protocol`), and costs nothing on connections no WebSocket uses.
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
-            let mut watching = true;
-            let mut tick = Box::pin(tokio::time::sleep(SETTINGS_POLL));
+            let mut ask = std::pin::pin!(asked.ask.notified());
             let r = std::future::poll_fn(|cx| {
-                let r = std::future::Future::poll(conn.as_mut(), cx);
-                if watching {
-                    if conn.is_extended_connect_protocol_enabled() {
-                        flag.store(true, Ordering::Release);
-                        watching = false;
-                    } else if opened.elapsed() >= settle {
-                        watching = false;
-                    } else {
-                        while std::future::Future::poll(tick.as_mut(), cx).is_ready() {
-                            tick.as_mut()
-                                .reset(tokio::time::Instant::now() + SETTINGS_POLL);
-                        }
-                    }
+                if let Poll::Ready(r) = std::future::Future::poll(conn.as_mut(), cx) {
+                    return Poll::Ready(r);
                 }
-                r
+                while std::future::Future::poll(ask.as_mut(), cx).is_ready() {
+                    flag.store(
+                        conn.is_extended_connect_protocol_enabled(),
+                        Ordering::Release,
+                    );
+                    asked.answered.notify_waiters();
+                    ask.set(asked.ask.notified());
+                }
+                Poll::Pending
             })
             .await;
             if let Err(e) = r {
@@ -597,6 +616,7 @@ impl UpstreamPool {
             opened,
             used: Instant::now(),
             connect_protocol,
+            settings_ask,
         });
         Ok((tx, id))
     }

@@ -1024,6 +1024,89 @@ async fn websocket_to_h2_upstreams_is_an_extended_connect() {
     assert!(ok && out == "plain /noproto/get", "{out}{err}");
 }
 
+/// A TCP relay to `to` that holds back everything the upstream sends for `delay` after each
+/// connection opens (so its SETTINGS arrive that late); the other direction flows at once.
+async fn slow_settings_relay(to: std::net::SocketAddr, delay: Duration) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((down, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(up) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let (mut down_r, mut down_w) = down.into_split();
+                let (mut up_r, mut up_w) = up.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut down_r, &mut up_w).await;
+                });
+                tokio::time::sleep(delay).await;
+                let _ = tokio::io::copy(&mut up_r, &mut down_w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// An h2 upstream whose SETTINGS (with SETTINGS_ENABLE_CONNECT_PROTOCOL) arrive later than the
+/// cluster's connect timeout: a WebSocket before they came gets 502 (nothing is sent up), and
+/// one after gets its tunnel on the same upstream connection: the setting is looked at again
+/// when a request needs it, not only while the connection is young.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_to_an_h2_upstream_whose_settings_come_late() {
+    use tokio::io::AsyncWriteExt;
+    let echo = H2WsEcho::start(true).await;
+    let relay = slow_settings_relay(echo.addr, Duration::from_millis(1500)).await;
+    let port = free_port();
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\
+         [[routes]]\ncluster = \"late\"\n{}",
+        cluster(
+            "late",
+            "protocol = \"h2\"\nconnect_timeout_ms = 200",
+            &[&relay.to_string()]
+        ),
+    );
+    let l7 = L7::start(&cfg, &[port]);
+    let (mut send, _conn) = h2_connect(port).await;
+    let connect = |path: &str| {
+        http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("http://127.0.0.1:{port}{path}"))
+            .header("sec-websocket-version", "13")
+            .extension(hyper::ext::Protocol::from_static("websocket"))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let opened = Instant::now();
+    send.ready().await.unwrap();
+    let resp = send.send_request(connect("/early")).await.unwrap();
+    assert_eq!(resp.status(), 502, "{resp:?}");
+    assert!(
+        opened.elapsed() < Duration::from_millis(1400),
+        "the early answer waited for the settings: {:?}",
+        opened.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(2500).saturating_sub(opened.elapsed())).await;
+    send.ready().await.unwrap();
+    let resp = send.send_request(connect("/late")).await.unwrap();
+    assert_eq!(resp.status(), 200, "{resp:?}\n{}", l7.stderr_text());
+    let mut ws = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    ws.write_all(&ws_frame(1, b"late hello")).await.unwrap();
+    assert_eq!(ws_read(&mut ws).await, (1, b"late hello".to_vec()));
+    assert_eq!(
+        echo.connections.load(Ordering::SeqCst),
+        1,
+        "one upstream connection"
+    );
+    let connects = echo.connects();
+    assert_eq!(
+        connects.len(),
+        1,
+        "only the late tunnel went up: {connects:?}"
+    );
+}
+
 /// An h2 upstream that answers "ok <path>" and kills each connection (closes it without an
 /// answer or GOAWAY) when the `kill_at`-th request arrives on it; counts connections and kills.
 async fn h2_killing_upstream(
