@@ -505,6 +505,17 @@ impl Drop for WsEcho {
     }
 }
 
+/// An RFC 8441 extended CONNECT for a WebSocket to `url`.
+fn ws_connect(url: String) -> http::Request<Empty<Bytes>> {
+    http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(url)
+        .header("sec-websocket-version", "13")
+        .extension(hyper::ext::Protocol::from_static("websocket"))
+        .body(Empty::<Bytes>::new())
+        .unwrap()
+}
+
 /// A masked client WebSocket frame (RFC 6455 5.2).
 fn ws_frame(opcode: u8, data: &[u8]) -> Vec<u8> {
     let mut f = vec![0x80 | opcode];
@@ -666,13 +677,7 @@ async fn websocket_over_h2_extended_connect() {
     let (status, _) = h2_get(&mut send, tls_port, "/chat/plain").await;
     assert_eq!(status, 200);
     send.ready().await.unwrap();
-    let req = http::Request::builder()
-        .method(http::Method::CONNECT)
-        .uri(format!("https://ws.test:{tls_port}/chat"))
-        .header("sec-websocket-version", "13")
-        .extension(hyper::ext::Protocol::from_static("websocket"))
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+    let req = ws_connect(format!("https://ws.test:{tls_port}/chat"));
     let resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut ws = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
@@ -891,15 +896,7 @@ async fn websocket_to_h2_upstreams_is_an_extended_connect() {
     let (mut send, _conn) = h2_connect(port).await;
     let (status, body) = h2_get(&mut send, port, "/first").await;
     assert_eq!((status, &body[..]), (200, &b"plain /first"[..]));
-    let connect = |path: &str| {
-        http::Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(format!("http://127.0.0.1:{port}{path}"))
-            .header("sec-websocket-version", "13")
-            .extension(hyper::ext::Protocol::from_static("websocket"))
-            .body(Empty::<Bytes>::new())
-            .unwrap()
-    };
+    let connect = |path: &str| ws_connect(format!("http://127.0.0.1:{port}{path}"));
     send.ready().await.unwrap();
     let resp = send.send_request(connect("/chat")).await.unwrap();
     assert_eq!(resp.status(), 200, "{resp:?}\n{}", l7.stderr_text());
@@ -1069,15 +1066,7 @@ async fn websocket_to_an_h2_upstream_whose_settings_come_late() {
     );
     let l7 = L7::start(&cfg, &[port]);
     let (mut send, _conn) = h2_connect(port).await;
-    let connect = |path: &str| {
-        http::Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(format!("http://127.0.0.1:{port}{path}"))
-            .header("sec-websocket-version", "13")
-            .extension(hyper::ext::Protocol::from_static("websocket"))
-            .body(Empty::<Bytes>::new())
-            .unwrap()
-    };
+    let connect = |path: &str| ws_connect(format!("http://127.0.0.1:{port}{path}"));
     let opened = Instant::now();
     send.ready().await.unwrap();
     let resp = send.send_request(connect("/early")).await.unwrap();
@@ -1260,13 +1249,7 @@ async fn websocket_to_an_h2_upstream_over_tls() {
     );
     let (mut send, _conn) = h2_connect(port).await;
     send.ready().await.unwrap();
-    let req = http::Request::builder()
-        .method(http::Method::CONNECT)
-        .uri(format!("http://127.0.0.1:{port}/tls/h2"))
-        .header("sec-websocket-version", "13")
-        .extension(hyper::ext::Protocol::from_static("websocket"))
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+    let req = ws_connect(format!("http://127.0.0.1:{port}/tls/h2"));
     let resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200, "{}", l7.stderr_text());
     let mut ws = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
