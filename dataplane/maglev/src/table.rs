@@ -912,7 +912,8 @@ mod tests {
 
         /// Whatever the keys, a leaving backend keeps no slot, and the others keep theirs but
         /// for a bounded cascade (the disruption bound itself is checked on address keys below:
-        /// arbitrary short byte strings have rare sets with several percent of extra moves).
+        /// rare key sets, where a survivor's permutation is related to the leaving backend's,
+        /// have several percent of extra moves; see docs/maglev.md).
         #[test]
         fn one_backend_leaving_loses_all_its_slots(
             keys in key_set(100),
