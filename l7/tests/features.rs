@@ -505,6 +505,28 @@ impl Drop for WsEcho {
     }
 }
 
+/// The sample `Sec-WebSocket-Key` of RFC 6455 section 1.3.
+const SAMPLE_WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// curl's HTTP/1.1 WebSocket upgrade request to `url` (with `key`, if any, and `version`),
+/// headers included in the output (`-i`); the 101 is not followed up.
+fn curl_ws_handshake(key: Option<&str>, version: &str, url: &str) -> (bool, String, String) {
+    let key = key.map(|k| format!("Sec-WebSocket-Key: {k}"));
+    let version = format!("Sec-WebSocket-Version: {version}");
+    let mut args = vec![
+        "-i",
+        "-H",
+        "Connection: Upgrade",
+        "-H",
+        "Upgrade: websocket",
+    ];
+    if let Some(k) = &key {
+        args.extend(["-H", k]);
+    }
+    args.extend(["-H", &version, url]);
+    curl(&args)
+}
+
 /// An RFC 8441 extended CONNECT for a WebSocket to `url`.
 fn ws_connect(url: String) -> http::Request<Empty<Bytes>> {
     http::Request::builder()
@@ -951,29 +973,9 @@ async fn websocket_to_h2_upstreams_is_an_extended_connect() {
 
     // A bad h1 handshake is answered by vip-l7: no key → 400; another version → 426.
     let base = format!("http://127.0.0.1:{port}/chat");
-    let (ok, out, err) = curl(&[
-        "-i",
-        "-H",
-        "Connection: Upgrade",
-        "-H",
-        "Upgrade: websocket",
-        "-H",
-        "Sec-WebSocket-Version: 13",
-        &base,
-    ]);
+    let (ok, out, err) = curl_ws_handshake(None, "13", &base);
     assert!(ok && out.starts_with("HTTP/1.1 400"), "{out}{err}");
-    let (ok, out, err) = curl(&[
-        "-i",
-        "-H",
-        "Connection: Upgrade",
-        "-H",
-        "Upgrade: websocket",
-        "-H",
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-        "-H",
-        "Sec-WebSocket-Version: 8",
-        &base,
-    ]);
+    let (ok, out, err) = curl_ws_handshake(Some(SAMPLE_WS_KEY), "8", &base);
     assert!(ok && out.starts_with("HTTP/1.1 426"), "{out}{err}");
     assert!(
         out.to_ascii_lowercase()
@@ -990,18 +992,11 @@ async fn websocket_to_h2_upstreams_is_an_extended_connect() {
     let body = String::from_utf8_lossy(&body);
     assert!(body.contains("SETTINGS_ENABLE_CONNECT_PROTOCOL"), "{body}");
     for _ in 0..2 {
-        let (ok, out, err) = curl(&[
-            "-i",
-            "-H",
-            "Connection: Upgrade",
-            "-H",
-            "Upgrade: websocket",
-            "-H",
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-            "-H",
-            "Sec-WebSocket-Version: 13",
+        let (ok, out, err) = curl_ws_handshake(
+            Some(SAMPLE_WS_KEY),
+            "13",
             &format!("http://127.0.0.1:{port}/noproto/x"),
-        ]);
+        );
         assert!(ok && out.starts_with("HTTP/1.1 502"), "{out}{err}");
         assert!(out.contains("SETTINGS_ENABLE_CONNECT_PROTOCOL"), "{out}");
     }
