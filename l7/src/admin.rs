@@ -139,6 +139,8 @@ async fn command(shared: &Shared, cmd: &str, args: &Value, started: Instant) -> 
                 "requests": shared.requests_total.load(Ordering::Relaxed),
                 "reloads": shared.reloads.load(Ordering::Relaxed),
                 "draining": shared.draining.load(Ordering::Relaxed),
+                "tls_tickets": crate::tickets::Tickets::get()
+                    .map_or_else(|e| e.to_string(), |t| t.describe()),
             }))
         }
         "clusters" => {

@@ -11,6 +11,9 @@
 //! access_log = true                     # one line per request on stdout
 //! [metrics]
 //! listen = "127.0.0.1:9102"             # optional Prometheus endpoint
+//! [tls]
+//! ticket_keys = "/etc/vipd/l7-tickets.keys"  # optional: session-ticket keys shared by every
+//!                                       # vip-l7 behind a VIP (see `crate::tickets`); re-read on reload
 //!
 //! [[listeners]]
 //! name = "web"
@@ -106,6 +109,8 @@ struct RawFile {
     #[serde(default)]
     metrics: Option<RawMetrics>,
     #[serde(default)]
+    tls: Option<RawTls>,
+    #[serde(default)]
     listeners: Vec<RawListener>,
     #[serde(default)]
     routes: Vec<RawRoute>,
@@ -125,6 +130,12 @@ struct RawAdmin {
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     listen: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ticket_keys: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,6 +276,9 @@ pub struct Config {
     pub access_log: bool,
     /// Prometheus listen address.
     pub metrics_listen: Option<SocketAddr>,
+    /// Session-ticket key file shared between vip-l7 processes (`[tls] ticket_keys`); its
+    /// contents are read when listeners are set up, at start and on every reload.
+    pub ticket_keys: Option<PathBuf>,
     /// Listeners.
     pub listeners: Vec<Listener>,
     /// Routes (validated into a table by [`Config::route_table`]).
@@ -562,6 +576,24 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
                 format!("{:?} is not an ip:port address", m.listen.get_ref()),
             )
         })?),
+        None => None,
+    };
+
+    let ticket_keys = match raw.tls.as_ref().and_then(|t| t.ticket_keys.as_ref()) {
+        Some(p) => {
+            let path = resolve(p.get_ref());
+            if !path.is_file() {
+                return Err(cx.err(
+                    Some(p.span()),
+                    "tls.ticket_keys".into(),
+                    format!(
+                        "{} does not exist or is not a file; make one with `openssl rand -hex 48 > FILE`",
+                        path.display()
+                    ),
+                ));
+            }
+            Some(path)
+        }
         None => None,
     };
 
@@ -948,6 +980,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         })?,
         access_log: raw.admin.access_log.unwrap_or(true),
         metrics_listen,
+        ticket_keys,
         listeners,
         routes,
         clusters,
@@ -1069,6 +1102,25 @@ key = "missing.key"
         assert_eq!(e.field, "listeners[0].certificates[0].cert");
         assert_eq!(e.line, Some(6));
         assert!(e.message.contains("/nonexistent/missing.pem"), "{e}");
+    }
+
+    #[test]
+    fn ticket_keys_must_name_an_existing_file() {
+        let text =
+            "[tls]\nticket_keys = \"fleet.keys\"\n[[listeners]]\naddress = \"127.0.0.1:80\"\n";
+        let e = parse(Path::new("/nonexistent/l7.toml"), text).unwrap_err();
+        assert_eq!((e.field.as_str(), e.line), ("tls.ticket_keys", Some(2)));
+        assert!(
+            e.message.contains("/nonexistent/fleet.keys does not exist"),
+            "{e}"
+        );
+        assert!(e.message.contains("openssl rand -hex 48"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("fleet.keys"), "").unwrap();
+        let c = parse(&dir.path().join("l7.toml"), text).unwrap();
+        assert_eq!(c.ticket_keys, Some(dir.path().join("fleet.keys")));
+        let e = parse(Path::new("l7.toml"), "[tls]\nticket_key = \"x\"\n").unwrap_err();
+        assert!(e.message.contains("unknown field `ticket_key`"), "{e}");
     }
 
     /// Every section and most keys, with no file references (so validation runs past the

@@ -25,5 +25,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod tickets;
 pub mod tls;
 pub mod upstream;

@@ -27,6 +27,7 @@ use crate::coalesce::Coalesced;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::proxy::{self, ConnInfo, Runtime, Shared};
+use crate::tickets::{TicketKeys, Tickets};
 use crate::tls::{self, CertResolver};
 
 /// Most client connections per listener; further accepts wait (bounded memory).
@@ -53,6 +54,9 @@ pub enum ListenerError {
         /// What was wrong.
         source: tls::TlsError,
     },
+    /// The session-ticket key file (`[tls] ticket_keys`) could not be used.
+    #[error("[tls] {0}")]
+    TicketKeys(tls::TlsError),
 }
 
 /// What an accept loop serves new connections with; swapped when a reload changes the listener
@@ -111,6 +115,8 @@ enum Plan {
 /// A new listener set, bound and loaded; [`Listeners::commit`] applies it.
 pub struct Prepared {
     plans: Vec<Plan>,
+    /// The key file's session-ticket keys; `None`: the process's own.
+    ticket_keys: Option<TicketKeys>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -153,6 +159,10 @@ fn state_for(
 impl Listeners {
     /// Binds new addresses and loads certificates for `cfg`; nothing running changes.
     pub fn prepare(&self, cfg: &Config) -> Result<Prepared, ListenerError> {
+        let ticket_keys = match &cfg.ticket_keys {
+            Some(path) => Some(TicketKeys::load(path).map_err(ListenerError::TicketKeys)?),
+            None => None,
+        };
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let mut plans = Vec::new();
         for l in &cfg.listeners {
@@ -180,13 +190,22 @@ impl Listeners {
                 }),
             }
         }
-        Ok(Prepared { plans })
+        Ok(Prepared { plans, ticket_keys })
     }
 
     /// Applies `p`: kept listeners take their new settings, new ones start accepting, removed
     /// ones stop accepting and close their connections gracefully (in-flight requests finish).
     pub fn commit(&self, p: Prepared) -> Vec<String> {
         let mut notes = Vec::new();
+        match Tickets::get() {
+            Ok(t) => {
+                t.use_keys(p.ticket_keys);
+                tracing::info!("TLS session tickets: {}", t.describe());
+            }
+            // Only if the very first ticketer could not be made, which also fails every
+            // TLS listener below with the same error.
+            Err(e) => notes.push(format!("TLS session tickets: {e}")),
+        }
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let mut keep = vec![false; running.len()];
         let mut added = Vec::new();

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -26,6 +26,14 @@ pub enum TlsError {
         /// What was expected in it.
         what: &'static str,
         /// Parser message.
+        message: String,
+    },
+    /// A session-ticket key file could not be used.
+    #[error("ticket keys {path}: {message}")]
+    TicketKeys {
+        /// File.
+        path: String,
+        /// What is wrong, with the line.
         message: String,
     },
     /// rustls rejected the material.
@@ -188,27 +196,9 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<rustls::ServerCo
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    cfg.ticketer = ticketer()?;
+    // Stateless session tickets (see `crate::tickets`).
+    cfg.ticketer = crate::tickets::Tickets::get()?;
     Ok(Arc::new(cfg))
-}
-
-/// Session resumption by stateless tickets (the session state travels encrypted in the ticket),
-/// as nginx and HAProxy do by default: any number of clients can resume, where rustls' default
-/// server-side cache holds 256 sessions (two per TLS 1.3 handshake) and a busy listener would
-/// forget a client's session within a fraction of a second. One ticketer for the process, so
-/// its keys (rustls rotates them every 6 hours) are shared by all listeners and survive
-/// reloads: a ticket issued before a reload still resumes after it. Tickets are per process:
-/// behind the L4 tier, a client that moves to another vip-l7 makes a full handshake.
-fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, TlsError> {
-    static TICKETER: OnceLock<Arc<dyn rustls::server::ProducesTickets>> = OnceLock::new();
-    if let Some(t) = TICKETER.get() {
-        return Ok(t.clone());
-    }
-    let t = rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Rustls {
-        context: "session ticket keys".into(),
-        source: e,
-    })?;
-    Ok(TICKETER.get_or_init(|| t).clone())
 }
 
 /// A client config for upstream TLS. `h2` offers only h2 by ALPN, else http/1.1 and h2.

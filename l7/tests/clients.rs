@@ -543,43 +543,39 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
 fn check_flag_validates_and_names_file_line_field() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("l7.toml");
-    std::fs::write(
-        &p,
-        "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[routes]]\ncluster = \"a\"\n[clusters.a]\n[[clusters.a.upstreams]]\naddress = \"127.0.0.1:2\"\n",
-    )
-    .unwrap();
-    let out = Command::new(bin())
-        .arg("--config")
-        .arg(&p)
-        .arg("--check")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // Writes `text` as the config and runs `--check`: (exit code, stdout, stderr).
+    let check = |text: &str| {
+        std::fs::write(&p, text).unwrap();
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&p)
+            .arg("--check")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let valid = "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[routes]]\ncluster = \"a\"\n[clusters.a]\n[[clusters.a.upstreams]]\naddress = \"127.0.0.1:2\"\n";
+    let (code, out, err) = check(valid);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("OK"), "{out}");
+    let (code, _, err) = check(&format!("{valid}weight = 70000\n"));
+    assert_eq!(code, Some(2));
+    let want = format!("{}:8: clusters.a.upstreams[0].weight", p.display());
+    assert!(err.contains(&want), "{err}");
+    // The session-ticket key file is read and checked too.
+    let keys = dir.path().join("tickets.keys");
+    std::fs::write(&keys, "# made by hand\nnot-a-key\n").unwrap();
+    let (code, _, err) = check(&format!("[tls]\nticket_keys = \"tickets.keys\"\n{valid}"));
+    assert_eq!(code, Some(2));
+    let want = format!(
+        "[tls] ticket keys {}: line 2: 9 characters, want 96 hex digits",
+        keys.display()
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
-    std::fs::write(
-        &p,
-        "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[routes]]\ncluster = \"a\"\n[clusters.a]\n[[clusters.a.upstreams]]\naddress = \"127.0.0.1:2\"\nweight = 70000\n",
-    )
-    .unwrap();
-    let out = Command::new(bin())
-        .arg("--config")
-        .arg(&p)
-        .arg("--check")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!(
-            "{}:8: clusters.a.upstreams[0].weight",
-            p.display()
-        )),
-        "{err}"
-    );
+    assert!(err.contains(&want), "{err}");
 }
 
 /// An upstream that speaks TLS (ALPN h2 and http/1.1) with `cert`/`key`.
@@ -689,29 +685,167 @@ async fn tls_sessions_resume_after_many_clients_and_a_reload() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = write_cert(dir.path(), "a", &["a.test"]);
     let https = free_port();
-    let cfg = format!(
-        "[admin]\nsocket = \"ADMIN\"\naccess_log = false\n[[listeners]]\naddress = \"127.0.0.1:{https}\"\ntls = true\n\
+    let cfg = tls_config(https, (&cert, &key), &up, None);
+    let l7 = L7::start_in(dir, &cfg, &[https]);
+    let mut py = ResumeClient::start();
+    assert_eq!(py.ask(&format!("keep {https}")).await, "kept");
+    assert_eq!(py.ask(&format!("churn {https} 300")).await, "churned");
+    let both_resumed = "TLSv1.3 resumed TLSv1.2 resumed";
+    assert_eq!(
+        py.ask(&format!("offer {https}")).await,
+        both_resumed,
+        "after 300 other sessions"
+    );
+    let r = l7.admin("reload", json!({}));
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(
+        py.ask(&format!("offer {https}")).await,
+        both_resumed,
+        "after a reload"
+    );
+}
+
+/// One TLS listener on `port` with certificate `cert` routing to `up`; `[tls] ticket_keys`
+/// when `keys` is given.
+fn tls_config(
+    port: u16,
+    (cert, key): (&std::path::Path, &std::path::Path),
+    up: &Upstream,
+    keys: Option<&std::path::Path>,
+) -> String {
+    let tls = keys.map_or(String::new(), |k| {
+        format!("[tls]\nticket_keys = \"{}\"\n", k.display())
+    });
+    format!(
+        "[admin]\nsocket = \"ADMIN\"\naccess_log = false\n{tls}[[listeners]]\naddress = \"127.0.0.1:{port}\"\ntls = true\n\
          [[listeners.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n[[routes]]\ncluster = \"web\"\n{}",
         cert.display(),
         key.display(),
-        cluster("web", "", &[&up])
+        cluster("web", "", &[up])
+    )
+}
+
+/// `tests/tls_resume.py`: a Python (OpenSSL) TLS client that keeps sessions and offers them
+/// again, driven one command line at a time.
+struct ResumeClient {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl ResumeClient {
+    fn start() -> ResumeClient {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls_resume.py");
+        let mut child = tokio::process::Command::new("/usr/bin/python3")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        use tokio::io::AsyncBufReadExt;
+        ResumeClient {
+            child,
+            stdin,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+        }
+    }
+
+    /// Sends one command; its answer line.
+    async fn ask(&mut self, cmd: &str) -> String {
+        use tokio::io::AsyncWriteExt;
+        self.stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .await
+            .unwrap();
+        match tokio::time::timeout(Duration::from_secs(120), self.lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            other => {
+                let _ = self.child.start_kill();
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    use tokio::io::AsyncReadExt;
+                    let _ = e.read_to_string(&mut err).await;
+                }
+                panic!("tls_resume.py gave no answer to {cmd:?} ({other:?}): {err}");
+            }
+        }
+    }
+}
+
+/// Two session-ticket keys, as `openssl rand -hex 48` makes them.
+const TICKET_KEY_1: &str = "6f2c0e9a41d5b3877c1e0f4a9b2d6e13a8c4f7e2905b1d3c6e8f0a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d";
+const TICKET_KEY_2: &str = "d0c8b6a4f2e0d8c6b4a2f0e8d6c4b2a0f1e3d5c7b9a1f3e5d7c9b1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sessions_resume_across_vip_l7s_sharing_a_ticket_key_file() {
+    let up = Upstream::start("u1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path(), "a", &["a.test"]);
+    let (keys_a, keys_b) = (dir.path().join("a.keys"), dir.path().join("b.keys"));
+    std::fs::write(&keys_a, format!("# fleet ticket keys\n{TICKET_KEY_1}\n")).unwrap();
+    std::fs::write(&keys_b, format!("{TICKET_KEY_1}\n")).unwrap();
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let a = L7::start(&tls_config(pa, (&cert, &key), &up, Some(&keys_a)), &[pa]);
+    let b = L7::start(&tls_config(pb, (&cert, &key), &up, Some(&keys_b)), &[pb]);
+    let c = L7::start(&tls_config(pc, (&cert, &key), &up, None), &[pc]);
+    let reload = |l7: &L7| {
+        let r = l7.admin("reload", json!({}));
+        assert_eq!(r["ok"], true, "{r}");
+    };
+    let mut py = ResumeClient::start();
+    let (resumed, full) = (
+        "TLSv1.3 resumed TLSv1.2 resumed",
+        "TLSv1.3 full TLSv1.2 full",
     );
-    let l7 = L7::start_in(dir, &cfg, &[https]);
-    let admin = l7.dir.path().join("admin.sock");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls_resume.py");
-    let out = tokio::process::Command::new("/usr/bin/python3")
-        .arg(script)
-        .arg(https.to_string())
-        .arg(&admin)
-        .arg("300")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+
+    // A session from a resumes on b, which has the same key; not on c, which has its own.
+    assert_eq!(py.ask(&format!("keep {pa}")).await, "kept");
+    assert_eq!(py.ask(&format!("offer {pb}")).await, resumed);
+    assert_eq!(py.ask(&format!("offer {pc}")).await, full);
+
+    // Rotation on b: key 2 first. Key 1's tickets still resume there, and b's new tickets
+    // are made with key 2, which a does not have.
+    std::fs::write(&keys_b, format!("{TICKET_KEY_2}\n{TICKET_KEY_1}\n")).unwrap();
+    reload(&b);
+    assert_eq!(py.ask(&format!("offer {pb}")).await, resumed);
+    assert_eq!(py.ask(&format!("keep {pb}")).await, "kept");
+    assert_eq!(py.ask(&format!("offer {pa}")).await, full);
+
+    // Key 1 dropped from b: a's sessions no longer resume there.
+    std::fs::write(&keys_b, format!("{TICKET_KEY_2}\n")).unwrap();
+    reload(&b);
+    assert_eq!(py.ask(&format!("keep {pa}")).await, "kept");
+    assert_eq!(py.ask(&format!("offer {pb}")).await, full);
+
+    // A broken key file is refused with the line at fault, and b keeps its keys: its tickets
+    // still resume on a once a has key 2.
+    std::fs::write(&keys_b, format!("{}\n", &TICKET_KEY_2[..90])).unwrap();
+    let r = b.admin("reload", json!({}));
+    assert_eq!(r["ok"], false, "{r}");
+    let msg = r["error"]["message"].as_str().unwrap_or_default();
     assert!(
-        out.status.success() && stdout.contains("tls resume ok"),
-        "python: {stdout}\n{}\nvip-l7: {}",
-        String::from_utf8_lossy(&out.stderr),
-        l7.stderr_text()
+        msg.contains("b.keys") && msg.contains("line 1: 90 characters, want 96"),
+        "{msg}"
+    );
+    std::fs::write(&keys_a, format!("{TICKET_KEY_2}\n")).unwrap();
+    reload(&a);
+    assert_eq!(py.ask(&format!("keep {pb}")).await, "kept");
+    assert_eq!(py.ask(&format!("offer {pa}")).await, resumed);
+    // Which keys are in use is in the status and the log.
+    let st = a.admin("status", json!({}));
+    let want = format!(
+        "key file: 1 key, encrypting with key name {}",
+        &TICKET_KEY_2[..32]
+    );
+    assert_eq!(st["result"]["tls_tickets"], want.as_str(), "{st}");
+    assert!(a.stderr_text().contains(&want), "{}", a.stderr_text());
+    let st = c.admin("status", json!({}));
+    assert_eq!(
+        st["result"]["tls_tickets"],
+        "per-process keys (no [tls] ticket_keys)"
     );
 }

@@ -1,19 +1,23 @@
 """TLS session resumption against vip-l7, with Python's ssl module (OpenSSL) as the client.
 
-    tls_resume.py PORT ADMIN_SOCKET N
+Reads commands on stdin, one per line, and answers each with one line on stdout:
 
-For TLS 1.3 and TLS 1.2: one connection whose session is kept, then N connections of other
-sessions, then the kept session is offered again (it must resume); then vip-l7 reloads its
-configuration over the admin socket and the kept session is offered once more (it must still
-resume). Prints one line per check; exits non-zero on the first failure.
+    keep PORT      one new connection per TLS version (1.3 and 1.2) to PORT; keep their
+                   sessions                                      -> "kept"
+    churn PORT N   N more connections per version to PORT, each with a session of its own
+                                                                 -> "churned"
+    offer PORT     offer the kept sessions to PORT on new connections
+                                                                 -> "TLSv1.3 resumed TLSv1.2 full"
+
+Any other failure (a refused connection, an answer other than 200) ends the script with a
+message on stderr and a non-zero status.
 """
 
-import json
 import socket
 import ssl
 import sys
 
-port, admin, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+VERSIONS = (("TLSv1.3", ssl.TLSVersion.TLSv1_3), ("TLSv1.2", ssl.TLSVersion.TLSv1_2))
 
 
 def context(version):
@@ -24,7 +28,7 @@ def context(version):
     return c
 
 
-def get(ctx, session=None):
+def get(port, ctx, session=None):
     """One request on a new connection: (whether the session was resumed, the session)."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     s = ctx.wrap_socket(raw, server_hostname="a.test", session=session)
@@ -39,39 +43,38 @@ def get(ctx, session=None):
             break
         data += d
     if not data.startswith(b"HTTP/1.1 200"):
-        sys.exit(f"unexpected answer: {data[:120]!r}")
+        sys.exit(f"port {port}: unexpected answer: {data[:120]!r}")
     # TLS 1.3 tickets arrive after the handshake: the session is complete once data was read.
     reused, sess = s.session_reused, s.session
     s.close()
     return reused, sess
 
 
-def reload():
-    with socket.socket(socket.AF_UNIX) as a:
-        a.connect(admin)
-        a.sendall(json.dumps({"v": 1, "id": "r", "cmd": "reload"}).encode() + b"\n")
-        reply = json.loads(a.makefile().readline())
-    if not reply.get("ok"):
-        sys.exit(f"reload failed: {reply}")
-
-
-kept, contexts = {}, {}
-for name, version in (("TLSv1.3", ssl.TLSVersion.TLSv1_3), ("TLSv1.2", ssl.TLSVersion.TLSv1_2)):
-    ctx = contexts[name] = context(version)
-    reused, kept[name] = get(ctx)
-    if reused:
-        sys.exit(f"{name}: the first connection cannot be a resumption")
-    for _ in range(n):
-        get(ctx)
-    reused, _ = get(ctx, kept[name])
-    print(f"{name} after {n} other sessions: {'resumed' if reused else 'full handshake'}")
-    if not reused:
-        sys.exit(1)
-
-reload()
-for name in ("TLSv1.3", "TLSv1.2"):
-    reused, _ = get(contexts[name], kept[name])
-    print(f"{name} after a reload: {'resumed' if reused else 'full handshake'}")
-    if not reused:
-        sys.exit(1)
-print("tls resume ok")
+# One context per version for the whole run: OpenSSL only offers a session to a context
+# that made it.
+contexts = {name: context(version) for name, version in VERSIONS}
+kept = {}
+for line in sys.stdin:
+    cmd = line.split()
+    if not cmd:
+        continue
+    if cmd[0] == "keep":
+        for name, ctx in contexts.items():
+            reused, kept[name] = get(int(cmd[1]), ctx)
+            if reused:
+                sys.exit(f"{name}: a connection without a session cannot be a resumption")
+        answer = "kept"
+    elif cmd[0] == "churn":
+        for name, ctx in contexts.items():
+            for _ in range(int(cmd[2])):
+                get(int(cmd[1]), ctx)
+        answer = "churned"
+    elif cmd[0] == "offer":
+        words = []
+        for name, ctx in contexts.items():
+            reused, _ = get(int(cmd[1]), ctx, kept[name])
+            words.append(f"{name} {'resumed' if reused else 'full'}")
+        answer = " ".join(words)
+    else:
+        sys.exit(f"unknown command {line!r}")
+    print(answer, flush=True)

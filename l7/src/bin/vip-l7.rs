@@ -48,6 +48,12 @@ fn main() -> ExitCode {
         config.admin_socket = p;
     }
     if args.check {
+        if let Some(path) = &config.ticket_keys {
+            if let Err(e) = l7::tickets::TicketKeys::load(path) {
+                eprintln!("vip-l7: {}: [tls] {e}", args.config.display());
+                return ExitCode::from(2);
+            }
+        }
         for l in &config.listeners {
             if l.is_tls() {
                 if let Err(e) = l7::tls::CertResolver::new(&l.certificates) {
