@@ -651,6 +651,13 @@ tls = {{ server_name = "up.test", ca = "{o}" }}
 retry = {{ attempts = 1 }}
 [[clusters.wrongca.upstreams]]
 address = "{addr}"
+[[routes]]
+path_prefix = "/insecure"
+cluster = "insecure"
+[clusters.insecure]
+tls = {{ ca = "{o}", insecure_skip_verify = true }}
+[[clusters.insecure.upstreams]]
+address = "{addr}"
 "#,
         c = cert.display(),
         o = other.display()
@@ -673,6 +680,10 @@ address = "{addr}"
         out, "502",
         "an upstream certificate from an untrusted CA must fail"
     );
+    // insecure_skip_verify accepts the same certificate (lab use).
+    let (ok, out, err) = curl(&[&format!("http://127.0.0.1:{http}/insecure")]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "tls upstream saw HTTP/1.1");
     task.abort();
 }
 
