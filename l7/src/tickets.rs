@@ -90,7 +90,18 @@ impl TicketKeys {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        Self::parse(&text).map_err(err)
+        let keys = Self::parse(&text).map_err(err)?;
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            if m.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    "ticket keys {}: readable by others (mode {:o}); chmod 600 it: whoever has the keys can decrypt recorded sessions",
+                    path.display(),
+                    m.permissions().mode() & 0o777
+                );
+            }
+        }
+        Ok(keys)
     }
 
     /// Parses key file text; the error says which line is wrong and how.

@@ -799,6 +799,7 @@ async fn tls_sessions_resume_across_vip_l7s_sharing_a_ticket_key_file() {
     let (keys_a, keys_b) = (dir.path().join("a.keys"), dir.path().join("b.keys"));
     std::fs::write(&keys_a, format!("# fleet ticket keys\n{TICKET_KEY_1}\n")).unwrap();
     std::fs::write(&keys_b, format!("{TICKET_KEY_1}\n")).unwrap();
+    std::fs::set_permissions(&keys_b, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (pa, pb, pc) = (free_port(), free_port(), free_port());
     let a = L7::start(&tls_config(pa, (&cert, &key), &up, Some(&keys_a)), &[pa]);
     let b = L7::start(&tls_config(pb, (&cert, &key), &up, Some(&keys_b)), &[pb]);
@@ -854,6 +855,13 @@ async fn tls_sessions_resume_across_vip_l7s_sharing_a_ticket_key_file() {
     );
     assert_eq!(st["result"]["tls_tickets"], want.as_str(), "{st}");
     assert!(a.stderr_text().contains(&want), "{}", a.stderr_text());
+    // The test's key files are world-readable: a warning says so.
+    assert!(
+        b.stderr_text()
+            .contains("readable by others (mode 644); chmod 600 it"),
+        "{}",
+        b.stderr_text()
+    );
     let st = c.admin("status", json!({}));
     assert_eq!(
         st["result"]["tls_tickets"],
