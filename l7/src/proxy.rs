@@ -825,9 +825,9 @@ async fn forward(
                 }
                 tracing::debug!(upstream = %up.name, error = %e, "upstream request failed");
                 last_failed = Some(idx);
-                // Connect failures and refused h2 streams are safe to retry for any method
-                // (the upstream did not process the request); other failures only for
-                // idempotent methods.
+                // Connect failures and h2 streams the upstream did not process (REFUSED_STREAM,
+                // or above its GOAWAY's last-stream-id) are safe to retry for any method; other
+                // failures only for idempotent methods.
                 if !(e.is_connect() || e.is_refused() || idempotent) {
                     break;
                 }

@@ -146,9 +146,10 @@ pub enum UpstreamError {
     /// closed); the pool has dropped that connection, so a retry gets a fresh one.
     #[error("upstream h2 connection lost: {0}")]
     H2ConnectionLost(hyper::Error),
-    /// The h2 upstream reset the stream with REFUSED_STREAM: by RFC 9113 §8.7 it did no
-    /// processing of the request, so a retry is safe for any method.
-    #[error("upstream refused the h2 stream (REFUSED_STREAM): {0}")]
+    /// The h2 upstream did not process the request (RFC 9113 §8.7): it reset the stream with
+    /// REFUSED_STREAM, or its GOAWAY named a lower last-stream-id (§6.8). A retry is safe for
+    /// any method.
+    #[error("upstream did not process the h2 stream (REFUSED_STREAM, or above a GOAWAY's last-stream-id): {0}")]
     Refused(hyper::Error),
     /// The h2 upstream did not send SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441), so it cannot
     /// take a WebSocket as an extended CONNECT. Nothing was sent.
@@ -195,11 +196,18 @@ fn h2_error(e: &hyper::Error) -> Option<&h2::Error> {
     None
 }
 
-/// Whether the upstream reset the request's stream with REFUSED_STREAM (RFC 9113 §8.7: "the
-/// stream is being closed prior to any processing having occurred").
-fn h2_refused(e: &hyper::Error) -> bool {
+/// Whether the upstream did not process the request's stream (RFC 9113 §8.7), so any method
+/// may be sent again:
+/// - it reset the stream with REFUSED_STREAM ("closed prior to any processing"), or
+/// - its GOAWAY named a last-stream-id below the stream (§6.8). The `h2` crate fails exactly
+///   those streams with the peer's GOAWAY error when the frame arrives; streams at or below
+///   the last-stream-id carry on, and if the connection then closes under them they fail with
+///   an I/O error instead (which may follow processing, so it is not retried for a POST).
+///   `tests/resilience.rs` checks both sides with a hand-written upstream.
+fn h2_unprocessed(e: &hyper::Error) -> bool {
     h2_error(e).is_some_and(|h| {
-        h.is_reset() && h.is_remote() && h.reason() == Some(h2::Reason::REFUSED_STREAM)
+        h.is_remote()
+            && ((h.is_reset() && h.reason() == Some(h2::Reason::REFUSED_STREAM)) || h.is_go_away())
     })
 }
 
@@ -454,10 +462,14 @@ impl UpstreamPool {
     /// Classifies a failed h2 request: when its connection is gone, that connection (and only
     /// that one) leaves the pool.
     fn h2_failed(&self, id: u64, tx: &H2Sender, e: hyper::Error) -> UpstreamError {
+        let unprocessed = h2_unprocessed(&e);
         if tx.is_closed() || h2_connection_lost(&e) {
             self.forget_h2(id);
+            if unprocessed {
+                return UpstreamError::Refused(e);
+            }
             UpstreamError::H2ConnectionLost(e)
-        } else if h2_refused(&e) {
+        } else if unprocessed {
             UpstreamError::Refused(e)
         } else {
             UpstreamError::Request(e)

@@ -450,3 +450,139 @@ async fn refused_h2_stream_is_retried_for_any_method_other_resets_are_not() {
         "a POST whose stream was reset with INTERNAL_ERROR may have been processed: not retried"
     );
 }
+
+/// One HTTP/2 frame: (type, flags, stream id, payload).
+type Frame = (u8, u8, u32, Vec<u8>);
+
+async fn read_frame(s: &mut tokio::net::TcpStream) -> std::io::Result<Frame> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await?;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    Ok((head[3], head[4], stream, payload))
+}
+
+fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[ty, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+const HEADERS: u8 = 1;
+const SETTINGS: u8 = 4;
+const GOAWAY: u8 = 7;
+
+/// A 200 answer on `stream` with `body`: HEADERS (`:status 200` is HPACK static index 8) and
+/// DATA with END_STREAM.
+fn answer(stream: u32, body: &str) -> Vec<u8> {
+    let mut out = frame(HEADERS, 0x4, stream, &[0x88]);
+    out.extend(frame(0, 0x1, stream, body.as_bytes()));
+    out
+}
+
+/// A hand-written h2 upstream that sends a GOAWAY with a chosen last-stream-id, which the `h2`
+/// crate's server cannot (its GOAWAY always names the last stream it received). On its first
+/// connection it answers the first request "warm", waits for two more streams, sends
+/// GOAWAY(NO_ERROR) naming the lower of the two as the last one processed, and closes the
+/// connection 200 ms later without answering either. On later connections it answers every
+/// request "retried". Returns its address and how many request streams it has seen.
+async fn goaway_h2_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        let mut conns = 0;
+        while let Ok((mut s, _)) = l.accept().await {
+            let first = conns == 0;
+            conns += 1;
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let mut preface = [0u8; 24];
+                if s.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                let _ = s.write_all(&frame(SETTINGS, 0, 0, &[])).await;
+                let mut streams = Vec::new();
+                while let Ok((ty, flags, stream, _)) = read_frame(&mut s).await {
+                    if ty == SETTINGS && flags & 0x1 == 0 {
+                        let _ = s.write_all(&frame(SETTINGS, 0x1, 0, &[])).await;
+                    }
+                    if ty != HEADERS {
+                        continue;
+                    }
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    streams.push(stream);
+                    if !first {
+                        let _ = s.write_all(&answer(stream, "retried")).await;
+                    } else if streams.len() == 1 {
+                        let _ = s.write_all(&answer(stream, "warm")).await;
+                    } else if streams.len() == 3 {
+                        let last = streams[1].min(streams[2]);
+                        let mut goaway = last.to_be_bytes().to_vec();
+                        goaway.extend_from_slice(&0u32.to_be_bytes()); // NO_ERROR
+                        let _ = s.write_all(&frame(GOAWAY, 0, 0, &goaway)).await;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// RFC 9113 §6.8: the streams above a GOAWAY's last-stream-id were not processed, so even a POST
+/// on one of them is sent again (on a new connection); a POST at or below it may have been
+/// processed, so when the connection then closes without an answer it gets 502 and is not
+/// retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_above_a_goaway_last_stream_id_is_retried_one_below_is_not() {
+    use std::sync::atomic::Ordering;
+    let (up, seen) = goaway_h2_upstream().await;
+    let http = free_port();
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\naccess_log = false\n[[listeners]]\naddress = \"127.0.0.1:{http}\"\n\
+         [[routes]]\ncluster = \"web\"\n[clusters.web]\nprotocol = \"h2\"\n[[clusters.web.upstreams]]\naddress = \"{up}\"\n"
+    );
+    let _l7 = L7::start(&cfg, &[http]);
+    let url = format!("http://127.0.0.1:{http}/");
+    // curl blocks: off the runtime that serves the upstream.
+    let u = url.clone();
+    let (_, out, err) = tokio::task::spawn_blocking(move || curl(&["-w", " %{http_code}", &u]))
+        .await
+        .unwrap();
+    assert_eq!(out, "warm 200", "{err}");
+    let posts: Vec<_> = (0..2)
+        .map(|_| {
+            let u = url.clone();
+            tokio::task::spawn_blocking(move || {
+                curl(&["-w", " %{http_code}", "--data-binary", "payload", &u])
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for p in posts {
+        answers.push(p.await.unwrap().1);
+    }
+    answers.sort_by_key(|a| a.ends_with(" 502"));
+    assert!(
+        answers[0] == "retried 200" && answers[1].ends_with(" 502"),
+        "the POST above the last-stream-id is retried, the one at it is not: {answers:?}"
+    );
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        4,
+        "warm-up, the two POSTs, and one retry"
+    );
+}
