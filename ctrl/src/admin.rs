@@ -285,13 +285,19 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// Accepts connections forever, each on its own task.
-pub async fn serve<H: Handler>(handler: Arc<H>, listener: UnixListener, limits: Limits) {
+pub async fn serve<H: Handler>(
+    handler: Arc<H>,
+    listener: UnixListener,
+    limits: tokio::sync::watch::Receiver<Limits>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
+        // A reload may change the limits: new connections take the current ones.
+        let limits = *limits.borrow();
         let handler = Arc::clone(&handler);
         match Arc::clone(&slots).try_acquire_owned() {
             Ok(permit) => {
@@ -430,6 +436,7 @@ mod tests {
             max_request_bytes: 256,
             idle_timeout: Duration::from_millis(300),
         };
+        let (_limits_tx, limits) = tokio::sync::watch::channel(limits);
         let server = tokio::spawn(serve(Arc::new(Echo), listener, limits));
         // Many clients at once.
         let mut tasks = Vec::new();

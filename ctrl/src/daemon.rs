@@ -168,6 +168,17 @@ struct Inner {
     /// The CPUs of the control threads (DPDK dataplane only; the dry run has no lcore threads).
     control_cpus: Option<Vec<usize>>,
     alarms: Mutex<Vec<String>>,
+    /// The admin socket's limits; a reload changes them for new connections.
+    admin_limits: watch::Sender<admin::Limits>,
+    /// The metrics server task, when `[metrics]` is set; a reload replaces it.
+    metrics_server: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+fn admin_limits(a: &config::AdminSettings) -> admin::Limits {
+    admin::Limits {
+        max_request_bytes: a.max_request_bytes,
+        idle_timeout: Duration::from_millis(a.idle_timeout_ms),
+    }
 }
 
 /// The running daemon. Clone it freely (a handle).
@@ -215,6 +226,7 @@ impl Daemon {
         };
         let (announcements, _) = watch::channel(Announcements::default());
         let (dataplane_health, _) = watch::channel(DataplaneHealth::default());
+        let limits = admin_limits(&config.admin);
         let daemon = Daemon {
             inner: Arc::new(Inner {
                 options,
@@ -231,6 +243,8 @@ impl Daemon {
                 reloads: Mutex::new((0, 0)),
                 control_cpus,
                 alarms: Mutex::new(Vec::new()),
+                admin_limits: watch::Sender::new(limits),
+                metrics_server: Mutex::new(None),
             }),
         };
         // Before anything subscribes: a port that is down or has no next hop at start must not
@@ -411,7 +425,7 @@ impl Daemon {
             let mut model = lock(&self.inner.model);
             // Apply to a copy first: a reload that would make bad tables changes nothing.
             let mut next = model.clone();
-            let diff = next
+            let mut diff = next
                 .reload(new, self.now_ms())
                 .map_err(|e| AdminError::new("invalid_config", e.to_string()))?;
             if let Err(e) = next.tables() {
@@ -420,7 +434,54 @@ impl Daemon {
                     format!("{e}; the running config stays until the file is fixed"),
                 ));
             }
+            // A new metrics address is bound before anything changes: if it cannot be, the
+            // whole reload is refused.
+            let (old_metrics, new_metrics) = (model.config().metrics, next.config().metrics);
+            let metrics = match new_metrics {
+                Some(address) if new_metrics != old_metrics => Some((
+                    address,
+                    std::net::TcpListener::bind(address).map_err(|e| {
+                        AdminError::new(
+                            "invalid_config",
+                            format!("cannot serve metrics on {address}: {e}; the running config stays (free the address or choose another)"),
+                        )
+                    })?,
+                )),
+                _ => None,
+            };
+            let old_limits = admin_limits(&model.config().admin);
+            let new_limits = admin_limits(&next.config().admin);
             *model = next;
+            drop(model);
+            if new_metrics != old_metrics {
+                if let Some(m) = lock(&self.inner.metrics_server).take() {
+                    m.abort();
+                }
+                match metrics {
+                    Some((address, listener)) => {
+                        if let Err(e) = self.serve_metrics(address, listener) {
+                            diff.restart_needed
+                                .push(format!("metrics: cannot serve on {address}: {e}"));
+                        }
+                    }
+                    None => tracing::info!("metrics stopped"),
+                }
+                diff.applied.push(format!(
+                    "metrics: {} -> {}",
+                    old_metrics.map_or("off".into(), |a| a.to_string()),
+                    new_metrics.map_or("off".into(), |a| a.to_string())
+                ));
+            }
+            if (new_limits.max_request_bytes, new_limits.idle_timeout)
+                != (old_limits.max_request_bytes, old_limits.idle_timeout)
+            {
+                self.inner.admin_limits.send_replace(new_limits);
+                diff.applied.push(format!(
+                    "admin limits: max_request_bytes {}, idle_timeout_ms {} (new connections)",
+                    new_limits.max_request_bytes,
+                    new_limits.idle_timeout.as_millis()
+                ));
+            }
             Ok(diff)
         });
         let mut counts = lock(&self.inner.reloads);
@@ -441,6 +502,25 @@ impl Daemon {
             }
         }
         result
+    }
+
+    /// Serves metrics on `listener` (bound to `address`), replacing any metrics server.
+    fn serve_metrics(
+        &self,
+        address: std::net::SocketAddr,
+        listener: std::net::TcpListener,
+    ) -> std::io::Result<()> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(std::io::Error::other("not called on the daemon's runtime"));
+        }
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        tracing::info!(%address, "metrics listening");
+        let task = tokio::spawn(crate::metrics::serve(self.clone(), listener)).abort_handle();
+        if let Some(old) = lock(&self.inner.metrics_server).replace(task) {
+            old.abort();
+        }
+        Ok(())
     }
 
     /// Hands a changed `[bgp]` to the running speaker; what it cannot apply is reported as
@@ -474,29 +554,17 @@ impl Daemon {
         let path = self.admin_socket();
         let listener = admin::bind(&path).map_err(StartError::Admin)?;
         let _socket_file = admin::SocketFile(path.clone());
-        let (limits, metrics) = {
-            let model = lock(&self.inner.model);
-            let c = model.config();
-            (
-                admin::Limits {
-                    max_request_bytes: c.admin.max_request_bytes,
-                    idle_timeout: Duration::from_millis(c.admin.idle_timeout_ms),
-                },
-                c.metrics,
-            )
-        };
+        let metrics = lock(&self.inner.model).config().metrics;
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(admin::serve(
             Arc::new(self.clone()),
             listener,
-            limits,
+            self.inner.admin_limits.subscribe(),
         )));
         if let Some(address) = metrics {
-            let listener = tokio::net::TcpListener::bind(address)
-                .await
+            let listener = std::net::TcpListener::bind(address).map_err(StartError::Metrics)?;
+            self.serve_metrics(address, listener)
                 .map_err(StartError::Metrics)?;
-            tracing::info!(%address, "metrics listening");
-            tasks.push(tokio::spawn(crate::metrics::serve(self.clone(), listener)));
         }
         tasks.push(tokio::spawn(self.clone().watchdog()));
         self.sync_checkers();
@@ -536,6 +604,9 @@ impl Daemon {
         }
         for t in tasks {
             t.abort();
+        }
+        if let Some(m) = lock(&self.inner.metrics_server).take() {
+            m.abort();
         }
         self.stop_dataplane();
         tracing::info!("vipd stopped");

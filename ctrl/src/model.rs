@@ -71,8 +71,10 @@ pub struct Diff {
     pub backends_removed: Vec<String>,
     /// Backends whose weight or MAC changed.
     pub backends_changed: Vec<String>,
-    /// Settings that need a restart to take effect (ports, lcores, admin socket...).
+    /// Settings that need a restart to take effect (ports, lcores, admin socket path...).
     pub restart_needed: Vec<String>,
+    /// Other settings the daemon applied live (the metrics address, admin limits).
+    pub applied: Vec<String>,
     /// What the BGP speaker changed live (peers added, removed, reset, re-announced).
     pub bgp: Vec<String>,
     /// `[bgp]` differs from the running config (the daemon applies it to the speaker).
@@ -553,11 +555,10 @@ impl Model {
         if new.dataplane != self.config.dataplane {
             diff.restart_needed.push("dataplane".into());
         }
-        if new.admin != self.config.admin {
-            diff.restart_needed.push("admin".into());
-        }
-        if new.metrics != self.config.metrics {
-            diff.restart_needed.push("metrics".into());
+        // The admin limits and `[metrics]` are applied live by the daemon (it binds a new
+        // metrics address before the reload commits); the socket path needs a restart.
+        if new.admin.socket != self.config.admin.socket {
+            diff.restart_needed.push("admin.socket".into());
         }
         diff.bgp_changed = new.bgp() != self.config.bgp();
         let old_vips = std::mem::take(&mut self.vips);
@@ -618,12 +619,11 @@ impl Model {
         diff.backends_removed.sort();
         self.vips = vips;
         self.panic_threshold = new.panic_threshold;
-        // Keep the running dataplane/admin/port settings: they need a restart.
+        // Keep the running dataplane, port and admin socket settings: they need a restart.
         let mut config = new;
         config.dataplane = self.config.dataplane.clone();
-        config.admin = self.config.admin.clone();
+        config.admin.socket = self.config.admin.socket.clone();
         config.ports = self.config.ports.clone();
-        config.metrics = self.config.metrics;
         self.config = config;
         self.sync_config();
         Ok(diff)

@@ -463,3 +463,102 @@ fn dry_run_health_drain_reload_metrics_sigterm() {
     );
     drop(b7);
 }
+
+/// `[metrics]` and the admin limits change on reload without a restart: a new metrics address
+/// is bound before the reload commits (an address in use refuses the whole reload), and new
+/// admin connections take the new limits. Only the admin socket path needs a restart.
+#[test]
+fn reload_moves_metrics_and_changes_admin_limits_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    let path = dir.path().join("vipd.toml");
+    let vip = "[[vip]]\naddress = \"192.0.2.10\"\nport = 80\nprotocol = \"tcp\"\nencap_source_v4 = \"10.0.0.1\"\n\
+               [[vip.backend]]\naddress = \"127.0.0.2\"\n";
+    let write = |admin_extra: &str, metrics: Option<u16>| {
+        let metrics = metrics.map_or(String::new(), |p| {
+            format!("[metrics]\naddress = \"127.0.0.1:{p}\"\n")
+        });
+        let text = format!(
+            "[admin]\nsocket = \"{}\"\n{admin_extra}{metrics}{vip}",
+            socket.display()
+        );
+        std::fs::write(&path, text).unwrap();
+    };
+    let (m1, m2) = (free_port(), free_port());
+    write("", Some(m1));
+    let child = Command::new(VIPD)
+        .arg("--config")
+        .arg(&path)
+        .args(["--dry-run", "--drain-ms", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _vipd = Proc(child);
+    wait_for("the admin socket", || {
+        socket.exists() && UnixStream::connect(&socket).is_ok()
+    });
+    let serves = |port: u16| scrape(port).starts_with("HTTP/1.1 200");
+    assert!(serves(m1));
+
+    // Moved: the new address serves, the old one is closed.
+    write("", Some(m2));
+    let diff = ok(&socket, "config.reload", json!({}));
+    assert_eq!(
+        diff["applied"],
+        json!([format!("metrics: 127.0.0.1:{m1} -> 127.0.0.1:{m2}")]),
+        "{diff}"
+    );
+    assert_eq!(diff["restart_needed"], json!([]), "{diff}");
+    assert!(serves(m2));
+    wait_for("the old metrics address to close", || {
+        TcpStream::connect(("127.0.0.1", m1)).is_err()
+    });
+
+    // An address in use refuses the whole reload; metrics stay where they were.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    write("max_request_bytes = 300\n", Some(busy));
+    let refused = request(&socket, "config.reload", json!({}));
+    assert_eq!(refused["error"]["code"], "invalid_config", "{refused}");
+    let msg = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("cannot serve metrics on 127.0.0.1:{busy}")),
+        "{msg}"
+    );
+    assert!(serves(m2));
+    let long = json!({"v": 1, "id": 1, "cmd": "status", "args": {"pad": "x".repeat(400)}});
+    assert_eq!(
+        request(&socket, "status", json!({"pad": "x".repeat(400)}))["ok"],
+        true
+    );
+
+    // Admin limits apply to new connections; metrics off; a socket path change needs a restart.
+    write("max_request_bytes = 300\n", None);
+    let diff = ok(&socket, "config.reload", json!({}));
+    assert_eq!(
+        diff["applied"],
+        json!([
+            format!("metrics: 127.0.0.1:{m2} -> off"),
+            "admin limits: max_request_bytes 300, idle_timeout_ms 30000 (new connections)"
+        ]),
+        "{diff}"
+    );
+    wait_for("metrics to stop", || {
+        TcpStream::connect(("127.0.0.1", m2)).is_err()
+    });
+    let mut s = UnixStream::connect(&socket).unwrap();
+    writeln!(s, "{long}").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.contains("request_too_large"), "{reply}");
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("admin.sock", "other.sock"),
+    )
+    .unwrap();
+    let diff = ok(&socket, "config.reload", json!({}));
+    assert_eq!(diff["restart_needed"], json!(["admin.socket"]), "{diff}");
+}
