@@ -220,6 +220,25 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
     }
 }
 
+/// How long, and for how many bytes, an oversized request is read on after its error reply.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 16 << 20;
+
+/// Reads and drops input until EOF, an error or `max` bytes.
+async fn discard<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R, max: usize) {
+    let mut total = 0;
+    while total < max {
+        match reader.fill_buf().await {
+            Ok([]) | Err(_) => return,
+            Ok(b) => {
+                let n = b.len();
+                reader.consume(n);
+                total += n;
+            }
+        }
+    }
+}
+
 /// Serves one connection until EOF, an I/O error, the idle timeout or an oversized request.
 pub async fn serve_connection<H: Handler + ?Sized>(
     handler: &H,
@@ -259,6 +278,10 @@ pub async fn serve_connection<H: Handler + ?Sized>(
         }
         if matches!(line, Line::TooLong) {
             let _ = write.shutdown().await;
+            // Lingering close: take in (and drop) what the client is still sending, for a
+            // while, so that closing with unread input does not reset the connection before
+            // the client has read the reply.
+            let _ = tokio::time::timeout(LINGER, discard(&mut reader, LINGER_BYTES)).await;
             return;
         }
     }
@@ -360,6 +383,7 @@ pub async fn call(path: &Path, cmd: &str, args: Value, timeout: Duration) -> io:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     struct Echo;
     impl Handler for Echo {
@@ -462,6 +486,18 @@ mod tests {
         assert_eq!(r["error"]["code"], "request_too_large");
         line.clear();
         assert_eq!(reader.read_line(&mut line).await.unwrap(), 0, "closed");
+        // A much longer line, still being written when the error is sent: the server reads on
+        // (lingering close), so the client's write completes and it reads the error, not a
+        // reset. Without the linger this fails with EPIPE or ECONNRESET.
+        for _ in 0..20 {
+            let mut s = UnixStream::connect(&path).await.unwrap();
+            s.write_all(&vec![b'x'; 512 * 1024]).await.unwrap();
+            s.write_all(b"\n").await.unwrap();
+            s.shutdown().await.unwrap();
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).await.unwrap();
+            assert!(reply.contains("request_too_large"), "{reply}");
+        }
         // Idle: closed after the timeout.
         let s = UnixStream::connect(&path).await.unwrap();
         let mut reader = BufReader::new(s);

@@ -549,6 +549,7 @@ fn reload_moves_metrics_and_changes_admin_limits_live() {
     });
     let mut s = UnixStream::connect(&socket).unwrap();
     writeln!(s, "{long}").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();
     assert!(reply.contains("request_too_large"), "{reply}");
