@@ -7,7 +7,8 @@
 #![deny(unsafe_code)] // allowed only in `affinity`
 #![warn(missing_docs)]
 
-pub mod admin;
+/// The admin socket protocol (shared with vip-l7; the `adminsock` crate).
+pub use adminsock as admin;
 pub mod affinity;
 pub mod announce;
 pub mod config;

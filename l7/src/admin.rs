@@ -1,126 +1,64 @@
 //! The admin Unix socket, with vipd's conventions: newline-delimited JSON, one request per line,
 //! `{"v":1,"id":..,"cmd":"..","args":{..}}` → `{"v":1,"id":..,"ok":true,"result":..}` or
-//! `{"v":1,"id":..,"ok":false,"error":{"code":"..","message":".."}}`. Every problem is a
-//! structured reply; the connection stays open.
+//! `{"v":1,"id":..,"ok":false,"error":{"code":"..","message":".."}}`. The server is vipd's
+//! (`adminsock`): the same error codes, limits (64 KiB lines, 30 s idle, 256 connections) and
+//! socket handling.
 //!
 //! Commands: `status`, `clusters`, `drain` / `undrain` `{cluster, upstream}`,
 //! `weight` `{cluster, upstream, weight}`, `reload`.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use adminsock::{AdminError, BoxFuture, Handler, Limits};
 use anyhow::Context as _;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
 use crate::proxy::Shared;
 
-/// Longest request line accepted (bounded memory).
-const MAX_LINE: usize = 64 * 1024;
+/// vipd's defaults: request lines up to 64 KiB, idle connections closed after 30 s.
+const LIMITS: Limits = Limits {
+    max_request_bytes: 64 * 1024,
+    idle_timeout: Duration::from_secs(30),
+};
 
 /// Binds the socket (creating its directory, replacing a stale socket) with mode 0660.
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("admin socket: cannot create {}", dir.display()))?;
+    adminsock::bind(path).with_context(|| format!("admin socket {}", path.display()))
+}
+
+/// vip-l7's commands behind vipd's admin server.
+struct Admin {
+    shared: Arc<Shared>,
+    started: Instant,
+}
+
+impl Handler for Admin {
+    fn handle<'a>(
+        &'a self,
+        cmd: &'a str,
+        args: &'a Value,
+    ) -> BoxFuture<'a, Result<Value, AdminError>> {
+        Box::pin(command(&self.shared, cmd, args, self.started))
     }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            anyhow::bail!(
-                "admin socket {} is in use by a running vip-l7; stop it or set [admin] socket",
-                path.display()
-            );
-        }
-        std::fs::remove_file(path)
-            .with_context(|| format!("admin socket: cannot remove stale {}", path.display()))?;
-    }
-    let l = UnixListener::bind(path)
-        .with_context(|| format!("admin socket: cannot bind {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("admin socket: cannot chmod {}", path.display()))?;
-    Ok(l)
 }
 
 /// Serves admin connections forever.
 pub async fn serve(l: UnixListener, shared: Arc<Shared>, started: Instant) {
-    loop {
-        let Ok((s, _)) = l.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let (r, mut w) = s.into_split();
-            let mut r = BufReader::new(r);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                let n = match (&mut r)
-                    .take(MAX_LINE as u64 + 1)
-                    .read_until(b'\n', &mut line)
-                    .await
-                {
-                    Ok(n) => n,
-                    Err(_) => return,
-                };
-                if n == 0 {
-                    return;
-                }
-                let reply = if line.len() > MAX_LINE {
-                    let r = error(Value::Null, "too_large", "request line longer than 64 KiB");
-                    let _ = w.write_all(format!("{r}\n").as_bytes()).await;
-                    return;
-                } else {
-                    handle_line(&shared, &line, started).await
-                };
-                if w.write_all(format!("{reply}\n").as_bytes()).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
+    // The limits are fixed: the sender may go, the receiver keeps the value.
+    let (_fixed, limits) = tokio::sync::watch::channel(LIMITS);
+    adminsock::serve(Arc::new(Admin { shared, started }), l, limits).await;
 }
 
-fn error(id: Value, code: &str, message: &str) -> Value {
-    json!({"v": 1, "id": id, "ok": false, "error": {"code": code, "message": message}})
-}
+type CmdResult = Result<Value, AdminError>;
 
-fn ok(id: Value, result: Value) -> Value {
-    json!({"v": 1, "id": id, "ok": true, "result": result})
-}
-
-/// Answers one request line.
-pub async fn handle_line(shared: &Shared, line: &[u8], started: Instant) -> Value {
-    let req: Value = match serde_json::from_slice(line) {
-        Ok(v) => v,
-        Err(e) => return error(Value::Null, "bad_request", &format!("not JSON: {e}")),
-    };
-    let id = req.get("id").cloned().unwrap_or(Value::Null);
-    match req.get("v").and_then(Value::as_u64) {
-        Some(1) => {}
-        _ => return error(id, "bad_version", "set \"v\": 1"),
-    }
-    let Some(cmd) = req.get("cmd").and_then(Value::as_str) else {
-        return error(id, "bad_request", "missing \"cmd\" string");
-    };
-    let empty = json!({});
-    let args = req.get("args").unwrap_or(&empty);
-    match command(shared, cmd, args, started).await {
-        Ok(v) => ok(id, v),
-        Err((code, msg)) => error(id, code, &msg),
-    }
-}
-
-type CmdResult = Result<Value, (&'static str, String)>;
-
-fn arg_str<'a>(args: &'a Value, name: &str) -> Result<&'a str, (&'static str, String)> {
+fn arg_str<'a>(args: &'a Value, name: &str) -> Result<&'a str, AdminError> {
     args.get(name)
         .and_then(Value::as_str)
-        .ok_or(("bad_args", format!("missing string argument \"{name}\"")))
+        .ok_or_else(|| AdminError::bad_args(format!("missing string argument \"{name}\"")))
 }
 
 async fn command(shared: &Shared, cmd: &str, args: &Value, started: Instant) -> CmdResult {
@@ -150,7 +88,10 @@ async fn command(shared: &Shared, cmd: &str, args: &Value, started: Instant) -> 
             let only = args.get("cluster").and_then(Value::as_str);
             if let Some(c) = only {
                 if !rt.clusters.contains_key(c) {
-                    return Err(("not_found", format!("no cluster named {c:?}")));
+                    return Err(AdminError::new(
+                        "not_found",
+                        format!("no cluster named {c:?}"),
+                    ));
                 }
             }
             let list: Vec<Value> = names
@@ -182,14 +123,15 @@ async fn command(shared: &Shared, cmd: &str, args: &Value, started: Instant) -> 
             let cluster = arg_str(args, "cluster")?;
             let upstream = arg_str(args, "upstream")?;
             let rt = shared.runtime.load();
-            let c = rt
-                .clusters
-                .get(cluster)
-                .ok_or(("not_found", format!("no cluster named {cluster:?}")))?;
-            let i = c.find(upstream).ok_or((
-                "not_found",
-                format!("cluster {cluster:?} has no upstream {upstream:?} (give ip:port)"),
-            ))?;
+            let c = rt.clusters.get(cluster).ok_or_else(|| {
+                AdminError::new("not_found", format!("no cluster named {cluster:?}"))
+            })?;
+            let i = c.find(upstream).ok_or_else(|| {
+                AdminError::new(
+                    "not_found",
+                    format!("cluster {cluster:?} has no upstream {upstream:?} (give ip:port)"),
+                )
+            })?;
             let u = &c.upstreams[i];
             match cmd {
                 "drain" => u.set_draining(true),
@@ -199,11 +141,11 @@ async fn command(shared: &Shared, cmd: &str, args: &Value, started: Instant) -> 
                         .get("weight")
                         .and_then(Value::as_u64)
                         .filter(|w| (1..=65535).contains(w))
-                        .ok_or((
-                            "bad_args",
-                            "\"weight\" must be an integer 1..=65535 (drain to stop traffic)"
-                                .to_string(),
-                        ))?;
+                        .ok_or_else(|| {
+                            AdminError::bad_args(
+                                "\"weight\" must be an integer 1..=65535 (drain to stop traffic)",
+                            )
+                        })?;
                     u.set_weight(w as u32);
                 }
             }
@@ -214,9 +156,9 @@ async fn command(shared: &Shared, cmd: &str, args: &Value, started: Instant) -> 
         }
         "reload" => match shared.reload().await {
             Ok(warnings) => Ok(json!({ "reloaded": true, "warnings": warnings })),
-            Err(e) => Err(("reload_failed", e.to_string())),
+            Err(e) => Err(AdminError::new("reload_failed", e.to_string())),
         },
-        other => Err((
+        other => Err(AdminError::new(
             "unknown_command",
             format!(
                 "unknown cmd {other:?}; use status, clusters, drain, undrain, weight or reload"

@@ -435,10 +435,22 @@ async fn admin_socket_commands_and_reload_under_load() {
             r.read_line(&mut l).unwrap();
             lines.push(serde_json::from_str::<Value>(&l).unwrap());
         }
-        assert_eq!(lines[0]["error"]["code"], "bad_request");
-        assert_eq!(lines[1]["error"]["code"], "bad_version");
+        // vipd's codes: the server is the same.
+        assert_eq!(lines[0]["error"]["code"], "bad_json");
+        assert_eq!(lines[1]["error"]["code"], "unsupported_version");
         assert_eq!(lines[2]["ok"], true);
         assert_eq!(lines[2]["id"], "x");
+        // A line over 64 KiB: request_too_large, then the connection closes.
+        let mut s = std::os::unix::net::UnixStream::connect(&l7.admin).unwrap();
+        s.write_all(&vec![b'x'; 100 * 1024]).unwrap();
+        s.write_all(b"\n").unwrap();
+        let mut r = BufReader::new(s);
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        let v: Value = serde_json::from_str(&l).unwrap();
+        assert_eq!(v["error"]["code"], "request_too_large", "{v}");
+        l.clear();
+        assert_eq!(r.read_line(&mut l).unwrap(), 0, "closed");
     }
 
     // Reload under load: no client-visible error; keep-alive connections survive.

@@ -1,4 +1,5 @@
-//! The admin protocol: newline-delimited JSON over a Unix socket, shared by vipd and vip-l7.
+//! The admin protocol: newline-delimited JSON over a Unix socket, shared by vipd and vip-l7
+//! (server, client and the socket file).
 //!
 //! Request, one per line:
 //! `{"v":1,"id":7,"cmd":"vip.list","args":{}}` (`id` is any JSON value, echoed back; `args`
@@ -11,6 +12,9 @@
 //! (`request_too_large`, then the connection is closed since the rest of the line cannot be
 //! trusted). A connection idle past the timeout is closed; at most [`MAX_CONNECTIONS`] are
 //! served at once and the next gets a `busy` error.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::future::Future;
 use std::io;
