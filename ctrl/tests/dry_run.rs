@@ -553,6 +553,15 @@ fn reload_moves_metrics_and_changes_admin_limits_live() {
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();
     assert!(reply.contains("request_too_large"), "{reply}");
+    // Started again from off.
+    write("max_request_bytes = 300\n", Some(m1));
+    let diff = ok(&socket, "config.reload", json!({}));
+    assert_eq!(
+        diff["applied"],
+        json!([format!("metrics: off -> 127.0.0.1:{m1}")]),
+        "{diff}"
+    );
+    assert!(serves(m1));
     std::fs::write(
         &path,
         std::fs::read_to_string(&path)
