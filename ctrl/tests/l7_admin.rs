@@ -76,7 +76,10 @@ fn vipctl_drives_vip_l7() {
     assert!(table.status.success(), "{table:?}");
     let table = String::from_utf8_lossy(&table.stdout);
     let lines: Vec<&str> = table.lines().collect();
-    assert!(lines[0].starts_with("cluster"), "{table}");
+    assert!(
+        lines[0].starts_with("cluster") && lines[0].trim_end().ends_with("errors"),
+        "{table}"
+    );
     assert_eq!(
         lines.len(),
         3,

@@ -113,6 +113,7 @@ async fn command(shared: &Shared, cmd: &str, args: &Value, started: Instant) -> 
                             "weight": u.weight(),
                             "active_requests": u.active.load(Ordering::Relaxed),
                             "ejections": u.ejections.load(Ordering::Relaxed),
+                            "consecutive_errors": u.consecutive_errors(),
                         })).collect::<Vec<_>>(),
                     })
                 })

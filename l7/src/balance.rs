@@ -132,6 +132,11 @@ impl UpstreamState {
         w * share
     }
 
+    /// Counted errors since the last success or ejection (outlier detection).
+    pub fn consecutive_errors(&self) -> u32 {
+        self.consecutive_errors.load(Ordering::Relaxed)
+    }
+
     /// Records a response outcome for outlier detection. `error` is a 5xx or a gateway error.
     /// Returns true when this call crossed `threshold` (the caller decides whether to eject).
     pub fn record_outcome(&self, error: bool, threshold: u32) -> bool {

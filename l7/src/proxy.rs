@@ -820,7 +820,9 @@ async fn forward(
                         "cluster at its connection limit (circuit breaker open)",
                     );
                 }
-                if up.record_outcome(true, cluster.cfg.outlier.consecutive_errors) {
+                if !e.is_graceful_goaway()
+                    && up.record_outcome(true, cluster.cfg.outlier.consecutive_errors)
+                {
                     cluster.maybe_eject(idx, metrics);
                 }
                 tracing::debug!(upstream = %up.name, error = %e, "upstream request failed");

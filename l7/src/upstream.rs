@@ -172,6 +172,19 @@ impl UpstreamError {
         matches!(self, UpstreamError::Refused(_))
     }
 
+    /// The upstream is going away gracefully: a GOAWAY with NO_ERROR (a restart, a drain, or a
+    /// gRPC server's maximum connection age) left this request's stream unprocessed. Routine,
+    /// so outlier detection does not count it; a REFUSED_STREAM reset or a GOAWAY with an error
+    /// code still counts.
+    pub fn is_graceful_goaway(&self) -> bool {
+        match self {
+            UpstreamError::Refused(e) => h2_error(e).is_some_and(|h| {
+                h.is_remote() && h.is_go_away() && h.reason() == Some(h2::Reason::NO_ERROR)
+            }),
+            _ => false,
+        }
+    }
+
     /// Refused by the cluster's circuit breaker (max connections or pending connects).
     pub fn is_circuit(&self) -> bool {
         matches!(self, UpstreamError::Connect(ConnectError::Circuit(_)))

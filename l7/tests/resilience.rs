@@ -586,3 +586,98 @@ async fn post_above_a_goaway_last_stream_id_is_retried_one_below_is_not() {
         "warm-up, the two POSTs, and one retry"
     );
 }
+
+/// A hand-written h2 upstream that processes nothing: on every connection it answers the first
+/// request stream with GOAWAY(last-stream-id 0, `code`) and closes 100 ms later. Returns its
+/// address and how many request streams it has seen.
+async fn goaway_every_stream_h2_upstream(
+    code: u32,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let mut preface = [0u8; 24];
+                if s.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                let _ = s.write_all(&frame(SETTINGS, 0, 0, &[])).await;
+                while let Ok((ty, flags, _, _)) = read_frame(&mut s).await {
+                    if ty == SETTINGS && flags & 0x1 == 0 {
+                        let _ = s.write_all(&frame(SETTINGS, 0x1, 0, &[])).await;
+                    }
+                    if ty == HEADERS {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        let mut goaway = 0u32.to_be_bytes().to_vec();
+                        goaway.extend_from_slice(&code.to_be_bytes());
+                        let _ = s.write_all(&frame(GOAWAY, 0, 0, &goaway)).await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Outlier detection: a graceful GOAWAY (NO_ERROR: a restart, a drain, a gRPC server's maximum
+/// connection age) that leaves a stream unprocessed is routine and not counted against the
+/// upstream, however often it happens; a GOAWAY with an error code is. Both clusters would eject
+/// their one upstream at its first counted error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_goaway_does_not_count_towards_outlier_ejection_an_error_goaway_does() {
+    use std::sync::atomic::Ordering;
+    let (graceful, graceful_seen) = goaway_every_stream_h2_upstream(0).await; // NO_ERROR
+    let (calm, calm_seen) = goaway_every_stream_h2_upstream(0xb).await; // ENHANCE_YOUR_CALM
+    let http = free_port();
+    let outlier = "outlier = { consecutive_errors = 1, base_ejection_ms = 60000, max_ejection_percent = 100 }";
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\naccess_log = false\n[[listeners]]\naddress = \"127.0.0.1:{http}\"\n\
+         [[routes]]\npath_prefix = \"/graceful\"\ncluster = \"graceful\"\n\
+         [[routes]]\ncluster = \"calm\"\n\
+         [clusters.graceful]\nprotocol = \"h2\"\n{outlier}\n[[clusters.graceful.upstreams]]\naddress = \"{graceful}\"\n\
+         [clusters.calm]\nprotocol = \"h2\"\n{outlier}\n[[clusters.calm.upstreams]]\naddress = \"{calm}\"\n"
+    );
+    let l7 = L7::start(&cfg, &[http]);
+    let get = |path: &str| {
+        let url = format!("http://127.0.0.1:{http}{path}");
+        tokio::task::spawn_blocking(move || curl(&["-w", " %{http_code}", &url]))
+    };
+    let upstream = |cluster: &str| {
+        let r = l7.admin("clusters", json!({"cluster": cluster}));
+        r["result"]["clusters"][0]["upstreams"][0].clone()
+    };
+    for _ in 0..3 {
+        let (_, out, err) = get("/graceful").await.unwrap();
+        assert!(out.ends_with(" 502"), "nothing was processed: {out} {err}");
+    }
+    assert!(
+        graceful_seen.load(Ordering::SeqCst) >= 6,
+        "each GET was sent again after the GOAWAY"
+    );
+    let u = upstream("graceful");
+    assert_eq!(
+        (u["ejected"].as_bool(), u["consecutive_errors"].as_u64()),
+        (Some(false), Some(0)),
+        "{u}"
+    );
+    let (_, out, err) = get("/calm").await.unwrap();
+    assert!(out.ends_with(" 502"), "{out} {err}");
+    assert!(calm_seen.load(Ordering::SeqCst) >= 1);
+    let u = upstream("calm");
+    assert_eq!(
+        (u["ejected"].as_bool(), u["ejections"].as_u64()),
+        (Some(true), Some(1)),
+        "{u}"
+    );
+}

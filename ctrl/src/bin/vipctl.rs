@@ -507,6 +507,7 @@ fn render_l7_clusters(v: &Value) -> String {
         "draining",
         "ejected",
         "ejections",
+        "errors",
     ]
     .map(String::from)
     .to_vec();
@@ -527,6 +528,7 @@ fn render_l7_clusters(v: &Value) -> String {
                     cell(&u["draining"]),
                     cell(&u["ejected"]),
                     cell(&u["ejections"]),
+                    cell(&u["consecutive_errors"]),
                 ]
             })
         })
