@@ -151,6 +151,10 @@ pub enum UpstreamError {
     /// any method.
     #[error("upstream did not process the h2 stream (REFUSED_STREAM, or above a GOAWAY's last-stream-id): {0}")]
     Refused(hyper::Error),
+    /// An HTTP/1.1 upstream answered 101 Switching Protocols to a request that did not ask
+    /// for an upgrade (RFC 9110 §15.2.2 forbids it); its connection is closed.
+    #[error("upstream answered 101 Switching Protocols to a request without Upgrade")]
+    UnaskedSwitch,
     /// The h2 upstream did not send SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441), so it cannot
     /// take a WebSocket as an extended CONNECT. Nothing was sent.
     #[error("upstream {0} did not enable the extended CONNECT protocol (SETTINGS_ENABLE_CONNECT_PROTOCOL, RFC 8441): WebSocket over h2 needs it, or use an http1 cluster")]
@@ -394,6 +398,8 @@ impl UpstreamPool {
             return self.request_h2(req).await;
         }
         origin_form(req.uri_mut());
+        // Only a request that asks for an upgrade may be answered 101 (RFC 9110 §15.2.2).
+        let upgrade = req.headers().contains_key(http::header::UPGRADE);
         loop {
             let (mut tx, reused) = match self.checkout().await {
                 Some(tx) => (tx, true),
@@ -402,6 +408,10 @@ impl UpstreamPool {
                 None => (Box::pin(self.connect_h1()).await?, false),
             };
             match tx.try_send_request(req).await {
+                Ok(resp) if !upgrade && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+                    // Dropping the response drops the switched connection.
+                    return Err(UpstreamError::UnaskedSwitch);
+                }
                 Ok(resp) => {
                     // After a protocol switch the connection belongs to the tunnel.
                     let back = (resp.status() != http::StatusCode::SWITCHING_PROTOCOLS)

@@ -1254,3 +1254,60 @@ async fn websocket_to_an_h2_upstream_over_tls() {
     assert_eq!(echo.connections.load(Ordering::SeqCst), 1);
     assert_eq!(echo.connects().len(), 2);
 }
+
+/// A broken HTTP/1.1 server that answers every request head with 101 Switching Protocols, asked
+/// for or not, then holds the connection for a second; counts the requests it read.
+async fn switching_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let n = n2.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => head.extend_from_slice(&buf[..k]),
+                    }
+                }
+                n.fetch_add(1, Ordering::SeqCst);
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            });
+        }
+    });
+    (addr, n)
+}
+
+/// RFC 9110 §15.2.2: a server may switch protocols only when the request asked for it. A 101 to
+/// a plain GET is the upstream's error (502), never passed on to the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_101_to_a_request_without_upgrade_is_a_502() {
+    let (switching, reads) = switching_server().await;
+    let port = free_port();
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\naccess_log = false\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\
+         [[routes]]\ncluster = \"s\"\n{}",
+        cluster("s", "", &[&switching.to_string()]),
+    );
+    let l7 = L7::start(&cfg, &[port]);
+    for i in 0..2 {
+        let (ok, out, err) = curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://127.0.0.1:{port}/{i}"),
+        ]);
+        assert!(ok, "{err}");
+        assert_eq!(out, "502", "GET {i}\n{}", l7.stderr_text());
+    }
+    assert_eq!(reads.load(Ordering::SeqCst), 2);
+}
