@@ -7,6 +7,7 @@
 //! - [`upstream`]: running clusters: pooled client, connector with circuit breaker, retry budget,
 //!   rate limits, active health checks;
 //! - [`proxy`]: the request path (headers, retries, WebSocket upgrades, trailers);
+//! - [`h1codec`]: HTTP/1.1 towards upstreams, sans I/O (not on the request path yet);
 //! - [`tls`]: SNI certificates (reloadable) and upstream TLS;
 //! - [`server`]: listeners, signals, graceful drain; [`admin`]: the admin socket;
 //!   [`metrics`]: Prometheus; [`accesslog`]: one line per request, off the event loop;
@@ -21,6 +22,7 @@ pub mod alloc;
 pub mod balance;
 pub mod coalesce;
 pub mod config;
+pub mod h1codec;
 pub mod metrics;
 pub mod proxy;
 pub mod route;

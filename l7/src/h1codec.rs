@@ -1,0 +1,743 @@
+//! HTTP/1.1 towards upstreams, sans I/O: request heads out; response heads, body framing
+//! (RFC 9112 §6) and chunked bodies in.
+//!
+//! This is the core of vip-l7's own upstream HTTP/1.1 client, which is to replace hyper's client
+//! connection task on the request path (that task, its channels and its response parsing cost
+//! about a fifth of vip-l7's instructions per request; `docs/benchmarks.md`, "An HTTP/1.1
+//! upstream client of our own"). It is not wired into the request path yet.
+//!
+//! Everything here works on caller-owned buffers and never blocks, allocates per byte or panics
+//! on any input: bad input is a [`CodecError`], and limits bound memory ([`MAX_HEAD`],
+//! [`MAX_HEADERS`], [`MAX_CHUNK_LINE`]).
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+
+/// Largest response head (status line and header fields) accepted, and largest trailer section.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in a response head (hyper's default too).
+pub const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line (size and extensions) accepted.
+pub const MAX_CHUNK_LINE: usize = 4096;
+
+/// Why an upstream's response cannot be read; the connection is not reusable after any of them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// The head did not end within [`MAX_HEAD`] bytes.
+    #[error("response head larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    /// More than [`MAX_HEADERS`] header fields.
+    #[error("more than {MAX_HEADERS} header fields in the response")]
+    TooManyHeaders,
+    /// Not an HTTP/1.x response head (httparse's reason).
+    #[error("malformed response head: {0}")]
+    Malformed(httparse::Error),
+    /// A field value that is not a valid header value.
+    #[error("invalid header value in the response")]
+    BadHeaderValue,
+    /// Content-Length that is not a decimal number, or several that differ (RFC 9112 §6.3).
+    #[error("invalid Content-Length in the response")]
+    BadContentLength,
+    /// A chunked body that breaks RFC 9112 §7.1.
+    #[error("malformed chunked body: {0}")]
+    BadChunk(&'static str),
+}
+
+/// How the response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: a response to HEAD, 1xx, 204, 304, or Content-Length: 0.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Transfer-Encoding with chunked last: see [`ChunkedDecoder`].
+    Chunked,
+    /// Everything until the upstream closes the connection.
+    UntilClose,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    /// The status code; 1xx heads other than 101 come before the final response.
+    pub status: StatusCode,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// The header fields, values sharing the head's buffer.
+    pub headers: HeaderMap,
+    /// How the body that follows is delimited.
+    pub framing: Framing,
+    /// Whether the connection may carry another request once the body has been read.
+    pub keep_alive: bool,
+}
+
+/// Parses a response head at the start of `buf`. `Ok(None)`: incomplete, read more. On success the
+/// head's bytes are split off `buf`, which then starts with the body. `head_request`: the request
+/// was HEAD, so the response has no body whatever its fields say.
+pub fn parse_response_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<Option<ResponseHead>, CodecError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            return Err(CodecError::HeadTooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(CodecError::TooManyHeaders),
+        Err(e) => return Err(CodecError::Malformed(e)),
+    };
+    if len > MAX_HEAD {
+        return Err(CodecError::HeadTooLarge);
+    }
+    let version = if resp.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    // httparse reads exactly three digits, so the code is 100..=999 or the parse failed.
+    let status = StatusCode::from_u16(resp.code.unwrap_or(0))
+        .map_err(|_| CodecError::Malformed(httparse::Error::Status))?;
+
+    // Names now (they borrow `buf`), values as slices of the frozen head below.
+    let base = buf.as_ptr() as usize;
+    let mut spans = Vec::with_capacity(resp.headers.len());
+    let mut length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut chunked_last = false;
+    let (mut close, mut keep_alive_token) = (false, false);
+    for f in resp.headers.iter() {
+        let name = HeaderName::from_bytes(f.name.as_bytes())
+            .map_err(|_| CodecError::Malformed(httparse::Error::HeaderName))?;
+        if name == CONTENT_LENGTH {
+            for part in f.value.split(|&b| b == b',') {
+                let n = parse_decimal(part.trim_ascii()).ok_or(CodecError::BadContentLength)?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(CodecError::BadContentLength);
+                }
+                length = Some(n);
+            }
+        } else if name == TRANSFER_ENCODING {
+            transfer_encoding = true;
+            // The last coding of the last field decides (RFC 9112 §6.3, item 4).
+            if let Some(last) = f.value.rsplit(|&b| b == b',').next() {
+                chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            }
+        } else if name == CONNECTION {
+            for token in f.value.split(|&b| b == b',') {
+                let t = token.trim_ascii();
+                close |= t.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        spans.push((name, f.value.as_ptr() as usize - base, f.value.len()));
+    }
+
+    let no_body = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if no_body {
+        Framing::Empty
+    } else if transfer_encoding {
+        if chunked_last {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else {
+        match length {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => Framing::UntilClose,
+        }
+    };
+    let persistent = match version {
+        Version::HTTP_10 => keep_alive_token && !close,
+        _ => !close,
+    };
+    // Transfer-Encoding with Content-Length may be a smuggling attempt: read this response by
+    // Transfer-Encoding, then close (RFC 9112 §6.1).
+    let keep_alive = persistent
+        && framing != Framing::UntilClose
+        && !(transfer_encoding && length.is_some() && !no_body);
+
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for (name, start, n) in spans {
+        let value = HeaderValue::from_maybe_shared(head.slice(start..start + n))
+            .map_err(|_| CodecError::BadHeaderValue)?;
+        headers.append(name, value);
+    }
+    Ok(Some(ResponseHead {
+        status,
+        version,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// A Content-Length value: one or more ASCII digits, at most `u64::MAX`.
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.iter().try_fold(0u64, |acc, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
+/// Writes a request head to `out`: `METHOD target HTTP/1.1`, the fields of `headers` except
+/// Content-Length and Transfer-Encoding, then `Content-Length: body_len` when there is a body or
+/// the method expects one (POST, PUT, PATCH), and the empty line.
+pub fn encode_request_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    body_len: u64,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if body_len > 0 || matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        out.extend_from_slice(b"content-length: ");
+        push_decimal(out, body_len);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal, without going through `fmt`.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// What [`ChunkedDecoder::decode`] found next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chunk {
+    /// Body bytes (a chunk, or the part of one that has arrived).
+    Data(Bytes),
+    /// The trailer section, when it has fields; [`Chunk::End`] follows.
+    Trailers(HeaderMap),
+    /// The body is complete; bytes after it in the buffer belong to the next response.
+    End,
+    /// Nothing more can be decoded from the buffer: read more.
+    NeedMore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+    Done,
+}
+
+/// Decodes a chunked body (RFC 9112 §7.1) from a buffer the caller fills: chunk extensions are
+/// skipped, trailer fields returned, and only CRLF line ends accepted.
+#[derive(Debug)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        ChunkedDecoder {
+            state: ChunkState::Size,
+        }
+    }
+}
+
+impl ChunkedDecoder {
+    /// Whether the whole body, trailers included, has been decoded.
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Decodes what it can from the start of `buf`, consuming it.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Chunk, CodecError> {
+        loop {
+            match self.state {
+                ChunkState::Size => {
+                    let Some(line_end) = find_crlf(buf, MAX_CHUNK_LINE)? else {
+                        return Ok(Chunk::NeedMore);
+                    };
+                    let size = parse_chunk_size(&buf[..line_end])?;
+                    buf.advance(line_end + 2);
+                    self.state = if size == 0 {
+                        ChunkState::Trailers
+                    } else {
+                        ChunkState::Data(size)
+                    };
+                }
+                ChunkState::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Chunk::NeedMore);
+                    }
+                    let n = left.min(buf.len() as u64) as usize;
+                    let data = buf.split_to(n).freeze();
+                    let left = left - n as u64;
+                    self.state = if left == 0 {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left)
+                    };
+                    return Ok(Chunk::Data(data));
+                }
+                ChunkState::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Chunk::NeedMore);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(CodecError::BadChunk("chunk data not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailers => {
+                    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let (len, trailers) = match httparse::parse_headers(buf, &mut fields) {
+                        Ok(httparse::Status::Complete((len, fields))) => {
+                            let mut map = HeaderMap::new();
+                            for f in fields.iter() {
+                                let name = HeaderName::from_bytes(f.name.as_bytes())
+                                    .map_err(|_| CodecError::BadChunk("bad trailer field name"))?;
+                                let value = HeaderValue::from_bytes(f.value)
+                                    .map_err(|_| CodecError::BadHeaderValue)?;
+                                map.append(name, value);
+                            }
+                            (len, map)
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                            return Err(CodecError::BadChunk("trailer section too large"))
+                        }
+                        Ok(httparse::Status::Partial) => return Ok(Chunk::NeedMore),
+                        Err(httparse::Error::TooManyHeaders) => {
+                            return Err(CodecError::BadChunk("too many trailer fields"))
+                        }
+                        Err(_) => return Err(CodecError::BadChunk("malformed trailer section")),
+                    };
+                    if len > MAX_HEAD {
+                        return Err(CodecError::BadChunk("trailer section too large"));
+                    }
+                    buf.advance(len);
+                    self.state = ChunkState::Done;
+                    if !trailers.is_empty() {
+                        return Ok(Chunk::Trailers(trailers));
+                    }
+                }
+                ChunkState::Done => return Ok(Chunk::End),
+            }
+        }
+    }
+}
+
+/// Index of the first CRLF in `buf`, if it starts within `limit` bytes; a bare LF is an error.
+fn find_crlf(buf: &[u8], limit: usize) -> Result<Option<usize>, CodecError> {
+    let window = &buf[..buf.len().min(limit + 2)];
+    match window.iter().position(|&b| b == b'\n') {
+        Some(0) => Err(CodecError::BadChunk("bare LF")),
+        Some(i) if window[i - 1] == b'\r' => Ok(Some(i - 1)),
+        Some(_) => Err(CodecError::BadChunk("bare LF")),
+        None if buf.len() > limit + 1 => Err(CodecError::BadChunk("chunk-size line too long")),
+        None => Ok(None),
+    }
+}
+
+/// The size of a chunk-size line (without CRLF): hex digits, then optional extensions
+/// (`;name[=value]`, with optional whitespace before the `;`), which are ignored.
+fn parse_chunk_size(line: &[u8]) -> Result<u64, CodecError> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return Err(CodecError::BadChunk("chunk size is not hexadecimal"));
+    }
+    if digits > 16 {
+        return Err(CodecError::BadChunk("chunk size too large"));
+    }
+    let rest = &line[digits..];
+    let ext = rest.trim_ascii_start();
+    if !ext.is_empty() && ext[0] != b';' {
+        return Err(CodecError::BadChunk("junk after chunk size"));
+    }
+    if ext.contains(&b'\r') {
+        return Err(CodecError::BadChunk("CR inside a chunk extension"));
+    }
+    line[..digits].iter().try_fold(0u64, |acc, &b| {
+        let d = (b as char).to_digit(16).unwrap_or(0);
+        acc.checked_mul(16)
+            .map(|v| v | u64::from(d))
+            .ok_or(CodecError::BadChunk("chunk size too large"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(raw: &str, head: bool) -> Result<Option<ResponseHead>, CodecError> {
+        parse_response_head(&mut BytesMut::from(raw), head)
+    }
+
+    fn framing(raw: &str) -> (Framing, bool) {
+        let h = parse(raw, false).unwrap().unwrap();
+        (h.framing, h.keep_alive)
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112_section_6_3() {
+        use Framing::*;
+        let cases: &[(&str, Framing, bool)] = &[
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                Length(5),
+                true,
+            ),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", Empty, true),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+                Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+                Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Chunked,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
+                Chunked,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                UntilClose,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+                Chunked,
+                false,
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", UntilClose, false),
+            (
+                "HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n",
+                Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                Empty,
+                true,
+            ),
+            ("HTTP/1.1 100 Continue\r\n\r\n", Empty, true),
+            (
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+                Length(1),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
+                Length(1),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 1\r\n\r\n",
+                Length(1),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nConnection: upgrade, close\r\nContent-Length: 1\r\n\r\n",
+                Length(1),
+                false,
+            ),
+        ];
+        for (raw, f, ka) in cases {
+            assert_eq!(framing(raw), (*f, *ka), "{raw:?}");
+        }
+        // A response to HEAD has no body, whatever it announces.
+        let h = parse("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::Empty, true));
+    }
+
+    #[test]
+    fn bad_heads_are_errors() {
+        for cl in ["abc", "-1", "+5", "5 5", "", "18446744073709551616", "0x10"] {
+            let raw = format!("HTTP/1.1 200 OK\r\nContent-Length: {cl}\r\n\r\n");
+            assert_eq!(
+                parse(&raw, false).unwrap_err(),
+                CodecError::BadContentLength,
+                "{cl:?}"
+            );
+        }
+        let differ = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
+        assert_eq!(
+            parse(differ, false).unwrap_err(),
+            CodecError::BadContentLength
+        );
+        assert!(matches!(
+            parse("HTTP/2 200 OK\r\n\r\n", false),
+            Err(CodecError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse("HTTP/1.1 2000 OK\r\n\r\n", false),
+            Err(CodecError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse("HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n", false),
+            Err(CodecError::Malformed(_))
+        ));
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        let raw = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
+        assert_eq!(parse(&raw, false).unwrap_err(), CodecError::TooManyHeaders);
+        // A head that never ends is refused once it passes the limit, not buffered forever.
+        let long = format!("HTTP/1.1 200 OK\r\nx-big: {}", "a".repeat(MAX_HEAD));
+        assert_eq!(parse(&long, false).unwrap_err(), CodecError::HeadTooLarge);
+        let long_done = format!("HTTP/1.1 200 OK\r\nx-big: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        assert_eq!(
+            parse(&long_done, false).unwrap_err(),
+            CodecError::HeadTooLarge
+        );
+    }
+
+    #[test]
+    fn a_head_is_split_off_and_its_values_share_the_buffer() {
+        let mut buf = BytesMut::from("HTTP/1.1 404 Not Found\r\nServer: up\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 3\r\n\r\nabcHTTP");
+        let h = parse_response_head(&mut buf, false).unwrap().unwrap();
+        assert_eq!(h.status, StatusCode::NOT_FOUND);
+        assert_eq!(h.version, Version::HTTP_11);
+        assert_eq!(h.headers["server"], "up");
+        let xa: Vec<_> = h.headers.get_all("x-a").iter().collect();
+        assert_eq!(xa, ["1", "2"]);
+        assert_eq!(
+            &buf[..],
+            b"abcHTTP",
+            "the body and what follows stay in the buffer"
+        );
+        // Incomplete: nothing is consumed.
+        let mut part = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Le");
+        assert!(parse_response_head(&mut part, false).unwrap().is_none());
+        assert_eq!(part.len(), 27);
+    }
+
+    #[test]
+    fn request_heads_carry_the_fields_and_a_content_length() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("up.example"));
+        headers.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        headers.insert("content-length", HeaderValue::from_static("999"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        let mut out = Vec::new();
+        encode_request_head(&mut out, &Method::GET, "/a?b=c", &headers, 0);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /a?b=c HTTP/1.1\r\nhost: up.example\r\nx-forwarded-for: 10.0.0.1\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        encode_request_head(&mut out, &Method::POST, "/", &HeaderMap::new(), 0);
+        assert_eq!(out, b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+        let mut out = Vec::new();
+        encode_request_head(&mut out, &Method::PUT, "/", &HeaderMap::new(), u64::MAX);
+        assert_eq!(
+            out,
+            b"PUT / HTTP/1.1\r\ncontent-length: 18446744073709551615\r\n\r\n"
+        );
+    }
+
+    fn decode_all(
+        dec: &mut ChunkedDecoder,
+        buf: &mut BytesMut,
+    ) -> Result<(Vec<u8>, Option<HeaderMap>, bool), CodecError> {
+        let (mut body, mut trailers) = (Vec::new(), None);
+        loop {
+            match dec.decode(buf)? {
+                Chunk::Data(d) => body.extend_from_slice(&d),
+                Chunk::Trailers(t) => trailers = Some(t),
+                Chunk::End => return Ok((body, trailers, true)),
+                Chunk::NeedMore => return Ok((body, trailers, false)),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_chunked_bodies_are_errors() {
+        let cases: &[(&str, &str)] = &[
+            ("g\r\n", "chunk size is not hexadecimal"),
+            ("\r\n", "chunk size is not hexadecimal"),
+            ("5\n", "bare LF"),
+            ("\n", "bare LF"),
+            ("11111111111111111\r\n", "chunk size too large"),
+            ("5 x\r\n", "junk after chunk size"),
+            ("3\r\nabcXY", "chunk data not followed by CRLF"),
+            ("0\r\nbad trailer\r\n\r\n", "malformed trailer section"),
+        ];
+        for (raw, why) in cases {
+            let err = decode_all(&mut ChunkedDecoder::default(), &mut BytesMut::from(*raw));
+            assert_eq!(err.unwrap_err(), CodecError::BadChunk(why), "{raw:?}");
+        }
+        let long = format!("5;{}", "x".repeat(MAX_CHUNK_LINE));
+        let err = decode_all(
+            &mut ChunkedDecoder::default(),
+            &mut BytesMut::from(long.as_str()),
+        );
+        assert_eq!(
+            err.unwrap_err(),
+            CodecError::BadChunk("chunk-size line too long")
+        );
+        // The largest chunk size parses (and then waits for its data).
+        let mut buf = BytesMut::from("ffffffffffffffff\r\n");
+        assert_eq!(
+            ChunkedDecoder::default().decode(&mut buf),
+            Ok(Chunk::NeedMore)
+        );
+    }
+
+    /// A chunked encoding of `body` cut into `sizes`, with an extension on every other chunk and
+    /// `trailers`, then `after` (the next response on the connection).
+    fn encode_chunked(
+        body: &[u8],
+        sizes: &[usize],
+        trailers: &[(String, String)],
+        after: &[u8],
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = body;
+        let mut i = 0;
+        while !rest.is_empty() {
+            let n = sizes
+                .get(i)
+                .copied()
+                .unwrap_or(rest.len())
+                .clamp(1, rest.len());
+            let ext = if i % 2 == 1 { " ;name=\"v\"" } else { "" };
+            out.extend_from_slice(format!("{n:X}{ext}\r\n").as_bytes());
+            out.extend_from_slice(&rest[..n]);
+            out.extend_from_slice(b"\r\n");
+            rest = &rest[n..];
+            i += 1;
+        }
+        out.extend_from_slice(b"0\r\n");
+        for (k, v) in trailers {
+            out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(after);
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn chunked_bodies_decode_whatever_the_reads(
+            body in proptest::collection::vec(any::<u8>(), 0..3000),
+            sizes in proptest::collection::vec(1usize..700, 0..10),
+            trailers in proptest::collection::vec(("x-[a-z]{1,8}", "[a-z0-9]{0,8}"), 0..3),
+            cuts in proptest::collection::vec(1usize..200, 1..40),
+        ) {
+            let wire = encode_chunked(&body, &sizes, &trailers, b"HTTP/1.1 200 OK\r\n");
+            let mut dec = ChunkedDecoder::default();
+            let mut buf = BytesMut::new();
+            let (mut got, mut got_trailers, mut done) = (Vec::new(), None, false);
+            let mut fed = 0;
+            let mut cut = cuts.iter().cycle();
+            while !done {
+                prop_assert!(fed < wire.len(), "ran out of input before the end");
+                let n = (*cut.next().unwrap()).min(wire.len() - fed);
+                buf.extend_from_slice(&wire[fed..fed + n]);
+                fed += n;
+                let (b, t, d) = decode_all(&mut dec, &mut buf).unwrap();
+                got.extend_from_slice(&b);
+                got_trailers = got_trailers.or(t);
+                done = d;
+            }
+            prop_assert_eq!(&got, &body);
+            prop_assert!(dec.is_done());
+            let want: Vec<(String, String)> = trailers.clone();
+            let have: Vec<(String, String)> = got_trailers
+                .iter()
+                .flat_map(|m| m.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string())))
+                .collect();
+            let mut want_sorted = want; want_sorted.sort();
+            let mut have_sorted = have; have_sorted.sort();
+            prop_assert_eq!(have_sorted, want_sorted);
+            // The next response's bytes are left alone.
+            let mut rest = buf.to_vec();
+            rest.extend_from_slice(&wire[fed..]);
+            prop_assert_eq!(&rest[..], b"HTTP/1.1 200 OK\r\n");
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600), head in any::<bool>()) {
+            let mut buf = BytesMut::from(&data[..]);
+            let _ = parse_response_head(&mut buf, head);
+            let mut buf = BytesMut::from(&data[..]);
+            let _ = decode_all(&mut ChunkedDecoder::default(), &mut buf);
+            let mut prefixed = b"HTTP/1.1 200 OK\r\n".to_vec();
+            prefixed.extend_from_slice(&data);
+            let _ = parse_response_head(&mut BytesMut::from(&prefixed[..]), head);
+        }
+
+        #[test]
+        fn a_head_parses_the_same_however_it_arrives(
+            fields in proptest::collection::vec(("x-[a-z]{1,6}", "[ -~]{0,20}"), 0..8),
+            cut in 0usize..400,
+        ) {
+            let mut raw = String::from("HTTP/1.1 200 OK\r\n");
+            for (k, v) in &fields {
+                raw.push_str(&format!("{k}: {v}\r\n"));
+            }
+            raw.push_str("Content-Length: 2\r\n\r\nok");
+            let cut = cut.min(raw.len());
+            let mut buf = BytesMut::from(&raw[..cut]);
+            let early = parse_response_head(&mut buf, false).unwrap();
+            let mut whole = BytesMut::from(raw.as_str());
+            let full = parse_response_head(&mut whole, false).unwrap().unwrap();
+            prop_assert_eq!(&whole[..], b"ok");
+            prop_assert_eq!(full.framing, Framing::Length(2));
+            prop_assert_eq!(full.headers.len(), fields.len() + 1);
+            for (k, v) in &fields {
+                let want = v.trim_matches(|c| c == ' ' || c == '\t');
+                prop_assert!(full.headers.get_all(k.as_str()).iter().any(|h| h.as_bytes() == want.as_bytes()));
+            }
+            if let Some(h) = early {
+                prop_assert_eq!(h.framing, full.framing);
+                prop_assert_eq!(h.headers, full.headers);
+            }
+        }
+    }
+}
