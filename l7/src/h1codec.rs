@@ -1,10 +1,10 @@
 //! HTTP/1.1 towards upstreams, sans I/O: request heads out; response heads, body framing
 //! (RFC 9112 §6) and chunked bodies in.
 //!
-//! This is the core of vip-l7's own upstream HTTP/1.1 client, which is to replace hyper's client
-//! connection task on the request path (that task, its channels and its response parsing cost
-//! about a fifth of vip-l7's instructions per request; `docs/benchmarks.md`, "An HTTP/1.1
-//! upstream client of our own"). It is not wired into the request path yet.
+//! This is the core of vip-l7's own upstream HTTP/1.1 client ([`crate::h1client`]), which
+//! replaces hyper's client connection task on the request path (that task, its channels and its
+//! response parsing cost about a fifth of vip-l7's instructions per request; `docs/benchmarks.md`,
+//! "An HTTP/1.1 upstream client of our own").
 //!
 //! Everything here works on caller-owned buffers and never blocks, allocates per byte or panics
 //! on any input: bad input is a [`CodecError`], and limits bound memory ([`MAX_HEAD`],
@@ -79,9 +79,15 @@ pub fn parse_response_head(
     buf: &mut BytesMut,
     head_request: bool,
 ) -> Result<Option<ResponseHead>, CodecError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let len = match resp.parse(buf) {
+    // Uninitialised slots: initialising 100 of them costs more than parsing a typical head.
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut fields,
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
             return Err(CodecError::HeadTooLarge)

@@ -7,7 +7,8 @@
 //! - [`upstream`]: running clusters: pooled client, connector with circuit breaker, retry budget,
 //!   rate limits, active health checks;
 //! - [`proxy`]: the request path (headers, retries, WebSocket upgrades, trailers);
-//! - [`h1codec`]: HTTP/1.1 towards upstreams, sans I/O (not on the request path yet);
+//! - [`h1codec`]: HTTP/1.1 towards upstreams, sans I/O; [`h1client`]: its I/O shell, the
+//!   upstream client for requests whose body is in memory;
 //! - [`tls`]: SNI certificates (reloadable) and upstream TLS;
 //! - [`server`]: listeners, signals, graceful drain; [`admin`]: the admin socket;
 //!   [`metrics`]: Prometheus; [`accesslog`]: one line per request, off the event loop;
@@ -22,6 +23,7 @@ pub mod alloc;
 pub mod balance;
 pub mod coalesce;
 pub mod config;
+pub mod h1client;
 pub mod h1codec;
 pub mod metrics;
 pub mod proxy;

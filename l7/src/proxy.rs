@@ -1267,9 +1267,7 @@ async fn websocket_tunnel(
                     .await
                     .map(|r| r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed()))
             } else {
-                pool.request(out)
-                    .await
-                    .map(|r| r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed()))
+                pool.request(out).await.map(|r| r.map(|b| b.boxed()))
             }
         };
         let result = tokio::time::timeout(cluster.cfg.request_timeout, exchange).await;

@@ -151,6 +151,9 @@ pub enum UpstreamError {
     /// any method.
     #[error("upstream did not process the h2 stream (REFUSED_STREAM, or above a GOAWAY's last-stream-id): {0}")]
     Refused(hyper::Error),
+    /// vip-l7's own HTTP/1.1 client failed: an I/O error, or an invalid response.
+    #[error(transparent)]
+    H1(#[from] crate::h1client::H1Error),
     /// An HTTP/1.1 upstream answered 101 Switching Protocols to a request that did not ask
     /// for an upgrade (RFC 9110 §15.2.2 forbids it); its connection is closed.
     #[error("upstream answered 101 Switching Protocols to a request without Upgrade")]
@@ -295,6 +298,10 @@ impl Connector {
 type H1Sender = hyper::client::conn::http1::SendRequest<ProxyBody>;
 type H2Sender = hyper::client::conn::http2::SendRequest<ProxyBody>;
 
+/// Largest request body sent by vip-l7's own HTTP/1.1 client (the proxy buffers bodies up to
+/// this size); larger or streamed bodies take hyper's client.
+const OWN_CLIENT_MAX_BODY: u64 = 64 * 1024;
+
 /// Most idle HTTP/1.1 connections kept per upstream.
 const MAX_IDLE_PER_UPSTREAM: usize = 1024;
 
@@ -315,6 +322,8 @@ pub struct UpstreamPool {
     addr: SocketAddr,
     cfg: Arc<PoolConfig>,
     idle: Mutex<Vec<(H1Sender, Instant)>>,
+    /// Idle connections of vip-l7's own HTTP/1.1 client (`h1client`), most recent last.
+    own_idle: Mutex<Vec<(Box<crate::h1client::H1Conn>, Instant)>>,
     h2: Mutex<Option<H2Conn>>,
     h2_connect: tokio::sync::Mutex<()>,
 }
@@ -384,7 +393,7 @@ fn origin_form(uri: &mut Uri) {
 impl UpstreamPool {
     /// Upstream connections that are idle in the pool now.
     pub fn idle_connections(&self) -> usize {
-        lock(&self.idle).len() + usize::from(lock(&self.h2).is_some())
+        lock(&self.idle).len() + lock(&self.own_idle).len() + usize::from(lock(&self.h2).is_some())
     }
 
     /// Sends `req` (an absolute URI naming this upstream) on a pooled connection, opening one
@@ -400,6 +409,14 @@ impl UpstreamPool {
         origin_form(req.uri_mut());
         // Only a request that asks for an upgrade may be answered 101 (RFC 9110 §15.2.2).
         let upgrade = req.headers().contains_key(http::header::UPGRADE);
+        let in_memory = req
+            .body()
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= OWN_CLIENT_MAX_BODY);
+        if !upgrade && in_memory {
+            return self.request_own(req).await;
+        }
         loop {
             let (mut tx, reused) = match self.checkout().await {
                 Some(tx) => (tx, true),
@@ -416,10 +433,7 @@ impl UpstreamPool {
                     // After a protocol switch the connection belongs to the tunnel.
                     let back = (resp.status() != http::StatusCode::SWITCHING_PROTOCOLS)
                         .then(|| (tx, self.clone()));
-                    return Ok(resp.map(|inner| PoolBody {
-                        inner,
-                        checkin: back,
-                    }));
+                    return Ok(resp.map(|inner| PoolBody::hyper(inner, back)));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(r) if reused => req = r,
@@ -437,12 +451,7 @@ impl UpstreamPool {
         loop {
             let (mut tx, id) = self.h2_conn(&mut fresh).await?;
             match tx.try_send_request(req).await {
-                Ok(resp) => {
-                    return Ok(resp.map(|inner| PoolBody {
-                        inner,
-                        checkin: None,
-                    }))
-                }
+                Ok(resp) => return Ok(resp.map(|inner| PoolBody::hyper(inner, None))),
                 Err(e) => req = self.h2_send_failed(id, &tx, &mut fresh, e)?,
             }
         }
@@ -673,6 +682,71 @@ impl UpstreamPool {
         Ok(tx)
     }
 
+    /// A request on vip-l7's own HTTP/1.1 client (`h1client`): its body is in memory. A pooled
+    /// connection that fails while the request is written is skipped (the upstream cannot have a
+    /// complete request), as with hyper's pool.
+    async fn request_own(
+        self: &Arc<Self>,
+        req: http::Request<ProxyBody>,
+    ) -> Result<http::Response<PoolBody>, UpstreamError> {
+        use crate::h1client::{H1Conn, H1Error};
+        let (parts, body) = req.into_parts();
+        let body = if body.is_end_stream() {
+            Bytes::new()
+        } else {
+            // Boxed: rare (a GET has no body), and kept out of every request's future.
+            Box::pin(body.collect())
+                .await
+                .map_err(|e| UpstreamError::H1(H1Error::Write(io::Error::other(e))))?
+                .to_bytes()
+        };
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        loop {
+            let (conn, reused) = match self.own_checkout() {
+                Some(c) => (c, true),
+                None => {
+                    let io = Box::pin(self.cfg.connector.connect(self.addr)).await?;
+                    (H1Conn::new(io.into_inner()), false)
+                }
+            };
+            match conn
+                .send(&parts.method, target, &parts.headers, &body)
+                .await
+            {
+                Ok(r) if r.head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
+                    return Err(UpstreamError::UnaskedSwitch);
+                }
+                Ok(r) => {
+                    let mut resp = http::Response::new(PoolBody::own(r.body, self.clone()));
+                    *resp.status_mut() = r.head.status;
+                    *resp.version_mut() = r.head.version;
+                    *resp.headers_mut() = r.head.headers;
+                    return Ok(resp);
+                }
+                Err(H1Error::Write(_)) if reused => continue,
+                Err(e) => return Err(UpstreamError::H1(e)),
+            }
+        }
+    }
+
+    /// The most recently used idle own-client connection that is still open with nothing unread.
+    fn own_checkout(&self) -> Option<Box<crate::h1client::H1Conn>> {
+        loop {
+            let (mut conn, since) = lock(&self.own_idle).pop()?;
+            if since.elapsed() < self.cfg.idle_timeout && conn.is_reusable() {
+                return Some(conn);
+            }
+        }
+    }
+
+    fn own_checkin(&self, mut conn: Box<crate::h1client::H1Conn>) {
+        conn.shrink();
+        let mut idle = lock(&self.own_idle);
+        if idle.len() < MAX_IDLE_PER_UPSTREAM {
+            idle.push((conn, Instant::now()));
+        }
+    }
+
     /// The most recently used idle connection that is still open and ready.
     async fn checkout(&self) -> Option<H1Sender> {
         loop {
@@ -709,6 +783,15 @@ impl UpstreamPool {
             idle.drain(..n).collect()
         };
         drop(expired);
+        let expired: Vec<_> = {
+            let mut idle = lock(&self.own_idle);
+            let n = idle
+                .iter()
+                .take_while(|(_, since)| since.elapsed() >= timeout)
+                .count();
+            idle.drain(..n).collect()
+        };
+        drop(expired);
         let mut h2 = lock(&self.h2);
         if h2
             .as_ref()
@@ -726,8 +809,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// An upstream response body. Once the upstream has sent all of it, the HTTP/1.1 connection goes
 /// back to the pool; a body dropped before its end closes the connection instead.
 pub struct PoolBody {
-    inner: Incoming,
+    inner: Inner,
     checkin: Option<(H1Sender, Arc<UpstreamPool>)>,
+}
+
+enum Inner {
+    /// From hyper's client (h2 upstreams, streamed request bodies, upgrades).
+    Hyper(Incoming),
+    /// From vip-l7's own HTTP/1.1 client; the pool takes the connection back at the end.
+    Own(crate::h1client::H1Body, Arc<UpstreamPool>),
 }
 
 impl std::fmt::Debug for PoolBody {
@@ -739,16 +829,41 @@ impl std::fmt::Debug for PoolBody {
 }
 
 impl PoolBody {
+    fn hyper(inner: Incoming, checkin: Option<(H1Sender, Arc<UpstreamPool>)>) -> PoolBody {
+        PoolBody {
+            inner: Inner::Hyper(inner),
+            checkin,
+        }
+    }
+
+    fn own(body: crate::h1client::H1Body, pool: Arc<UpstreamPool>) -> PoolBody {
+        let mut b = PoolBody {
+            inner: Inner::Own(body, pool),
+            checkin: None,
+        };
+        b.give_back(); // a response without a body is complete already
+        b
+    }
+
     fn give_back(&mut self) {
-        if let Some((tx, pool)) = self.checkin.take() {
-            pool.checkin(tx);
+        match &mut self.inner {
+            Inner::Hyper(_) => {
+                if let Some((tx, pool)) = self.checkin.take() {
+                    pool.checkin(tx);
+                }
+            }
+            Inner::Own(body, pool) => {
+                if let Some(conn) = body.take_reusable() {
+                    pool.own_checkin(conn);
+                }
+            }
         }
     }
 }
 
 impl Drop for PoolBody {
     fn drop(&mut self) {
-        if self.inner.is_end_stream() {
+        if self.is_end_stream() {
             self.give_back();
         }
     }
@@ -756,27 +871,40 @@ impl Drop for PoolBody {
 
 impl Body for PoolBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        let r = match &mut this.inner {
+            Inner::Hyper(inner) => Pin::new(inner)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BoxError::from))),
+            Inner::Own(body, _) => body
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BoxError::from))),
+        };
         match &r {
             Poll::Ready(None) => this.give_back(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.give_back(),
+            Poll::Ready(Some(Ok(_))) if this.is_end_stream() => this.give_back(),
             Poll::Ready(Some(Err(_))) => this.checkin = None,
             _ => {}
         }
         r
     }
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Hyper(inner) => inner.is_end_stream(),
+            Inner::Own(body, _) => body.is_end_stream(),
+        }
     }
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Hyper(inner) => inner.size_hint(),
+            Inner::Own(body, _) => body.size_hint(),
+        }
     }
 }
 
@@ -945,6 +1073,7 @@ impl ClusterRt {
                     addr: u.address,
                     cfg: pool_cfg.clone(),
                     idle: Mutex::new(Vec::new()),
+                    own_idle: Mutex::new(Vec::new()),
                     h2: Mutex::new(None),
                     h2_connect: tokio::sync::Mutex::new(()),
                 })

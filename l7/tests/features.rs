@@ -1311,3 +1311,149 @@ async fn a_101_to_a_request_without_upgrade_is_a_502() {
     }
     assert_eq!(reads.load(Ordering::SeqCst), 2);
 }
+
+/// A scripted HTTP/1.1 upstream for the own client: it reads request heads (and Content-Length
+/// bodies) on keep-alive connections and answers by path. Counts connections and requests.
+async fn scripted_h1_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (conns, reqs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c2, r2) = (conns.clone(), reqs.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            c2.fetch_add(1, Ordering::SeqCst);
+            let reqs = r2.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < end + len {
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..end + len);
+                    reqs.fetch_add(1, Ordering::SeqCst);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                    let answer: &[u8] = match path.as_str() {
+                        "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nx-t: 1\r\n\r\n",
+                        "/close" => b"HTTP/1.0 200 OK\r\n\r\nclose-delimited",
+                        "/continue" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                        "/badlen" => b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+                        "/head" => b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+                        "/bye" => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye",
+                        "/short" => b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+                        "/big" => {
+                            let mut big = b"HTTP/1.1 200 OK\r\nContent-Length: 3000000\r\n\r\n".to_vec();
+                            big.resize(big.len() + 3_000_000, b'z');
+                            if s.write_all(&big).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                    };
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                    if matches!(path.as_str(), "/close" | "/badlen" | "/short") {
+                        return;
+                    }
+                    if path == "/bye" {
+                        // Closes the idle connection a moment later, as upstreams with a short
+                        // keep-alive timeout do.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns, reqs)
+}
+
+/// vip-l7's own HTTP/1.1 client (h1client): keep-alive reuse, chunked and close-delimited
+/// bodies, 1xx before the final response, HEAD, a pooled connection the upstream has closed,
+/// and invalid or truncated responses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_http1_client_framing_reuse_and_bad_responses() {
+    let (up, conns, reqs) = scripted_h1_upstream().await;
+    let port = free_port();
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\naccess_log = false\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\
+         [[routes]]\ncluster = \"s\"\n{}",
+        cluster("s", "outlier = { max_ejection_percent = 0 }", &[&up.to_string()]),
+    );
+    let l7 = L7::start(&cfg, &[port]);
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let get = |args: &[&str]| {
+        let mut a = vec!["-s", "-w", " %{http_code}", "--max-time", "5"];
+        a.extend_from_slice(args);
+        let (_, out, err) = curl(&a);
+        (out, err)
+    };
+    // Keep-alive: three requests, one upstream connection.
+    for p in ["/a", "/b", "/c"] {
+        assert_eq!(get(&[&url(p)]).0, "ok 200", "{}", l7.stderr_text());
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+    // Chunked with an extension and trailers; 100 Continue skipped.
+    assert_eq!(get(&[&url("/chunked")]).0, "hello world 200");
+    assert_eq!(get(&[&url("/continue")]).0, "ok 200");
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "still the one connection");
+    // HEAD: no body is waited for, whatever Content-Length says.
+    let (out, err) = get(&["-I", &url("/head")]);
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with(" 200"),
+        "{out} {err}"
+    );
+    // A close-delimited HTTP/1.0 body ends at the close; that connection is not reused.
+    assert_eq!(get(&[&url("/close")]).0, "close-delimited 200");
+    assert_eq!(get(&[&url("/d")]).0, "ok 200");
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+    // The upstream closes the pooled connection while it is idle: the next request, a POST,
+    // goes on a new connection without an error.
+    assert_eq!(get(&["--data-binary", "x", &url("/bye")]).0, "bye 200");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        get(&["--data-binary", "x", &url("/e")]).0,
+        "ok 200",
+        "{}",
+        l7.stderr_text()
+    );
+    assert_eq!(conns.load(Ordering::SeqCst), 3);
+    // An invalid Content-Length is the upstream's error: 502.
+    assert!(get(&[&url("/badlen")]).0.ends_with(" 502"));
+    // A body cut short: the client gets the head, then its connection is cut (curl error 18).
+    let (ok, _, err) = curl(&["-s", "--max-time", "5", &url("/short")]);
+    assert!(!ok, "a truncated body is not passed off as complete: {err}");
+    assert_eq!(get(&[&url("/f")]).0, "ok 200");
+    // A large body streams through whole, and its connection is reused after it.
+    let before = conns.load(Ordering::SeqCst);
+    let (out, err) = get(&["-o", "/dev/null", "-w", "%{size_download}", &url("/big")]);
+    assert_eq!(out, "3000000", "{err}");
+    assert_eq!(get(&[&url("/g")]).0, "ok 200");
+    assert_eq!(conns.load(Ordering::SeqCst), before);
+    assert!(reqs.load(Ordering::SeqCst) >= 15);
+}
