@@ -125,10 +125,12 @@ impl H1Conn {
         self.wbuf.clear();
         h1codec::encode_request_head(&mut self.wbuf, method, target, headers, body.len() as u64);
         self.wbuf.extend_from_slice(body);
-        self.io
-            .write_all(&self.wbuf)
-            .await
-            .map_err(H1Error::Write)?;
+        // The flush matters for TLS: rustls may hold records the socket did not take yet.
+        let written = async {
+            self.io.write_all(&self.wbuf).await?;
+            self.io.flush().await
+        };
+        written.await.map_err(H1Error::Write)?;
         if self.wbuf.capacity() > 16 * 1024 {
             self.wbuf = Vec::with_capacity(1024); // do not keep a large body's buffer
         }
