@@ -162,6 +162,20 @@ async fn stalled_server() -> (
     (addr, n, task)
 }
 
+/// Reads up to the end of a request head (the empty line); false if the connection ends first.
+async fn read_head(s: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(k) => head.extend_from_slice(&buf[..k]),
+        }
+    }
+    true
+}
+
 /// A server that reads each request head and then resets the connection (RST) without an
 /// answer; counts the requests it read.
 async fn resetting_server() -> (
@@ -169,7 +183,6 @@ async fn resetting_server() -> (
     Arc<AtomicUsize>,
     tokio::task::JoinHandle<()>,
 ) {
-    use tokio::io::AsyncReadExt;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let n = Arc::new(AtomicUsize::new(0));
@@ -178,13 +191,8 @@ async fn resetting_server() -> (
         while let Ok((mut s, _)) = l.accept().await {
             let n = n2.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => head.extend_from_slice(&buf[..k]),
-                    }
+                if !read_head(&mut s).await {
+                    return;
                 }
                 n.fetch_add(1, Ordering::SeqCst);
                 let _ = s.set_zero_linger();
@@ -1258,7 +1266,7 @@ async fn websocket_to_an_h2_upstream_over_tls() {
 /// A broken HTTP/1.1 server that answers every request head with 101 Switching Protocols, asked
 /// for or not, then holds the connection for a second; counts the requests it read.
 async fn switching_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let n = Arc::new(AtomicUsize::new(0));
@@ -1267,13 +1275,8 @@ async fn switching_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
         while let Ok((mut s, _)) = l.accept().await {
             let n = n2.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => head.extend_from_slice(&buf[..k]),
-                    }
+                if !read_head(&mut s).await {
+                    return;
                 }
                 n.fetch_add(1, Ordering::SeqCst);
                 let _ = s

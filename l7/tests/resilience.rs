@@ -473,6 +473,28 @@ fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// The server side of an h2 connection's start: the client preface, then an empty SETTINGS.
+async fn h2_accept(s: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut preface = [0u8; 24];
+    s.read_exact(&mut preface).await.is_ok()
+        && s.write_all(&frame(SETTINGS, 0, 0, &[])).await.is_ok()
+}
+
+/// Reads frames, acknowledging the client's SETTINGS, up to the next HEADERS: its stream id.
+async fn next_headers(s: &mut tokio::net::TcpStream) -> Option<u32> {
+    use tokio::io::AsyncWriteExt;
+    while let Ok((ty, flags, stream, _)) = read_frame(s).await {
+        if ty == SETTINGS && flags & 0x1 == 0 {
+            let _ = s.write_all(&frame(SETTINGS, 0x1, 0, &[])).await;
+        }
+        if ty == HEADERS {
+            return Some(stream);
+        }
+    }
+    None
+}
+
 const HEADERS: u8 = 1;
 const SETTINGS: u8 = 4;
 const GOAWAY: u8 = 7;
@@ -496,7 +518,7 @@ async fn goaway_h2_upstream() -> (
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let seen = std::sync::Arc::new(AtomicUsize::new(0));
@@ -508,19 +530,11 @@ async fn goaway_h2_upstream() -> (
             conns += 1;
             let seen = seen2.clone();
             tokio::spawn(async move {
-                let mut preface = [0u8; 24];
-                if s.read_exact(&mut preface).await.is_err() {
+                if !h2_accept(&mut s).await {
                     return;
                 }
-                let _ = s.write_all(&frame(SETTINGS, 0, 0, &[])).await;
                 let mut streams = Vec::new();
-                while let Ok((ty, flags, stream, _)) = read_frame(&mut s).await {
-                    if ty == SETTINGS && flags & 0x1 == 0 {
-                        let _ = s.write_all(&frame(SETTINGS, 0x1, 0, &[])).await;
-                    }
-                    if ty != HEADERS {
-                        continue;
-                    }
+                while let Some(stream) = next_headers(&mut s).await {
                     seen.fetch_add(1, Ordering::SeqCst);
                     streams.push(stream);
                     if !first {
@@ -597,7 +611,7 @@ async fn goaway_every_stream_h2_upstream(
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let seen = std::sync::Arc::new(AtomicUsize::new(0));
@@ -606,23 +620,12 @@ async fn goaway_every_stream_h2_upstream(
         while let Ok((mut s, _)) = l.accept().await {
             let seen = seen2.clone();
             tokio::spawn(async move {
-                let mut preface = [0u8; 24];
-                if s.read_exact(&mut preface).await.is_err() {
-                    return;
-                }
-                let _ = s.write_all(&frame(SETTINGS, 0, 0, &[])).await;
-                while let Ok((ty, flags, _, _)) = read_frame(&mut s).await {
-                    if ty == SETTINGS && flags & 0x1 == 0 {
-                        let _ = s.write_all(&frame(SETTINGS, 0x1, 0, &[])).await;
-                    }
-                    if ty == HEADERS {
-                        seen.fetch_add(1, Ordering::SeqCst);
-                        let mut goaway = 0u32.to_be_bytes().to_vec();
-                        goaway.extend_from_slice(&code.to_be_bytes());
-                        let _ = s.write_all(&frame(GOAWAY, 0, 0, &goaway)).await;
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        return;
-                    }
+                if h2_accept(&mut s).await && next_headers(&mut s).await.is_some() {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let mut goaway = 0u32.to_be_bytes().to_vec();
+                    goaway.extend_from_slice(&code.to_be_bytes());
+                    let _ = s.write_all(&frame(GOAWAY, 0, 0, &goaway)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             });
         }
