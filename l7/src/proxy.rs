@@ -24,8 +24,9 @@ use crate::metrics::{Metrics, RouteMetrics};
 use crate::route::{Headers, RouteTable};
 use crate::upstream::{BoxError, ClusterRt, CountGuard, ProxyBody, UpstreamError};
 
-/// Request bodies up to this size are buffered so the request can be retried.
-const MAX_BUFFERED_BODY: u64 = 64 * 1024;
+/// Request bodies up to this size are buffered so the request can be retried (and go upstream
+/// through vip-l7's own HTTP/1.1 client).
+pub(crate) const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 
 /// Most attempts per request (the config allows up to 10).
 const MAX_ATTEMPTS: usize = 16;

@@ -151,6 +151,9 @@ pub enum UpstreamError {
     /// any method.
     #[error("upstream did not process the h2 stream (REFUSED_STREAM, or above a GOAWAY's last-stream-id): {0}")]
     Refused(hyper::Error),
+    /// Reading the client's request body to send it upstream failed.
+    #[error("could not read the request body to send upstream: {0}")]
+    RequestBody(BoxError),
     /// vip-l7's own HTTP/1.1 client failed: an I/O error, or an invalid response.
     #[error(transparent)]
     H1(#[from] crate::h1client::H1Error),
@@ -298,10 +301,6 @@ impl Connector {
 type H1Sender = hyper::client::conn::http1::SendRequest<ProxyBody>;
 type H2Sender = hyper::client::conn::http2::SendRequest<ProxyBody>;
 
-/// Largest request body sent by vip-l7's own HTTP/1.1 client (the proxy buffers bodies up to
-/// this size); larger or streamed bodies take hyper's client.
-const OWN_CLIENT_MAX_BODY: u64 = 64 * 1024;
-
 /// Most idle HTTP/1.1 connections kept per upstream.
 const MAX_IDLE_PER_UPSTREAM: usize = 1024;
 
@@ -413,7 +412,8 @@ impl UpstreamPool {
             .body()
             .size_hint()
             .exact()
-            .is_some_and(|n| n <= OWN_CLIENT_MAX_BODY);
+            // The bodies the proxy buffers; larger or streamed ones take hyper's client.
+            .is_some_and(|n| n <= crate::proxy::MAX_BUFFERED_BODY);
         if !upgrade && in_memory {
             return self.request_own(req).await;
         }
@@ -697,7 +697,7 @@ impl UpstreamPool {
             // Boxed: rare (a GET has no body), and kept out of every request's future.
             Box::pin(body.collect())
                 .await
-                .map_err(|e| UpstreamError::H1(H1Error::Write(io::Error::other(e))))?
+                .map_err(UpstreamError::RequestBody)?
                 .to_bytes()
         };
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
