@@ -14,7 +14,7 @@
 //!   [`metrics`]: Prometheus; [`accesslog`]: one line per request, off the event loop;
 //! - [`alloc`]: the global allocator (mimalloc).
 
-#![deny(unsafe_code)] // allowed only in `alloc`, the global allocator's FFI
+#![deny(unsafe_code)] // allowed only in `alloc` (the allocator's FFI) and `h1codec::header_value`
 #![warn(missing_docs)]
 
 pub mod accesslog;
