@@ -15,6 +15,8 @@ use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use smallvec::SmallVec;
 
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
 /// Largest response head (status line and header fields) accepted, and largest trailer section.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a response head (hyper's default too).
@@ -65,7 +67,10 @@ pub struct ResponseHead {
     pub status: StatusCode,
     /// HTTP/1.0 or HTTP/1.1.
     pub version: Version,
-    /// The header fields, values sharing the head's buffer.
+    /// The header fields, values sharing the head's buffer; without the fields that only
+    /// describe this connection and which the fields below replace: Transfer-Encoding, Keep-Alive,
+    /// and Connection when its only option is keep-alive (a Connection field naming anything else
+    /// stays, for the caller's hop-by-hop handling).
     pub headers: HeaderMap,
     /// How the body that follows is delimited.
     pub framing: Framing,
@@ -148,12 +153,24 @@ pub fn parse_response_head(
             if let Some(last) = value.rsplit(|&b| b == b',').next() {
                 chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
             }
+            // Consumed: the body reaches the caller decoded.
+            continue;
         } else if name == CONNECTION {
+            let mut only_keep_alive = true;
             for token in value.split(|&b| b == b',') {
                 let t = token.trim_ascii();
+                let ka = t.eq_ignore_ascii_case(b"keep-alive");
                 close |= t.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= t.eq_ignore_ascii_case(b"keep-alive");
+                keep_alive_token |= ka;
+                only_keep_alive &= ka;
             }
+            if only_keep_alive {
+                // Consumed: it says nothing but what `keep_alive` says.
+                continue;
+            }
+        } else if name == KEEP_ALIVE {
+            // Consumed: parameters of this connection only (RFC 9112 §9.3 / RFC 2068 §19.7.1).
+            continue;
         }
         headers.append(
             name,
@@ -587,6 +604,32 @@ mod tests {
     }
 
     #[test]
+    fn fields_about_the_connection_are_consumed_and_the_rest_kept() {
+        let names = |raw: &str| -> Vec<String> {
+            let h = parse(raw, false).unwrap().unwrap();
+            h.headers.keys().map(|k| k.to_string()).collect()
+        };
+        assert_eq!(
+            names("HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\nServer: up\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            ["server"]
+        );
+        // Naming another field or saying close: left for the proxy's hop-by-hop handling.
+        assert_eq!(
+            names("HTTP/1.1 200 OK\r\nConnection: keep-alive, x-hop\r\nx-hop: 1\r\nContent-Length: 0\r\n\r\n"),
+            ["connection", "x-hop", "content-length"]
+        );
+        assert_eq!(
+            names("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"),
+            ["connection", "content-length"]
+        );
+        // Consumed, not ignored: the framing and keep-alive still follow them.
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n"),
+            (Framing::Length(2), true)
+        );
+    }
+
+    #[test]
     fn request_heads_carry_the_fields_and_a_content_length() {
         let mut headers = HeaderMap::new();
         headers.insert("host", HeaderValue::from_static("up.example"));
@@ -738,7 +781,11 @@ mod tests {
             let mut raw = b"HTTP/1.1 200 OK\r\nx-v: ".to_vec();
             raw.extend_from_slice(&value);
             raw.extend_from_slice(b"\r\ncontent-length: 0\r\n\r\n");
-            let checked = HeaderValue::from_bytes(value.trim_ascii());
+            // httparse drops the optional whitespace (SP and HTAB only) around a value.
+            let ows = |b: &u8| *b == b' ' || *b == b'\t';
+            let start = value.iter().position(|b| !ows(b)).unwrap_or(value.len());
+            let end = value.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
+            let checked = HeaderValue::from_bytes(&value[start..end]);
             match parse_response_head(&mut BytesMut::from(&raw[..]), false) {
                 Ok(Some(head)) => {
                     // Accepted: the value must be one `HeaderValue` accepts too.
