@@ -136,7 +136,13 @@ impl H1Conn {
         }
         let head_request = method == Method::HEAD;
         loop {
-            match h1codec::parse_response_head(&mut self.buf, head_request)? {
+            // Nothing to parse yet (the usual case right after the write): read first.
+            let parsed = if self.buf.is_empty() {
+                None
+            } else {
+                h1codec::parse_response_head(&mut self.buf, head_request)?
+            };
+            match parsed {
                 Some(head)
                     if head.status.is_informational()
                         && head.status != StatusCode::SWITCHING_PROTOCOLS =>

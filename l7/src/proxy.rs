@@ -344,10 +344,10 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
 fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut id = [0u8; 32];
-    let (a, b) = (fastrand::u64(..), fastrand::u64(..));
-    for (i, byte) in id.iter_mut().enumerate() {
-        let v = if i < 16 { a } else { b };
-        *byte = HEX[((v >> ((i % 16) * 4)) & 0xf) as usize];
+    let random = fastrand::u128(..).to_le_bytes();
+    for (pair, byte) in id.chunks_exact_mut(2).zip(random) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
     // Hex digits are always a valid header value.
     HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
@@ -1401,6 +1401,29 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_32_hex_digits_and_differ() {
+        let ids: Vec<HeaderValue> = (0..64).map(|_| new_request_id()).collect();
+        for id in &ids {
+            let s = id.to_str().unwrap();
+            assert_eq!(s.len(), 32, "{s}");
+            assert!(
+                s.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+                "{s}"
+            );
+        }
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        // All 16 digits show up in both positions of a byte: no nibble is lost.
+        let all: String = ids.iter().map(|v| v.to_str().unwrap()).collect();
+        for parity in 0..2 {
+            let digits: std::collections::HashSet<char> =
+                all.chars().skip(parity).step_by(2).collect();
+            assert_eq!(digits.len(), 16, "parity {parity}");
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_are_removed() {
