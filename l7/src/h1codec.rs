@@ -114,11 +114,10 @@ pub fn parse_response_head(
     let status = StatusCode::from_u16(resp.code.unwrap_or(0))
         .map_err(|_| CodecError::Malformed(httparse::Error::Status))?;
 
-    // Offsets now (the fields borrow `buf`); names and values from the frozen head below. A
-    // stack array, not a Vec: this runs once per response.
+    // Offsets now (the fields borrow `buf`); names and values from the frozen head below. Inline
+    // storage, not a Vec per response, left uninitialised until used: zeroing all MAX_HEADERS
+    // slots would cost more than parsing a typical head.
     let base = buf.as_ptr() as usize;
-    // Inline storage, left uninitialised until used: zeroing all MAX_HEADERS slots would cost
-    // more than parsing a typical head.
     let mut spans: SmallVec<[(usize, usize, usize, usize); MAX_HEADERS]> = SmallVec::new();
     spans.extend(resp.headers.iter().map(|f| {
         (
