@@ -183,24 +183,13 @@ async fn resetting_server() -> (
     Arc<AtomicUsize>,
     tokio::task::JoinHandle<()>,
 ) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let n = Arc::new(AtomicUsize::new(0));
-    let n2 = n.clone();
-    let task = tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let n = n2.clone();
-            tokio::spawn(async move {
-                if !read_head(&mut s).await {
-                    return;
-                }
-                n.fetch_add(1, Ordering::SeqCst);
-                let _ = s.set_zero_linger();
-                drop(s);
-            });
+    scripted_upstream(|mut s, _, n| async move {
+        if read_head(&mut s).await {
+            n.fetch_add(1, Ordering::SeqCst);
+            let _ = s.set_zero_linger();
         }
-    });
-    (addr, n, task)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1267,25 +1256,16 @@ async fn websocket_to_an_h2_upstream_over_tls() {
 /// for or not, then holds the connection for a second; counts the requests it read.
 async fn switching_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     use tokio::io::AsyncWriteExt;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let n = Arc::new(AtomicUsize::new(0));
-    let n2 = n.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let n = n2.clone();
-            tokio::spawn(async move {
-                if !read_head(&mut s).await {
-                    return;
-                }
-                n.fetch_add(1, Ordering::SeqCst);
-                let _ = s
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
-                    .await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            });
+    let (addr, n, _) = scripted_upstream(|mut s, _, n| async move {
+        if read_head(&mut s).await {
+            n.fetch_add(1, Ordering::SeqCst);
+            let _ = s
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+                .await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-    });
+    })
+    .await;
     (addr, n)
 }
 

@@ -370,44 +370,35 @@ async fn resetting_h2_upstream(
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let seen2 = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = l.accept().await {
-            let seen = seen2.clone();
+    use std::sync::atomic::Ordering;
+    let (addr, seen, _) = scripted_upstream(move |sock, _, seen| async move {
+        let Ok(mut conn) = h2::server::handshake(sock).await else {
+            return;
+        };
+        let mut first = true;
+        while let Some(Ok((req, mut respond))) = conn.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            if std::mem::take(&mut first) {
+                respond.send_reset(reason);
+                continue;
+            }
             tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(sock).await else {
-                    return;
-                };
-                let mut first = true;
-                while let Some(Ok((req, mut respond))) = conn.accept().await {
-                    seen.fetch_add(1, Ordering::SeqCst);
-                    if std::mem::take(&mut first) {
-                        respond.send_reset(reason);
-                        continue;
-                    }
-                    tokio::spawn(async move {
-                        let method = req.method().to_string();
-                        let mut body = req.into_body();
-                        let mut got = Vec::new();
-                        while let Some(Ok(chunk)) = body.data().await {
-                            let _ = body.flow_control().release_capacity(chunk.len());
-                            got.extend_from_slice(&chunk);
-                        }
-                        let resp = http::Response::builder().status(200).body(()).unwrap();
-                        if let Ok(mut send) = respond.send_response(resp, false) {
-                            let text = format!("{method} {}", String::from_utf8_lossy(&got));
-                            let _ = send.send_data(text.into(), true);
-                        }
-                    });
+                let method = req.method().to_string();
+                let mut body = req.into_body();
+                let mut got = Vec::new();
+                while let Some(Ok(chunk)) = body.data().await {
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    got.extend_from_slice(&chunk);
+                }
+                let resp = http::Response::builder().status(200).body(()).unwrap();
+                if let Ok(mut send) = respond.send_response(resp, false) {
+                    let text = format!("{method} {}", String::from_utf8_lossy(&got));
+                    let _ = send.send_data(text.into(), true);
                 }
             });
         }
-    });
+    })
+    .await;
     (addr, seen)
 }
 
@@ -517,42 +508,31 @@ async fn goaway_h2_upstream() -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     use tokio::io::AsyncWriteExt;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let seen = std::sync::Arc::new(AtomicUsize::new(0));
-    let seen2 = seen.clone();
-    tokio::spawn(async move {
-        let mut conns = 0;
-        while let Ok((mut s, _)) = l.accept().await {
-            let first = conns == 0;
-            conns += 1;
-            let seen = seen2.clone();
-            tokio::spawn(async move {
-                if !h2_accept(&mut s).await {
-                    return;
-                }
-                let mut streams = Vec::new();
-                while let Some(stream) = next_headers(&mut s).await {
-                    seen.fetch_add(1, Ordering::SeqCst);
-                    streams.push(stream);
-                    if !first {
-                        let _ = s.write_all(&answer(stream, "retried")).await;
-                    } else if streams.len() == 1 {
-                        let _ = s.write_all(&answer(stream, "warm")).await;
-                    } else if streams.len() == 3 {
-                        let last = streams[1].min(streams[2]);
-                        let mut goaway = last.to_be_bytes().to_vec();
-                        goaway.extend_from_slice(&0u32.to_be_bytes()); // NO_ERROR
-                        let _ = s.write_all(&frame(GOAWAY, 0, 0, &goaway)).await;
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        return;
-                    }
-                }
-            });
+    let (addr, seen, _) = scripted_upstream(|mut s, index, seen| async move {
+        if !h2_accept(&mut s).await {
+            return;
         }
-    });
+        let mut streams = Vec::new();
+        while let Some(stream) = next_headers(&mut s).await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            streams.push(stream);
+            if index > 0 {
+                let _ = s.write_all(&answer(stream, "retried")).await;
+            } else if streams.len() == 1 {
+                let _ = s.write_all(&answer(stream, "warm")).await;
+            } else if streams.len() == 3 {
+                let last = streams[1].min(streams[2]);
+                let mut goaway = last.to_be_bytes().to_vec();
+                goaway.extend_from_slice(&0u32.to_be_bytes()); // NO_ERROR
+                let _ = s.write_all(&frame(GOAWAY, 0, 0, &goaway)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return;
+            }
+        }
+    })
+    .await;
     (addr, seen)
 }
 
@@ -610,26 +590,18 @@ async fn goaway_every_stream_h2_upstream(
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     use tokio::io::AsyncWriteExt;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let seen = std::sync::Arc::new(AtomicUsize::new(0));
-    let seen2 = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let seen = seen2.clone();
-            tokio::spawn(async move {
-                if h2_accept(&mut s).await && next_headers(&mut s).await.is_some() {
-                    seen.fetch_add(1, Ordering::SeqCst);
-                    let mut goaway = 0u32.to_be_bytes().to_vec();
-                    goaway.extend_from_slice(&code.to_be_bytes());
-                    let _ = s.write_all(&frame(GOAWAY, 0, 0, &goaway)).await;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            });
+    let (addr, seen, _) = scripted_upstream(move |mut s, _, seen| async move {
+        if h2_accept(&mut s).await && next_headers(&mut s).await.is_some() {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let mut goaway = 0u32.to_be_bytes().to_vec();
+            goaway.extend_from_slice(&code.to_be_bytes());
+            let _ = s.write_all(&frame(GOAWAY, 0, 0, &goaway)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    });
+    })
+    .await;
     (addr, seen)
 }
 

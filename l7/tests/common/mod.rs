@@ -361,3 +361,29 @@ pub async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A hand-written upstream on a loopback port, for behaviour no real server library produces on
+/// demand. Each accepted connection runs `serve(stream, index, counter)` in a task of its own:
+/// `index` counts connections from 0, and `counter` is shared by all of them for whatever the
+/// script wants counted (requests, streams). Returns the address, the counter and the accept
+/// loop's task.
+pub async fn scripted_upstream<F, Fut>(
+    serve: F,
+) -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>)
+where
+    F: Fn(tokio::net::TcpStream, usize, Arc<AtomicUsize>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let counter = Arc::new(AtomicUsize::new(0));
+    let shared = counter.clone();
+    let task = tokio::spawn(async move {
+        let mut index = 0;
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(serve(s, index, shared.clone()));
+            index += 1;
+        }
+    });
+    (addr, counter, task)
+}
