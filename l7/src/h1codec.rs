@@ -1,17 +1,19 @@
-//! HTTP/1.1 towards upstreams, sans I/O: request heads out; response heads, body framing
-//! (RFC 9112 §6) and chunked bodies in.
+//! HTTP/1.1, sans I/O, both ways. Towards upstreams: request heads out; response heads, body
+//! framing (RFC 9112 §6) and chunked bodies in. Towards clients: plain request heads in (anything
+//! else is handed to hyper), response heads and chunk framing out.
 //!
 //! This is the core of vip-l7's own upstream HTTP/1.1 client ([`crate::h1client`]), which
 //! replaces hyper's client connection task on the request path (that task, its channels and its
 //! response parsing cost about a fifth of vip-l7's instructions per request; `docs/benchmarks.md`,
-//! "An HTTP/1.1 upstream client of our own").
+//! "An HTTP/1.1 upstream client of our own"), and of its server path for plain requests
+//! ([`crate::h1server`]).
 //!
 //! Everything here works on caller-owned buffers and never blocks, allocates per byte or panics
-//! on any input: bad input is a [`CodecError`], and limits bound memory ([`MAX_HEAD`],
-//! [`MAX_HEADERS`], [`MAX_CHUNK_LINE`]).
+//! on any input: bad input is a [`CodecError`] (or, from a client, a hand-over to hyper), and
+//! limits bound memory ([`MAX_HEAD`], [`MAX_HEADERS`], [`MAX_CHUNK_LINE`]).
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use smallvec::SmallVec;
 
@@ -285,6 +287,266 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     }
     out.extend_from_slice(&digits[i..]);
 }
+
+/// A request head that vip-l7's own HTTP/1.1 server path serves ([`crate::h1server`]): a plain
+/// request without a body.
+#[derive(Debug)]
+pub struct RequestHead {
+    /// The method (never CONNECT).
+    pub method: Method,
+    /// The target, in origin form (a path and query).
+    pub uri: http::Uri,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// The header fields as sent, values sharing the head's buffer.
+    pub headers: HeaderMap,
+    /// Whether the client lets the connection carry another request after this one.
+    pub keep_alive: bool,
+}
+
+/// What [`parse_request_head`] found at the start of the buffer.
+// Returned and matched at once, once per request: boxing the head would cost an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum ParsedRequest {
+    /// A plain request, its head split off the buffer.
+    Head(RequestHead),
+    /// Not complete yet: read more.
+    Partial,
+    /// Anything else, left in the buffer untouched: a request with a body (Content-Length other
+    /// than 0, Transfer-Encoding), an upgrade, `Expect`, CONNECT, a target that is not a path,
+    /// the HTTP/2 preface, a malformed head, or one over `max_head` bytes or [`MAX_HEADERS`]
+    /// fields. hyper's server takes the connection over from these bytes on, so every case but
+    /// the common one keeps hyper's behaviour, errors (400, 431) included.
+    HandOver,
+}
+
+/// Parses a request head at the start of `buf`; see [`ParsedRequest`]. `max_head` bounds the
+/// head's size.
+pub fn parse_request_head(buf: &mut BytesMut, max_head: usize) -> ParsedRequest {
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        buf,
+        &mut fields,
+    ) {
+        Ok(httparse::Status::Complete(n)) if n <= max_head => n,
+        Ok(httparse::Status::Partial) if buf.len() < max_head => return ParsedRequest::Partial,
+        _ => return ParsedRequest::HandOver,
+    };
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return ParsedRequest::HandOver;
+    };
+    if !path.starts_with('/') || method == "CONNECT" {
+        return ParsedRequest::HandOver;
+    }
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return ParsedRequest::HandOver;
+    };
+    let version = if req.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let base = buf.as_ptr() as usize;
+    let path_span = (path.as_ptr() as usize - base, path.len());
+    let mut spans: SmallVec<[(usize, usize, usize, usize); MAX_HEADERS]> = SmallVec::new();
+    spans.extend(req.headers.iter().map(|f| {
+        (
+            f.name.as_ptr() as usize - base,
+            f.name.len(),
+            f.value.as_ptr() as usize - base,
+            f.value.len(),
+        )
+    }));
+
+    // Decide on the raw bytes first: a hand-over leaves the buffer as it was.
+    let (mut close, mut keep_alive_token, mut length_seen) = (false, false, false);
+    for &(name_at, name_len, value_at, value_len) in &spans {
+        let name = &buf[name_at..name_at + name_len];
+        let value = &buf[value_at..value_at + value_len];
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        if is(b"content-length") {
+            // Only an explicit empty body, in one field (hyper judges anything else).
+            if value != b"0" || length_seen {
+                return ParsedRequest::HandOver;
+            }
+            length_seen = true;
+        } else if is(b"transfer-encoding") || is(b"upgrade") || is(b"expect") {
+            return ParsedRequest::HandOver;
+        } else if is(b"connection") {
+            for token in value.split(|&b| b == b',') {
+                let t = token.trim_ascii();
+                close |= t.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+    let head = buf.split_to(len).freeze();
+    match request_parts(&head, path_span, &spans) {
+        Some((uri, headers)) => {
+            let keep_alive = match version {
+                Version::HTTP_10 => keep_alive_token && !close,
+                _ => !close,
+            };
+            ParsedRequest::Head(RequestHead {
+                method,
+                uri,
+                version,
+                headers,
+                keep_alive,
+            })
+        }
+        None => {
+            // A target or field name httparse accepts and `http` does not (rare): put the head
+            // back for hyper.
+            let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+            whole.extend_from_slice(&head);
+            whole.extend_from_slice(buf);
+            *buf = whole;
+            ParsedRequest::HandOver
+        }
+    }
+}
+
+/// The target and header fields of a request head, sharing its bytes.
+fn request_parts(
+    head: &Bytes,
+    (path_at, path_len): (usize, usize),
+    spans: &[(usize, usize, usize, usize)],
+) -> Option<(http::Uri, HeaderMap)> {
+    let uri = http::Uri::from_maybe_shared(head.slice(path_at..path_at + path_len)).ok()?;
+    // Room for the fields the proxy adds (X-Forwarded-For, -Proto, -Host, X-Request-Id): growing
+    // the map on the request path would rehash it.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 4);
+    for &(name_at, name_len, value_at, value_len) in spans {
+        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len]).ok()?;
+        headers.append(
+            name,
+            header_value(head.slice(value_at..value_at + value_len)),
+        );
+    }
+    Some((uri, headers))
+}
+
+/// How a response body is sent to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body bytes: a response to HEAD, 1xx, 204 or 304.
+    None,
+    /// Exactly this many bytes (Content-Length).
+    Length(u64),
+    /// Chunked (an HTTP/1.1 client, a body of unknown length).
+    Chunked,
+    /// Until the connection closes (an HTTP/1.0 client, a body of unknown length).
+    UntilClose,
+}
+
+/// What the client's request decides about the response.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseTo {
+    /// The request was HEAD: no body, whatever the fields say.
+    pub head_request: bool,
+    /// The client speaks HTTP/1.1 (chunked bodies; persistent unless it said close).
+    pub http11: bool,
+    /// The connection may carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// Writes a response head for a client to `out`: the status line, the fields of `headers` except
+/// those about the connection or the framing (Connection, Keep-Alive, Transfer-Encoding, and a
+/// Content-Length that is invalid, conflicting, or on a 1xx or 204), then what this end decides:
+/// Content-Length (`body_len`, when the fields have none) or chunked, Date when missing
+/// (`date`, an IMF-fixdate), and Connection. Returns the body's framing and whether the connection
+/// stays open after the response.
+pub fn encode_response_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body_len: Option<u64>,
+    to: ResponseTo,
+    date: &[u8],
+) -> (BodyFraming, bool) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let no_body = status.is_informational() || status == StatusCode::NO_CONTENT;
+    let mut length: Option<u64> = None;
+    let mut has_date = false;
+    for (name, value) in headers {
+        if name == CONNECTION || name == TRANSFER_ENCODING || name == KEEP_ALIVE {
+            continue;
+        }
+        if name == CONTENT_LENGTH {
+            match parse_decimal(value.as_bytes()) {
+                Some(n) if !no_body && length.is_none() => length = Some(n),
+                _ => continue,
+            }
+        } else if name == DATE {
+            has_date = true;
+        }
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    let framing = if no_body || status == StatusCode::NOT_MODIFIED || to.head_request {
+        BodyFraming::None
+    } else if let Some(n) = length {
+        BodyFraming::Length(n)
+    } else if let Some(n) = body_len {
+        out.extend_from_slice(b"content-length: ");
+        push_decimal(out, n);
+        out.extend_from_slice(b"\r\n");
+        BodyFraming::Length(n)
+    } else if to.http11 {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        BodyFraming::Chunked
+    } else {
+        BodyFraming::UntilClose
+    };
+    if !has_date {
+        push_field(out, b"date", date);
+    }
+    let keep_alive = to.keep_alive && framing != BodyFraming::UntilClose;
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if !to.http11 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    (framing, keep_alive)
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the line that starts a chunk of `len` bytes (RFC 9112 §7.1); the chunk's data and a
+/// CRLF follow.
+pub fn encode_chunk_size(out: &mut Vec<u8>, len: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    let mut n = len;
+    loop {
+        i -= 1;
+        digits[i] = HEX[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The end of a chunked body: the last chunk and an empty trailer section.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// What [`ChunkedDecoder::decode`] found next.
 #[derive(Debug, PartialEq, Eq)]
@@ -733,6 +995,237 @@ mod tests {
         out
     }
 
+    fn request(raw: &[u8]) -> (ParsedRequest, BytesMut) {
+        let mut buf = BytesMut::from(raw);
+        let parsed = parse_request_head(&mut buf, 8192);
+        (parsed, buf)
+    }
+
+    #[test]
+    fn plain_requests_are_parsed_in_order_and_pipelined_ones_left() {
+        let raw = b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-M: 1\r\nAccept: */*\r\nx-m: 2\r\nContent-Length: 0\r\n\r\nGET /next HTTP/1.1\r\n";
+        let (parsed, rest) = request(raw);
+        let ParsedRequest::Head(h) = parsed else {
+            panic!("{parsed:?}")
+        };
+        assert_eq!(h.method, Method::GET);
+        assert_eq!(h.uri.path(), "/a");
+        assert_eq!(h.uri.query(), Some("b=1"));
+        assert_eq!(h.version, Version::HTTP_11);
+        assert!(h.keep_alive);
+        let fields: Vec<_> = h
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("host", &b"x"[..]),
+                ("x-m", b"1"),
+                ("x-m", b"2"),
+                ("accept", b"*/*"),
+                ("content-length", b"0"),
+            ]
+        );
+        assert_eq!(&rest[..], b"GET /next HTTP/1.1\r\n");
+        // The rest is a partial head: read more.
+        let mut rest = rest;
+        assert!(matches!(
+            parse_request_head(&mut rest, 8192),
+            ParsedRequest::Partial
+        ));
+        assert_eq!(&rest[..], b"GET /next HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn keep_alive_follows_version_and_connection() {
+        let ka = |raw: &[u8]| match request(raw).0 {
+            ParsedRequest::Head(h) => h.keep_alive,
+            other => panic!("{other:?}"),
+        };
+        assert!(ka(b"GET / HTTP/1.1\r\n\r\n"));
+        assert!(!ka(b"GET / HTTP/1.1\r\nConnection: foo, Close\r\n\r\n"));
+        assert!(!ka(b"GET / HTTP/1.0\r\n\r\n"));
+        assert!(ka(b"GET / HTTP/1.0\r\nconnection: Keep-Alive\r\n\r\n"));
+        assert!(!ka(
+            b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn anything_but_a_plain_request_is_handed_over_untouched() {
+        let long_target = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(9000));
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: 1\r\n".repeat(101));
+        let cases: &[&[u8]] = &[
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            b"GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+            b"GET / HTTP/1.1\r\ncontent-length: 00\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"GARBAGE\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n",
+            b"GET /a\x7fb HTTP/1.1\r\n\r\n",
+            long_target.as_bytes(),
+            many.as_bytes(),
+        ];
+        for raw in cases {
+            let (parsed, rest) = request(raw);
+            assert!(
+                matches!(parsed, ParsedRequest::HandOver),
+                "{:?}: {parsed:?}",
+                String::from_utf8_lossy(raw)
+            );
+            assert_eq!(&rest[..], *raw, "{:?}", String::from_utf8_lossy(raw));
+        }
+        // A head still arriving past the limit is handed over too (hyper answers 431).
+        let (parsed, _) = request(format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(9000)).as_bytes());
+        assert!(matches!(parsed, ParsedRequest::HandOver));
+    }
+
+    fn response(
+        status: u16,
+        fields: &[(&str, &str)],
+        body_len: Option<u64>,
+        to: ResponseTo,
+    ) -> (String, BodyFraming, bool) {
+        let mut headers = HeaderMap::new();
+        for (k, v) in fields {
+            headers.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let mut out = Vec::new();
+        let (framing, keep_alive) = encode_response_head(
+            &mut out,
+            StatusCode::from_u16(status).unwrap(),
+            &headers,
+            body_len,
+            to,
+            b"Mon, 07 Dec 2026 01:02:03 GMT",
+        );
+        (String::from_utf8(out).unwrap(), framing, keep_alive)
+    }
+
+    const GET11: ResponseTo = ResponseTo {
+        head_request: false,
+        http11: true,
+        keep_alive: true,
+    };
+
+    #[test]
+    fn response_heads_frame_the_body_and_say_what_happens_to_the_connection() {
+        // A known length is announced; Date added; fields about the connection are not passed on.
+        let (head, framing, ka) = response(
+            200,
+            &[
+                ("server", "up"),
+                ("connection", "x-a"),
+                ("keep-alive", "timeout=5"),
+                ("transfer-encoding", "chunked"),
+            ],
+            Some(5),
+            GET11,
+        );
+        assert_eq!(
+            head,
+            "HTTP/1.1 200 OK\r\nserver: up\r\ncontent-length: 5\r\ndate: Mon, 07 Dec 2026 01:02:03 GMT\r\n\r\n"
+        );
+        assert_eq!((framing, ka), (BodyFraming::Length(5), true));
+        // The fields' Content-Length decides; a Date of its own is kept.
+        let (head, framing, _) = response(
+            404,
+            &[("content-length", "7"), ("date", "then")],
+            None,
+            GET11,
+        );
+        assert_eq!(
+            head,
+            "HTTP/1.1 404 Not Found\r\ncontent-length: 7\r\ndate: then\r\n\r\n"
+        );
+        assert_eq!(framing, BodyFraming::Length(7));
+        // Unknown length: chunked to HTTP/1.1, until close to HTTP/1.0.
+        let (head, framing, ka) = response(200, &[], None, GET11);
+        assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+        assert_eq!((framing, ka), (BodyFraming::Chunked, true));
+        let http10 = ResponseTo {
+            http11: false,
+            ..GET11
+        };
+        let (head, framing, ka) = response(200, &[], None, http10);
+        assert!(head.ends_with("connection: close\r\n\r\n"), "{head}");
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        assert_eq!((framing, ka), (BodyFraming::UntilClose, false));
+        // HTTP/1.0 keep-alive is said back; a client's close is answered with close.
+        let (head, _, ka) = response(200, &[], Some(0), http10);
+        assert!(
+            head.ends_with("connection: keep-alive\r\n\r\n") && ka,
+            "{head}"
+        );
+        let close = ResponseTo {
+            keep_alive: false,
+            ..GET11
+        };
+        let (head, _, ka) = response(200, &[], Some(0), close);
+        assert!(head.ends_with("connection: close\r\n\r\n") && !ka, "{head}");
+    }
+
+    #[test]
+    fn responses_without_a_body() {
+        let head_req = ResponseTo {
+            head_request: true,
+            ..GET11
+        };
+        // HEAD: the fields' length is kept, none is added, no body follows.
+        let (head, framing, _) = response(200, &[("content-length", "1024")], Some(0), head_req);
+        assert!(head.contains("content-length: 1024\r\n"), "{head}");
+        assert_eq!(framing, BodyFraming::None);
+        let (head, framing, _) = response(200, &[], Some(0), head_req);
+        assert!(!head.contains("content-length"), "{head}");
+        assert_eq!(framing, BodyFraming::None);
+        // 204 never carries a length; 304 keeps the one of the resource.
+        let (head, framing, _) = response(204, &[("content-length", "3")], Some(0), GET11);
+        assert!(!head.contains("content-length"), "{head}");
+        assert_eq!(framing, BodyFraming::None);
+        let (head, framing, _) = response(304, &[("content-length", "3")], Some(0), GET11);
+        assert!(head.contains("content-length: 3\r\n"), "{head}");
+        assert_eq!(framing, BodyFraming::None);
+        // A bad or repeated length in the fields is dropped; the body's own is announced.
+        let (head, framing, _) = response(
+            200,
+            &[
+                ("content-length", "x"),
+                ("content-length", "2"),
+                ("content-length", "3"),
+            ],
+            Some(2),
+            GET11,
+        );
+        assert_eq!(head.matches("content-length").count(), 1, "{head}");
+        assert!(head.contains("content-length: 2\r\n"), "{head}");
+        assert_eq!(framing, BodyFraming::Length(2));
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex() {
+        for (len, want) in [
+            (0, "0\r\n"),
+            (10, "a\r\n"),
+            (4096, "1000\r\n"),
+            (usize::MAX, "ffffffffffffffff\r\n"),
+        ] {
+            let mut out = Vec::new();
+            encode_chunk_size(&mut out, len);
+            assert_eq!(out, want.as_bytes());
+        }
+    }
+
     proptest! {
         #[test]
         fn chunked_bodies_decode_whatever_the_reads(
@@ -799,6 +1292,49 @@ mod tests {
                         "httparse rejected a valid value {:?}", value
                     );
                 }
+            }
+        }
+
+        #[test]
+        fn request_heads_never_panic_and_hand_over_untouched(
+            data in proptest::collection::vec(any::<u8>(), 0..600),
+            prefixed in any::<bool>(),
+        ) {
+            let mut raw = if prefixed { b"GET / HTTP/1.1\r\n".to_vec() } else { Vec::new() };
+            raw.extend_from_slice(&data);
+            let mut buf = BytesMut::from(&raw[..]);
+            match parse_request_head(&mut buf, 512) {
+                ParsedRequest::Head(h) => {
+                    prop_assert!(h.uri.path().starts_with('/'));
+                    prop_assert!(raw.ends_with(&buf));
+                }
+                ParsedRequest::Partial | ParsedRequest::HandOver => prop_assert_eq!(&buf[..], &raw[..]),
+            }
+        }
+
+        #[test]
+        fn a_request_head_parses_the_same_however_it_arrives(
+            fields in proptest::collection::vec(("x-[a-z]{1,6}", "[ -~]{0,20}"), 0..8),
+            cut in 0usize..400,
+        ) {
+            let mut raw = String::from("GET /p HTTP/1.1\r\n");
+            for (k, v) in &fields {
+                raw.push_str(&format!("{k}: {v}\r\n"));
+            }
+            raw.push_str("\r\nGET /q HTTP/1.1\r\n");
+            let cut = cut.min(raw.len());
+            let mut early = BytesMut::from(&raw[..cut]);
+            let early = parse_request_head(&mut early, 8192);
+            let mut whole = BytesMut::from(raw.as_str());
+            let ParsedRequest::Head(full) = parse_request_head(&mut whole, 8192) else {
+                panic!("a plain request")
+            };
+            prop_assert_eq!(&whole[..], b"GET /q HTTP/1.1\r\n");
+            prop_assert_eq!(full.headers.len(), fields.len());
+            match early {
+                ParsedRequest::Head(h) => prop_assert_eq!(h.headers, full.headers),
+                ParsedRequest::Partial => {}
+                ParsedRequest::HandOver => prop_assert!(false, "handed over at {}", cut),
             }
         }
 

@@ -7,8 +7,9 @@
 //! - [`upstream`]: running clusters: pooled client, connector with circuit breaker, retry budget,
 //!   rate limits, active health checks;
 //! - [`proxy`]: the request path (headers, retries, WebSocket upgrades, trailers);
-//! - [`h1codec`]: HTTP/1.1 towards upstreams, sans I/O; [`h1client`]: its I/O shell, the
-//!   upstream client for requests whose body is in memory;
+//! - [`h1codec`]: HTTP/1.1 both ways, sans I/O; [`h1client`]: its I/O shell towards upstreams,
+//!   the client for requests whose body is in memory; [`h1server`]: its I/O shell towards
+//!   clients, for plain requests (the rest go to hyper's server);
 //! - [`tls`]: SNI certificates (reloadable) and upstream TLS;
 //! - [`server`]: listeners, signals, graceful drain; [`admin`]: the admin socket;
 //!   [`metrics`]: Prometheus; [`accesslog`]: one line per request, off the event loop;
@@ -25,6 +26,7 @@ pub mod coalesce;
 pub mod config;
 pub mod h1client;
 pub mod h1codec;
+pub mod h1server;
 pub mod metrics;
 pub mod proxy;
 pub mod route;

@@ -39,6 +39,43 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// A client request's body: hyper's, or none for a request that vip-l7's own HTTP/1.1 server
+/// path read ([`crate::h1server`], which takes only requests without a body).
+#[derive(Debug)]
+pub enum ReqBody {
+    /// Read by hyper's server connection.
+    Hyper(Incoming),
+    /// No body.
+    Empty,
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ReqBody::Hyper(b) => Pin::new(b).poll_frame(cx),
+            ReqBody::Empty => Poll::Ready(None),
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Hyper(b) => b.is_end_stream(),
+            ReqBody::Empty => true,
+        }
+    }
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Hyper(b) => b.size_hint(),
+            ReqBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// One configuration generation: routes and running clusters.
 #[derive(Debug)]
 pub struct Runtime {
@@ -329,7 +366,7 @@ fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-fn is_upgrade(req: &Request<Incoming>) -> bool {
+fn is_upgrade(req: &Request<ReqBody>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
         && req
@@ -423,14 +460,14 @@ pub type HandleFuture =
 /// The request's state machine is large (headers, the upstream exchange, timers); it is boxed
 /// once here so the servers move a pointer, not the whole state, into each h2 stream task and
 /// h1 dispatcher slot.
-pub fn handle(shared: Arc<Shared>, info: Arc<ConnInfo>, req: Request<Incoming>) -> HandleFuture {
+pub fn handle(shared: Arc<Shared>, info: Arc<ConnInfo>, req: Request<ReqBody>) -> HandleFuture {
     Box::pin(handle_request(shared, info, req))
 }
 
 async fn handle_request(
     shared: Arc<Shared>,
     info: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
     shared.requests_total.fetch_add(1, Ordering::Relaxed);
@@ -504,7 +541,7 @@ async fn forward(
     shared: &Arc<Shared>,
     info: &ConnInfo,
     rt: &Runtime,
-    mut req: Request<Incoming>,
+    mut req: Request<ReqBody>,
     request_id: &HeaderValue,
     host: &str,
     path: &str,
@@ -620,7 +657,7 @@ async fn forward(
             .size_hint()
             .upper()
             .is_some_and(|u| u <= MAX_BUFFERED_BODY);
-    let mut streaming: Option<Incoming> = None;
+    let mut streaming: Option<ReqBody> = None;
     let mut bytes = Bytes::new();
     if buffered && body.is_end_stream() {
         // No body (a GET): nothing to read.
@@ -1026,7 +1063,7 @@ fn websocket_accept(key: &[u8]) -> HeaderValue {
 
 /// An HTTP/1.1 WebSocket opening request: `GET` with `Connection: upgrade` and
 /// `Upgrade: websocket`.
-fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
+fn is_websocket_upgrade(req: &Request<ReqBody>) -> bool {
     req.method() == Method::GET
         && is_upgrade(req)
         && req
@@ -1053,7 +1090,7 @@ async fn extended_connect(
     shared: &Arc<Shared>,
     info: &ConnInfo,
     rt: &Runtime,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     request_id: &HeaderValue,
     host: &str,
     path: &str,
@@ -1107,7 +1144,7 @@ async fn websocket_h1_to_h2(
     info: &ConnInfo,
     route_index: usize,
     cluster: Arc<ClusterRt>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     request_id: &HeaderValue,
     host: &str,
 ) -> Forwarded {
@@ -1165,7 +1202,7 @@ async fn websocket_tunnel(
     info: &ConnInfo,
     route_index: usize,
     cluster: Arc<ClusterRt>,
-    mut req: Request<Incoming>,
+    mut req: Request<ReqBody>,
     request_id: &HeaderValue,
     host: &str,
     client: WsClient,

@@ -25,8 +25,9 @@ use tokio_rustls::TlsAcceptor;
 use crate::coalesce::Coalesced;
 
 use crate::config::{self, Config};
+use crate::h1server::{self, Outcome, Prefixed};
 use crate::metrics::Metrics;
-use crate::proxy::{self, ConnInfo, Runtime, Shared};
+use crate::proxy::{self, ConnInfo, ReqBody, Runtime, Shared};
 use crate::tickets::{TicketKeys, Tickets};
 use crate::tls::{self, CertResolver};
 
@@ -589,15 +590,55 @@ async fn serve_conn(
 ) {
     let cfg = st.cfg.clone();
     let info = Arc::new(ConnInfo::new(client, st.tls.is_some(), cfg.clone()));
+    if *stop.borrow_and_update() {
+        return;
+    }
+    let Some(acceptor) = &st.tls else {
+        let mut stream = stream;
+        if let Outcome::HandOver(read) =
+            h1server::serve(&mut stream, &shared, &info, &mut stop).await
+        {
+            serve_hyper(Prefixed::new(read, stream), &st, shared, info, stop).await;
+        }
+        return;
+    };
+    // The handshake must finish within the header read timeout (TLS slowloris).
+    let mut s = match tokio::time::timeout(cfg.header_read_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%client, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+        // Responses of many streams share one TLS record and one write.
+        serve_hyper(Coalesced::new(s), &st, shared, info, stop).await;
+    } else if let Outcome::HandOver(read) = h1server::serve(&mut s, &shared, &info, &mut stop).await
+    {
+        serve_hyper(Prefixed::new(read, s), &st, shared, info, stop).await;
+    }
+}
+
+/// Serves a connection with hyper's server (h1 or h2, which it tells by the first bytes).
+async fn serve_hyper<IO>(
+    io: IO,
+    st: &ListenerState,
+    shared: Arc<Shared>,
+    info: Arc<ConnInfo>,
+    mut stop: watch::Receiver<bool>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Activity::new();
     let act = activity.clone();
-    let svc = service_fn(move |mut req| {
+    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let guard = ActiveGuard::new(&act);
         // Tunnels (WebSocket over h2, extended CONNECT) hold a guard while they run.
         if req.method() == http::Method::CONNECT {
             req.extensions_mut().insert(guard.clone());
         }
-        let fut = proxy::handle(shared.clone(), info.clone(), req);
+        let fut = proxy::handle(shared.clone(), info.clone(), req.map(ReqBody::Hyper));
         async move {
             let resp = fut.await?;
             Ok::<_, std::convert::Infallible>(resp.map(|inner| ActiveBody {
@@ -606,52 +647,13 @@ async fn serve_conn(
             }))
         }
     });
-    let idle = cfg.idle_timeout;
-    if *stop.borrow_and_update() {
-        return;
-    }
-    match &st.tls {
-        None => {
-            drive!(
-                st.builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), svc),
-                activity,
-                idle,
-                stop
-            );
-        }
-        Some(acceptor) => {
-            // The handshake must finish within the header read timeout (TLS slowloris).
-            let s = match tokio::time::timeout(cfg.header_read_timeout, acceptor.accept(stream))
-                .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%client, "TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => return,
-            };
-            if s.get_ref().1.alpn_protocol() == Some(b"h2") {
-                // Responses of many streams share one TLS record and one write.
-                drive!(
-                    st.builder
-                        .serve_connection_with_upgrades(TokioIo::new(Coalesced::new(s)), svc),
-                    activity,
-                    idle,
-                    stop
-                );
-            } else {
-                drive!(
-                    st.builder
-                        .serve_connection_with_upgrades(TokioIo::new(s), svc),
-                    activity,
-                    idle,
-                    stop
-                );
-            }
-        }
-    }
+    drive!(
+        st.builder
+            .serve_connection_with_upgrades(TokioIo::new(io), svc),
+        activity,
+        st.cfg.idle_timeout,
+        stop
+    );
 }
 
 async fn serve_metrics(l: TcpListener, metrics: Arc<Metrics>) {

@@ -131,16 +131,6 @@ async fn idle_h2_connections_get_goaway_but_not_while_a_stream_is_open() {
 }
 
 /// The value of the metric line that starts with `prefix` (0 when absent).
-fn metric(port: u16, prefix: &str) -> f64 {
-    let (ok, text, err) = curl(&[&format!("http://127.0.0.1:{port}/metrics")]);
-    assert!(ok, "{err}");
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .map(|v| v.parse().unwrap())
-        .unwrap_or(0.0)
-}
-
 /// A TCP server that accepts and then never says anything (a stalled TLS handshake);
 /// returns its address and the number of connections accepted.
 async fn stalled_server() -> (

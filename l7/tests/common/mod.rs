@@ -211,6 +211,10 @@ async fn upstream_handle(name: String, req: Request<Incoming>) -> Response<Body>
     if path == "/big" {
         return Response::new(full(vec![b'x'; 1 << 20]));
     }
+    if path == "/chunked" {
+        // A body of unknown length: sent chunked over HTTP/1.1.
+        return Response::new(Chunks(vec![&b"chunk one, "[..], b"two, ", b"three"]).boxed());
+    }
     let headers: serde_json::Map<String, Value> = req
         .headers()
         .iter()
@@ -241,6 +245,27 @@ async fn upstream_handle(name: String, req: Request<Incoming>) -> Response<Body>
     r.headers_mut()
         .insert("x-upstream-secret", HeaderValue::from_static("1"));
     r
+}
+
+/// A body of these pieces, one frame each, whose length it does not announce.
+struct Chunks(Vec<&'static [u8]>);
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        let pieces = &mut self.get_mut().0;
+        let next = (!pieces.is_empty()).then(|| {
+            Ok(hyper::body::Frame::data(Bytes::from_static(
+                pieces.remove(0),
+            )))
+        });
+        std::task::Poll::Ready(next)
+    }
 }
 
 impl Upstream {
@@ -342,6 +367,17 @@ pub fn curl(args: &[&str]) -> (bool, String, String) {
 }
 
 /// A self-signed certificate for `names`, written to `dir/stem.pem` and `dir/stem.key`.
+/// The value of the first line of vip-l7's metrics on `port` that starts with `prefix` (0 if none).
+pub fn metric(port: u16, prefix: &str) -> f64 {
+    let (ok, text, err) = curl(&[&format!("http://127.0.0.1:{port}/metrics")]);
+    assert!(ok, "{err}");
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(0.0)
+}
+
 pub fn write_cert(dir: &Path, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
     let ck =
         rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())

@@ -1,0 +1,123 @@
+//! vip-l7's own HTTP/1.1 server path against real clients: Python's http.client (an independent
+//! decoder) and curl, over plain TCP and TLS.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_exchanges_decoded_by_python_and_curl() {
+    let up = Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path(), "t", &["t.test"]);
+    let (http, https) = (free_port(), free_port());
+    let cfg = format!(
+        r#"
+[admin]
+socket = "ADMIN"
+access_log = false
+[[listeners]]
+address = "127.0.0.1:{http}"
+header_read_timeout_ms = 800
+[[listeners]]
+address = "127.0.0.1:{https}"
+tls = true
+[[listeners.certificates]]
+cert = "{}"
+key = "{}"
+[[routes]]
+cluster = "web"
+[clusters.web]
+[[clusters.web.upstreams]]
+address = "{}"
+"#,
+        cert.display(),
+        key.display(),
+        up.addr
+    );
+    let mut l7 = L7::start_with(dir, &cfg, &[http, https], &["--threads", "1"]);
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/h1_exchanges.py");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("/usr/bin/python3")
+            .args([script, &http.to_string(), "800"])
+            .output()
+            .expect("/usr/bin/python3 runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.matches(" ok\n").count(), 4, "{stdout}");
+
+    // TLS without h2 in ALPN: the same path over rustls; several requests on one connection.
+    let url = format!("https://127.0.0.1:{https}/t");
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        curl(&[
+            "-sk",
+            "--http1.1",
+            "-w",
+            "|%{http_code} %{num_connects}\n",
+            &url,
+            &url,
+            &url,
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let codes: Vec<_> = out.lines().filter_map(|l| l.split('|').nth(1)).collect();
+    assert_eq!(codes, ["200 1", "200 0", "200 0"], "{out}");
+    assert!(out.contains("\"path\":\"/t\""), "{out}");
+    assert!(l7.alive());
+}
+
+/// A client that goes away while its request is in flight: the request is dropped, and with it
+/// the upstream exchange, long before the upstream would have answered (hyper's server does the
+/// same). A client that pipelines its next request meanwhile is not mistaken for one that left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_cancels_its_request() {
+    let up = Upstream::start("u").await;
+    let (http, mport) = (free_port(), free_port());
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\naccess_log = false\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n\
+         [[listeners]]\naddress = \"127.0.0.1:{http}\"\n[[routes]]\ncluster = \"web\"\n\
+         [clusters.web]\nrequest_timeout_ms = 20000\n[[clusters.web.upstreams]]\naddress = \"{}\"\n",
+        up.addr
+    );
+    let _l7 = L7::start_with(
+        tempfile::tempdir().unwrap(),
+        &cfg,
+        &[http, mport],
+        &["--threads", "1"],
+    );
+    let active = "vip_l7_upstream_active_requests{";
+
+    // Pipelined: the second request waits for the first, which takes its time.
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+    c.write_all(b"GET /sleep/300 HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut c, &mut got).unwrap();
+    assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 2, "{got}");
+    assert!(got.contains("\"path\":\"/after\""), "{got}");
+
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+    c.write_all(b"GET /sleep/10000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    eventually("the request is in flight", Duration::from_secs(5), || {
+        metric(mport, active) == 1.0
+    })
+    .await;
+    let t = Instant::now();
+    drop(c);
+    eventually("the request is dropped", Duration::from_secs(5), || {
+        metric(mport, active) == 0.0
+    })
+    .await;
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
