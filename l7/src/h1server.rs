@@ -36,6 +36,9 @@ use crate::upstream::ProxyBody;
 const READ_CHUNK: usize = 8 * 1024;
 /// Response bytes gathered before a write; larger body chunks are written as they come.
 const MAX_WRITE_BUFFER: usize = 64 * 1024;
+/// Buffer capacity a connection keeps between requests; more (after a large head or response)
+/// is given back, so idle keep-alive connections stay small.
+const KEEP_BUFFER: usize = 16 * 1024;
 
 /// How [`serve`] ended.
 #[derive(Debug)]
@@ -95,8 +98,11 @@ where
         if !conn.respond(head, stop).await || *stop.borrow() {
             break;
         }
-        if conn.out.capacity() > MAX_WRITE_BUFFER {
+        if conn.out.capacity() > KEEP_BUFFER {
             conn.out = Vec::new();
+        }
+        if conn.buf.is_empty() && conn.buf.capacity() > KEEP_BUFFER {
+            conn.buf = BytesMut::new();
         }
     }
     // The response is out; FIN (TLS: close_notify), bounded like any wait for the client.
