@@ -288,8 +288,8 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
-/// A request head that vip-l7's own HTTP/1.1 server path serves ([`crate::h1server`]): a plain
-/// request without a body.
+/// A request that vip-l7's own HTTP/1.1 server path serves ([`crate::h1server`]): a plain
+/// request, without a body or with one small enough that it came whole with the head.
 #[derive(Debug)]
 pub struct RequestHead {
     /// The method (never CONNECT).
@@ -302,6 +302,8 @@ pub struct RequestHead {
     pub headers: HeaderMap,
     /// Whether the client lets the connection carry another request after this one.
     pub keep_alive: bool,
+    /// The body (Content-Length bytes), sharing the buffer; empty for none.
+    pub body: Bytes,
 }
 
 /// What [`parse_request_head`] found at the start of the buffer.
@@ -309,21 +311,22 @@ pub struct RequestHead {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum ParsedRequest {
-    /// A plain request, its head split off the buffer.
+    /// A plain request, its head and body split off the buffer.
     Head(RequestHead),
     /// Not complete yet: read more.
     Partial,
-    /// Anything else, left in the buffer untouched: a request with a body (Content-Length other
-    /// than 0, Transfer-Encoding), an upgrade, `Expect`, CONNECT, a target that is not a path,
+    /// Anything else, left in the buffer untouched: a request with a body that is chunked, over
+    /// `max_body`, or not all in the buffer yet, an upgrade, `Expect`, CONNECT, a target that is
+    /// not a path,
     /// the HTTP/2 preface, a malformed head, or one over `max_head` bytes or [`MAX_HEADERS`]
     /// fields. hyper's server takes the connection over from these bytes on, so every case but
     /// the common one keeps hyper's behaviour, errors (400, 431) included.
     HandOver,
 }
 
-/// Parses a request head at the start of `buf`; see [`ParsedRequest`]. `max_head` bounds the
-/// head's size.
-pub fn parse_request_head(buf: &mut BytesMut, max_head: usize) -> ParsedRequest {
+/// Parses a request at the start of `buf`; see [`ParsedRequest`]. `max_head` bounds the head's
+/// size, `max_body` the body's.
+pub fn parse_request_head(buf: &mut BytesMut, max_head: usize, max_body: usize) -> ParsedRequest {
     let mut fields =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -363,17 +366,18 @@ pub fn parse_request_head(buf: &mut BytesMut, max_head: usize) -> ParsedRequest 
     }));
 
     // Decide on the raw bytes first: a hand-over leaves the buffer as it was.
-    let (mut close, mut keep_alive_token, mut length_seen) = (false, false, false);
+    let (mut close, mut keep_alive_token) = (false, false);
+    let mut length: Option<usize> = None;
     for &(name_at, name_len, value_at, value_len) in &spans {
         let name = &buf[name_at..name_at + name_len];
         let value = &buf[value_at..value_at + value_len];
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
         if is(b"content-length") {
-            // Only an explicit empty body, in one field (hyper judges anything else).
-            if value != b"0" || length_seen {
-                return ParsedRequest::HandOver;
+            // Digits only, in one field (hyper judges anything else, repeats included).
+            match parse_decimal(value) {
+                Some(n) if length.is_none() && n <= max_body as u64 => length = Some(n as usize),
+                _ => return ParsedRequest::HandOver,
             }
-            length_seen = true;
         } else if is(b"transfer-encoding") || is(b"upgrade") || is(b"expect") {
             return ParsedRequest::HandOver;
         } else if is(b"connection") {
@@ -383,6 +387,11 @@ pub fn parse_request_head(buf: &mut BytesMut, max_head: usize) -> ParsedRequest 
                 keep_alive_token |= t.eq_ignore_ascii_case(b"keep-alive");
             }
         }
+    }
+    let body_len = length.unwrap_or(0);
+    if buf.len() - len < body_len {
+        // The body is still arriving: hyper reads it (with its own limits and timeouts).
+        return ParsedRequest::HandOver;
     }
     let head = buf.split_to(len).freeze();
     match request_parts(&head, path_span, &spans) {
@@ -397,6 +406,7 @@ pub fn parse_request_head(buf: &mut BytesMut, max_head: usize) -> ParsedRequest 
                 version,
                 headers,
                 keep_alive,
+                body: buf.split_to(body_len).freeze(),
             })
         }
         None => {
@@ -997,7 +1007,7 @@ mod tests {
 
     fn request(raw: &[u8]) -> (ParsedRequest, BytesMut) {
         let mut buf = BytesMut::from(raw);
-        let parsed = parse_request_head(&mut buf, 8192);
+        let parsed = parse_request_head(&mut buf, 8192, 16);
         (parsed, buf)
     }
 
@@ -1032,10 +1042,24 @@ mod tests {
         // The rest is a partial head: read more.
         let mut rest = rest;
         assert!(matches!(
-            parse_request_head(&mut rest, 8192),
+            parse_request_head(&mut rest, 8192, 16),
             ParsedRequest::Partial
         ));
         assert_eq!(&rest[..], b"GET /next HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn a_body_that_came_with_the_head_is_split_off_with_it() {
+        let (parsed, rest) =
+            request(b"POST /f HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n");
+        let ParsedRequest::Head(h) = parsed else {
+            panic!("{parsed:?}")
+        };
+        assert_eq!((h.method, &h.body[..]), (Method::POST, &b"hello"[..]));
+        assert_eq!(&rest[..], b"GET / HTTP/1.1\r\n");
+        let (parsed, rest) = request(b"GET / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+        assert!(matches!(parsed, ParsedRequest::Head(h) if h.body.is_empty()));
+        assert!(rest.is_empty());
     }
 
     #[test]
@@ -1058,9 +1082,11 @@ mod tests {
         let long_target = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(9000));
         let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: 1\r\n".repeat(101));
         let cases: &[&[u8]] = &[
-            b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nab",
+            b"POST / HTTP/1.1\r\nContent-Length: 17\r\n\r\n01234567890123456",
             b"GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
-            b"GET / HTTP/1.1\r\ncontent-length: 00\r\n\r\n",
+            b"GET / HTTP/1.1\r\ncontent-length: +0\r\n\r\n",
+            b"GET / HTTP/1.1\r\ncontent-length: 1,1\r\n\r\nab",
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
@@ -1303,7 +1329,7 @@ mod tests {
             let mut raw = if prefixed { b"GET / HTTP/1.1\r\n".to_vec() } else { Vec::new() };
             raw.extend_from_slice(&data);
             let mut buf = BytesMut::from(&raw[..]);
-            match parse_request_head(&mut buf, 512) {
+            match parse_request_head(&mut buf, 512, 16) {
                 ParsedRequest::Head(h) => {
                     prop_assert!(h.uri.path().starts_with('/'));
                     prop_assert!(raw.ends_with(&buf));
@@ -1324,9 +1350,9 @@ mod tests {
             raw.push_str("\r\nGET /q HTTP/1.1\r\n");
             let cut = cut.min(raw.len());
             let mut early = BytesMut::from(&raw[..cut]);
-            let early = parse_request_head(&mut early, 8192);
+            let early = parse_request_head(&mut early, 8192, 16);
             let mut whole = BytesMut::from(raw.as_str());
-            let ParsedRequest::Head(full) = parse_request_head(&mut whole, 8192) else {
+            let ParsedRequest::Head(full) = parse_request_head(&mut whole, 8192, 16) else {
                 panic!("a plain request")
             };
             prop_assert_eq!(&whole[..], b"GET /q HTTP/1.1\r\n");

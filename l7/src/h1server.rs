@@ -1,15 +1,16 @@
 //! vip-l7's own HTTP/1.1 server path, the I/O shell around [`crate::h1codec`]'s request parser
 //! and response encoder.
 //!
-//! It serves the common request, a plain one without a body, on a plain or TLS connection that
-//! did not negotiate h2: read the head, hand it to [`proxy::handle`], write the response (head and
-//! body in one write when the body is at hand). Any other request (a body, an upgrade, `Expect`,
+//! It serves the common request, a plain one without a body or with a small body that came whole
+//! with its head, on a plain or TLS connection that did not negotiate h2: read the request, hand
+//! it to [`proxy::handle`], write the response (head and body in one write when the body is at
+//! hand). Any other request (a body still arriving, chunked or over 64 KiB, an upgrade, `Expect`,
 //! CONNECT, the HTTP/2 preface, anything malformed or over a limit) ends this path: the bytes
 //! read so far and the connection go to hyper's server ([`Outcome::HandOver`]), which serves the
 //! rest of the connection exactly as it serves every connection, errors (400, 431) included.
 //!
 //! hyper's server connection task is most of what vip-l7 spends per HTTP/1.1 request around the
-//! proxying itself (`docs/benchmarks.md`, "An HTTP/1.1 server path of our own").
+//! proxying itself (`docs/benchmarks.md`, "L7 with vip-l7's own HTTP/1.1 server path").
 //!
 //! Timeouts match hyper's as vip-l7 configures it: the next request head must arrive within the
 //! listener's `header_read_timeout` (and `idle_timeout`, which is the same wait here) of the end
@@ -32,6 +33,9 @@ use crate::h1codec::{self, BodyFraming, ParsedRequest, RequestHead, ResponseTo};
 use crate::proxy::{self, ConnInfo, Shared};
 use crate::upstream::ProxyBody;
 
+/// Largest request body this path takes, when it came whole with the head (the proxy buffers
+/// bodies up to this size so that they can be retried).
+const MAX_BODY: usize = proxy::MAX_BUFFERED_BODY as usize;
 /// Room made in the read buffer before each read.
 const READ_CHUNK: usize = 8 * 1024;
 /// Response bytes gathered before a write; larger body chunks are written as they come.
@@ -79,7 +83,7 @@ where
         let deadline = Instant::now() + wait;
         let head = loop {
             if !conn.buf.is_empty() {
-                match h1codec::parse_request_head(&mut conn.buf, conn.max_head) {
+                match h1codec::parse_request_head(&mut conn.buf, conn.max_head, MAX_BODY) {
                     ParsedRequest::Head(h) => break h,
                     ParsedRequest::HandOver => return Outcome::HandOver(conn.buf.freeze()),
                     ParsedRequest::Partial => {}
@@ -153,7 +157,7 @@ where
         let head_request = head.method == Method::HEAD;
         let http11 = head.version == Version::HTTP_11;
         let keep_alive = head.keep_alive;
-        let mut req = Request::new(proxy::ReqBody::Empty);
+        let mut req = Request::new(proxy::ReqBody::Read(head.body));
         *req.method_mut() = head.method;
         *req.uri_mut() = head.uri;
         *req.version_mut() = head.version;

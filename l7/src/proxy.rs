@@ -39,14 +39,14 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// A client request's body: hyper's, or none for a request that vip-l7's own HTTP/1.1 server
-/// path read ([`crate::h1server`], which takes only requests without a body).
+/// A client request's body: hyper's, or the whole body already read by vip-l7's own HTTP/1.1
+/// server path ([`crate::h1server`]; empty for a request without one).
 #[derive(Debug)]
 pub enum ReqBody {
     /// Read by hyper's server connection.
     Hyper(Incoming),
-    /// No body.
-    Empty,
+    /// All of it, already in memory.
+    Read(Bytes),
 }
 
 impl Body for ReqBody {
@@ -59,19 +59,20 @@ impl Body for ReqBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ReqBody::Hyper(b) => Pin::new(b).poll_frame(cx),
-            ReqBody::Empty => Poll::Ready(None),
+            ReqBody::Read(b) if b.is_empty() => Poll::Ready(None),
+            ReqBody::Read(b) => Poll::Ready(Some(Ok(Frame::data(std::mem::take(b))))),
         }
     }
     fn is_end_stream(&self) -> bool {
         match self {
             ReqBody::Hyper(b) => b.is_end_stream(),
-            ReqBody::Empty => true,
+            ReqBody::Read(b) => b.is_empty(),
         }
     }
     fn size_hint(&self) -> SizeHint {
         match self {
             ReqBody::Hyper(b) => b.size_hint(),
-            ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Read(b) => SizeHint::with_exact(b.len() as u64),
         }
     }
 }
@@ -659,7 +660,10 @@ async fn forward(
             .is_some_and(|u| u <= MAX_BUFFERED_BODY);
     let mut streaming: Option<ReqBody> = None;
     let mut bytes = Bytes::new();
-    if buffered && body.is_end_stream() {
+    if let ReqBody::Read(b) = body {
+        // Read with the head (at most `MAX_BUFFERED_BODY`, so `buffered`), or none.
+        bytes = b;
+    } else if buffered && body.is_end_stream() {
         // No body (a GET): nothing to read.
     } else if buffered {
         // Boxed: rare (a GET has no body), and kept out of every request's future.

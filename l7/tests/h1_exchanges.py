@@ -4,8 +4,9 @@
 Usage: h1_exchanges.py PROXY_PORT HEADER_READ_TIMEOUT_MS
 vip-l7 on PROXY_PORT proxies the test upstream of tests/common (a JSON echo of the request;
 /chunked: a body of unknown length; /big: 1 MiB). Covers pipelining, HEAD, chunked
-and close-delimited bodies, HTTP/1.0, a request with a body in the middle of a connection (which
-vip-l7's own server path hands to hyper), Connection: close, and the wait for the next request.
+and close-delimited bodies, HTTP/1.0, a small request body sent with its head, a chunked request
+body in the middle of a connection (which vip-l7's own server path hands to hyper),
+Connection: close, and the wait for the next request.
 Prints one "... ok" line per check; exits 1 at the first failure.
 """
 import http.client
@@ -88,21 +89,25 @@ check(echo(body)["path"] == "/p3" and r.getheader("connection") == "close", f"la
 check(c.at_eof(), "connection closed after Connection: close")
 print("pipelined GET, HEAD, chunked, 1 MiB and close ok")
 
-# 2. A request with a body mid-connection goes to hyper, which serves the rest of it.
+# 2. A small body that comes with its head stays on vip-l7's path; a chunked one mid-connection
+# goes to hyper, which serves the rest of the connection.
 c = Conn()
-c.send(req("GET", "/h1"))
+c.send(req("GET", "/h1") + b"POST /h2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
 r, body = c.response()
 check(echo(body)["path"] == "/h1", "before the hand-over")
-c.send(b"POST /h2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc" + req("GET", "/h3"))
 r, body = c.response()
 e = echo(body)
-check(e["method"] == "POST" and e["path"] == "/h2" and e["body_len"] == 3, f"the request with a body: {body[:120]}")
+check(e["method"] == "POST" and e["path"] == "/h2" and e["body_len"] == 3, f"a body with its head: {body[:120]}")
+c.send(b"POST /h3 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n" + req("GET", "/h4"))
 r, body = c.response()
-check(echo(body)["path"] == "/h3", "after the hand-over, pipelined")
-c.send(req("GET", "/h4", extra="Connection: close\r\n"))
+e = echo(body)
+check(e["method"] == "POST" and e["path"] == "/h3" and e["body_len"] == 4, f"a chunked body: {body[:120]}")
 r, body = c.response()
-check(echo(body)["path"] == "/h4" and c.at_eof(), "hyper closes after Connection: close")
-print("hand-over to hyper in the middle of a connection ok")
+check(echo(body)["path"] == "/h4", "after the hand-over, pipelined")
+c.send(req("GET", "/h5", extra="Connection: close\r\n"))
+r, body = c.response()
+check(echo(body)["path"] == "/h5" and c.at_eof(), "hyper closes after Connection: close")
+print("a body with its head, and a hand-over to hyper in the middle of a connection ok")
 
 # 3. HTTP/1.0: closed after the response unless keep-alive; a body of unknown length ends with
 # the connection.
