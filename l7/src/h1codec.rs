@@ -421,6 +421,42 @@ pub fn parse_request_head(buf: &mut BytesMut, max_head: usize, max_body: usize) 
     }
 }
 
+/// Reads request heads from a buffer that fills piece by piece: [`parse_request_head`] on the
+/// first piece (which finds garbage at once), then only once the end of the head may have
+/// arrived, so a head that trickles in costs work linear in its size, not quadratic.
+#[derive(Debug, Default)]
+pub struct RequestReader {
+    /// Bytes at the start of the buffer known to hold no end of a head (0: parse on sight).
+    scanned: usize,
+}
+
+impl RequestReader {
+    /// [`parse_request_head`], or [`ParsedRequest::Partial`] without parsing when the bytes
+    /// added since the last call cannot complete the head.
+    pub fn parse(&mut self, buf: &mut BytesMut, max_head: usize, max_body: usize) -> ParsedRequest {
+        if buf.is_empty()
+            || !(self.scanned == 0 || buf.len() >= max_head || may_end_head(buf, self.scanned))
+        {
+            return ParsedRequest::Partial;
+        }
+        let parsed = parse_request_head(buf, max_head, max_body);
+        self.scanned = match parsed {
+            ParsedRequest::Partial => buf.len(),
+            _ => 0,
+        };
+        parsed
+    }
+}
+
+/// Whether `buf` may hold the end of a head (an empty line: LF LF or LF CR LF) that ends at or
+/// after `from`: the bytes before `from` are known to hold none.
+fn may_end_head(buf: &[u8], from: usize) -> bool {
+    let tail = &buf[from.saturating_sub(2).min(buf.len())..];
+    tail.iter().enumerate().any(|(i, &b)| {
+        b == b'\n' && (tail.get(i + 1) == Some(&b'\n') || tail.get(i + 1..i + 3) == Some(b"\r\n"))
+    })
+}
+
 /// The target and header fields of a request head, sharing its bytes.
 fn request_parts(
     head: &Bytes,
@@ -1049,6 +1085,20 @@ mod tests {
     }
 
     #[test]
+    fn the_end_of_a_head_is_found_across_pieces() {
+        assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: x\r\n", 0));
+        assert!(may_end_head(b"GET / HTTP/1.1\r\n\r\n", 0));
+        assert!(may_end_head(b"GET / HTTP/1.1\n\n", 0));
+        // The empty line straddles what was scanned and what is new.
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        for from in 0..=head.len() {
+            assert!(may_end_head(head, from.min(head.len() - 1)), "{from}");
+        }
+        assert!(!may_end_head(head, head.len() + 5));
+        assert!(!may_end_head(b"", 0));
+    }
+
+    #[test]
     fn a_body_that_came_with_the_head_is_split_off_with_it() {
         let (parsed, rest) =
             request(b"POST /f HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n");
@@ -1336,6 +1386,38 @@ mod tests {
                 }
                 ParsedRequest::Partial | ParsedRequest::HandOver => prop_assert_eq!(&buf[..], &raw[..]),
             }
+        }
+
+        #[test]
+        fn a_request_in_pieces_is_parsed_once_its_end_is_there(
+            fields in proptest::collection::vec(("x-[a-z]{1,6}", "[ -~]{0,20}"), 0..8),
+            cuts in proptest::collection::vec(1usize..40, 1..30),
+            bare_lf in any::<bool>(),
+        ) {
+            let eol = if bare_lf { "\n" } else { "\r\n" };
+            let mut raw = format!("GET /p HTTP/1.1{eol}");
+            for (k, v) in &fields {
+                raw.push_str(&format!("{k}: {v}{eol}"));
+            }
+            raw.push_str(eol);
+            let raw = raw.into_bytes();
+            let (mut buf, mut reader, mut fed, mut parses) = (BytesMut::new(), RequestReader::default(), 0, 0);
+            let mut cuts = cuts.into_iter().cycle();
+            let head = loop {
+                let n = cuts.next().unwrap().min(raw.len() - fed);
+                buf.extend_from_slice(&raw[fed..fed + n]);
+                fed += n;
+                parses += usize::from(reader.scanned == 0 || may_end_head(&buf, reader.scanned));
+                match reader.parse(&mut buf, 8192, 16) {
+                    ParsedRequest::Head(h) => break h,
+                    ParsedRequest::Partial => {}
+                    ParsedRequest::HandOver => panic!("a plain request"),
+                }
+                prop_assert!(fed < raw.len(), "the whole head is in and was not parsed");
+            };
+            prop_assert!(parses <= 2, "{} parses", parses);
+            prop_assert_eq!(head.headers.len(), fields.len());
+            prop_assert!(buf.is_empty());
         }
 
         #[test]
