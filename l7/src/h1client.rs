@@ -135,19 +135,28 @@ impl H1Conn {
             self.wbuf = Vec::with_capacity(1024); // do not keep a large body's buffer
         }
         let head_request = method == Method::HEAD;
+        // Bytes of `buf` known to hold no end of a head: a head that trickles in is parsed
+        // again only once its end may have arrived (linear work in its size, not quadratic).
+        let mut scanned = 0;
         loop {
             // Nothing to parse yet (the usual case right after the write): read first.
-            let parsed = if self.buf.is_empty() {
+            let parsed = if self.buf.is_empty()
+                || (scanned > 0
+                    && self.buf.len() <= h1codec::MAX_HEAD
+                    && !h1codec::may_end_head(&self.buf, scanned))
+            {
                 None
             } else {
                 h1codec::parse_response_head(&mut self.buf, head_request)?
             };
+            scanned = self.buf.len();
             match parsed {
                 Some(head)
                     if head.status.is_informational()
                         && head.status != StatusCode::SWITCHING_PROTOCOLS =>
                 {
-                    continue
+                    scanned = 0;
+                    continue;
                 }
                 Some(head) => {
                     let body = H1Body::new(self, head.framing, head.keep_alive);

@@ -450,7 +450,7 @@ impl RequestReader {
 
 /// Whether `buf` may hold the end of a head (an empty line: LF LF or LF CR LF) that ends at or
 /// after `from`: the bytes before `from` are known to hold none.
-fn may_end_head(buf: &[u8], from: usize) -> bool {
+pub(crate) fn may_end_head(buf: &[u8], from: usize) -> bool {
     let tail = &buf[from.saturating_sub(2).min(buf.len())..];
     tail.iter().enumerate().any(|(i, &b)| {
         b == b'\n' && (tail.get(i + 1) == Some(&b'\n') || tail.get(i + 1..i + 3) == Some(b"\r\n"))

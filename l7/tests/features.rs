@@ -1337,6 +1337,17 @@ async fn scripted_h1_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<
                         "/head" => b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
                         "/bye" => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye",
                         "/short" => b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+                        "/trickle" => {
+                            // The head in 3-byte pieces: its empty line arrives split.
+                            let answer = b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 7\r\n\r\ntrickle";
+                            for piece in answer.chunks(3) {
+                                if s.write_all(piece).await.is_err() {
+                                    return;
+                                }
+                                tokio::time::sleep(Duration::from_millis(2)).await;
+                            }
+                            continue;
+                        }
                         "/big" => {
                             let mut big = b"HTTP/1.1 200 OK\r\nContent-Length: 3000000\r\n\r\n".to_vec();
                             big.resize(big.len() + 3_000_000, b'z');
@@ -1367,7 +1378,7 @@ async fn scripted_h1_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<
 }
 
 /// vip-l7's own HTTP/1.1 client (h1client): keep-alive reuse, chunked and close-delimited
-/// bodies, 1xx before the final response, HEAD, a pooled connection the upstream has closed,
+/// bodies, 1xx before the final response, a head in small pieces, HEAD, a pooled connection the upstream has closed,
 /// and invalid or truncated responses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_http1_client_framing_reuse_and_bad_responses() {
@@ -1394,6 +1405,8 @@ async fn own_http1_client_framing_reuse_and_bad_responses() {
     // Chunked with an extension and trailers; 100 Continue skipped.
     assert_eq!(get(&[&url("/chunked")]).0, "hello world 200");
     assert_eq!(get(&[&url("/continue")]).0, "ok 200");
+    // A head that trickles in, its empty line split across reads.
+    assert_eq!(get(&[&url("/trickle")]).0, "trickle 200");
     assert_eq!(conns.load(Ordering::SeqCst), 1, "still the one connection");
     // HEAD: no body is waited for, whatever Content-Length says.
     let (out, err) = get(&["-I", &url("/head")]);
