@@ -135,27 +135,22 @@ impl H1Conn {
             self.wbuf = Vec::with_capacity(1024); // do not keep a large body's buffer
         }
         let head_request = method == Method::HEAD;
-        // Bytes of `buf` known to hold no end of a head: a head that trickles in is parsed
-        // again only once its end may have arrived (linear work in its size, not quadratic).
-        let mut scanned = 0;
+        // A head that trickles in is parsed again only once its end may have arrived.
+        let mut gate = h1codec::HeadGate::default();
         loop {
-            // Nothing to parse yet (the usual case right after the write): read first.
-            let parsed = if self.buf.is_empty()
-                || (scanned > 0
-                    && self.buf.len() <= h1codec::MAX_HEAD
-                    && !h1codec::may_end_head(&self.buf, scanned))
-            {
-                None
-            } else {
+            // Nothing to parse yet (the usual case right after the write): read first. Over
+            // MAX_HEAD bytes, the parse reports the head as too large.
+            let parsed = if gate.worth_parsing(&self.buf, h1codec::MAX_HEAD + 1) {
                 h1codec::parse_response_head(&mut self.buf, head_request)?
+            } else {
+                None
             };
-            scanned = self.buf.len();
             match parsed {
                 Some(head)
                     if head.status.is_informational()
                         && head.status != StatusCode::SWITCHING_PROTOCOLS =>
                 {
-                    scanned = 0;
+                    gate.reset();
                     continue;
                 }
                 Some(head) => {
@@ -163,6 +158,7 @@ impl H1Conn {
                     return Ok(Response { head, body });
                 }
                 None => {
+                    gate.incomplete(self.buf.len());
                     if self.fill().await.map_err(H1Error::Read)? == 0 {
                         return Err(H1Error::Read(io::ErrorKind::UnexpectedEof.into()));
                     }

@@ -421,36 +421,40 @@ pub fn parse_request_head(buf: &mut BytesMut, max_head: usize, max_body: usize) 
     }
 }
 
-/// Reads request heads from a buffer that fills piece by piece: [`parse_request_head`] on the
-/// first piece (which finds garbage at once), then only once the end of the head may have
-/// arrived, so a head that trickles in costs work linear in its size, not quadratic.
+/// Whether a head that arrives piece by piece is worth parsing again. Heads are parsed from
+/// their start, so parsing after every read would cost work quadratic in a trickled head's size;
+/// with the gate, a head is parsed on the first piece (garbage is found at once) and then only
+/// once its end may have arrived. Used by the server path for request heads and by the upstream
+/// client for response heads.
 #[derive(Debug, Default)]
-pub struct RequestReader {
+pub struct HeadGate {
     /// Bytes at the start of the buffer known to hold no end of a head (0: parse on sight).
     scanned: usize,
 }
 
-impl RequestReader {
-    /// [`parse_request_head`], or [`ParsedRequest::Partial`] without parsing when the bytes
-    /// added since the last call cannot complete the head.
-    pub fn parse(&mut self, buf: &mut BytesMut, max_head: usize, max_body: usize) -> ParsedRequest {
-        if buf.is_empty()
-            || !(self.scanned == 0 || buf.len() >= max_head || may_end_head(buf, self.scanned))
-        {
-            return ParsedRequest::Partial;
-        }
-        let parsed = parse_request_head(buf, max_head, max_body);
-        self.scanned = match parsed {
-            ParsedRequest::Partial => buf.len(),
-            _ => 0,
-        };
-        parsed
+impl HeadGate {
+    /// Whether parsing `buf` can find more than the last parse did: a first look, `buf` has
+    /// reached `limit` (the parse then reports the head as too large), or an empty line may
+    /// have arrived since.
+    pub fn worth_parsing(&self, buf: &[u8], limit: usize) -> bool {
+        !buf.is_empty()
+            && (self.scanned == 0 || buf.len() >= limit || may_end_head(buf, self.scanned))
+    }
+
+    /// The last parse found no complete head in these `len` bytes.
+    pub fn incomplete(&mut self, len: usize) {
+        self.scanned = len;
+    }
+
+    /// A head was parsed: the next one is looked at afresh.
+    pub fn reset(&mut self) {
+        self.scanned = 0;
     }
 }
 
 /// Whether `buf` may hold the end of a head (an empty line: LF LF or LF CR LF) that ends at or
 /// after `from`: the bytes before `from` are known to hold none.
-pub(crate) fn may_end_head(buf: &[u8], from: usize) -> bool {
+fn may_end_head(buf: &[u8], from: usize) -> bool {
     let tail = &buf[from.saturating_sub(2).min(buf.len())..];
     tail.iter().enumerate().any(|(i, &b)| {
         b == b'\n' && (tail.get(i + 1) == Some(&b'\n') || tail.get(i + 1..i + 3) == Some(b"\r\n"))
@@ -1041,6 +1045,15 @@ mod tests {
         out
     }
 
+    /// `GET /p` with these fields, lines ended by `eol`, and the empty line.
+    fn request_text(fields: &[(String, String)], eol: &str) -> String {
+        let mut raw = format!("GET /p HTTP/1.1{eol}");
+        for (k, v) in fields {
+            raw.push_str(&format!("{k}: {v}{eol}"));
+        }
+        raw + eol
+    }
+
     fn request(raw: &[u8]) -> (ParsedRequest, BytesMut) {
         let mut buf = BytesMut::from(raw);
         let parsed = parse_request_head(&mut buf, 8192, 16);
@@ -1394,24 +1407,20 @@ mod tests {
             cuts in proptest::collection::vec(1usize..40, 1..30),
             bare_lf in any::<bool>(),
         ) {
-            let eol = if bare_lf { "\n" } else { "\r\n" };
-            let mut raw = format!("GET /p HTTP/1.1{eol}");
-            for (k, v) in &fields {
-                raw.push_str(&format!("{k}: {v}{eol}"));
-            }
-            raw.push_str(eol);
-            let raw = raw.into_bytes();
-            let (mut buf, mut reader, mut fed, mut parses) = (BytesMut::new(), RequestReader::default(), 0, 0);
+            let raw = request_text(&fields, if bare_lf { "\n" } else { "\r\n" }).into_bytes();
+            let (mut buf, mut gate, mut fed, mut parses) = (BytesMut::new(), HeadGate::default(), 0, 0);
             let mut cuts = cuts.into_iter().cycle();
             let head = loop {
                 let n = cuts.next().unwrap().min(raw.len() - fed);
                 buf.extend_from_slice(&raw[fed..fed + n]);
                 fed += n;
-                parses += usize::from(reader.scanned == 0 || may_end_head(&buf, reader.scanned));
-                match reader.parse(&mut buf, 8192, 16) {
-                    ParsedRequest::Head(h) => break h,
-                    ParsedRequest::Partial => {}
-                    ParsedRequest::HandOver => panic!("a plain request"),
+                if gate.worth_parsing(&buf, 8192) {
+                    parses += 1;
+                    match parse_request_head(&mut buf, 8192, 16) {
+                        ParsedRequest::Head(h) => break h,
+                        ParsedRequest::Partial => gate.incomplete(buf.len()),
+                        ParsedRequest::HandOver => panic!("a plain request"),
+                    }
                 }
                 prop_assert!(fed < raw.len(), "the whole head is in and was not parsed");
             };
@@ -1425,11 +1434,7 @@ mod tests {
             fields in proptest::collection::vec(("x-[a-z]{1,6}", "[ -~]{0,20}"), 0..8),
             cut in 0usize..400,
         ) {
-            let mut raw = String::from("GET /p HTTP/1.1\r\n");
-            for (k, v) in &fields {
-                raw.push_str(&format!("{k}: {v}\r\n"));
-            }
-            raw.push_str("\r\nGET /q HTTP/1.1\r\n");
+            let raw = request_text(&fields, "\r\n") + "GET /q HTTP/1.1\r\n";
             let cut = cut.min(raw.len());
             let mut early = BytesMut::from(&raw[..cut]);
             let early = parse_request_head(&mut early, 8192, 16);

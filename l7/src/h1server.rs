@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::h1codec::{self, BodyFraming, ParsedRequest, RequestHead, RequestReader, ResponseTo};
+use crate::h1codec::{self, BodyFraming, HeadGate, ParsedRequest, RequestHead, ResponseTo};
 use crate::proxy::{self, ConnInfo, Shared};
 use crate::upstream::ProxyBody;
 
@@ -81,12 +81,14 @@ where
     let mut timer = Box::pin(tokio::time::sleep(wait));
     loop {
         let deadline = Instant::now() + wait;
-        let mut reader = RequestReader::default();
+        let mut gate = HeadGate::default();
         let head = loop {
-            match reader.parse(&mut conn.buf, conn.max_head, MAX_BODY) {
-                ParsedRequest::Head(h) => break h,
-                ParsedRequest::HandOver => return Outcome::HandOver(conn.buf.freeze()),
-                ParsedRequest::Partial => {}
+            if gate.worth_parsing(&conn.buf, conn.max_head) {
+                match h1codec::parse_request_head(&mut conn.buf, conn.max_head, MAX_BODY) {
+                    ParsedRequest::Head(h) => break h,
+                    ParsedRequest::HandOver => return Outcome::HandOver(conn.buf.freeze()),
+                    ParsedRequest::Partial => gate.incomplete(conn.buf.len()),
+                }
             }
             let read = tokio::select! {
                 biased;
