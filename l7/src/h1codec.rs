@@ -116,19 +116,8 @@ pub fn parse_response_head(
     let status = StatusCode::from_u16(resp.code.unwrap_or(0))
         .map_err(|_| CodecError::Malformed(httparse::Error::Status))?;
 
-    // Offsets now (the fields borrow `buf`); names and values from the frozen head below. Inline
-    // storage, not a Vec per response, left uninitialised until used: zeroing all MAX_HEADERS
-    // slots would cost more than parsing a typical head.
-    let base = buf.as_ptr() as usize;
-    let mut spans: SmallVec<[(usize, usize, usize, usize); MAX_HEADERS]> = SmallVec::new();
-    spans.extend(resp.headers.iter().map(|f| {
-        (
-            f.name.as_ptr() as usize - base,
-            f.name.len(),
-            f.value.as_ptr() as usize - base,
-            f.value.len(),
-        )
-    }));
+    // Offsets now (the fields borrow `buf`); names and values from the frozen head below.
+    let spans = field_spans(buf, resp.headers);
     let head = buf.split_to(len).freeze();
 
     let mut headers = HeaderMap::with_capacity(spans.len());
@@ -215,6 +204,29 @@ pub fn parse_response_head(
         framing,
         keep_alive,
     }))
+}
+
+/// Where each field's name and value are in the parsed buffer: (name offset, name length,
+/// value offset, value length), so that they can be sliced from the frozen head once the fields
+/// no longer borrow the buffer.
+type FieldSpans = SmallVec<[(usize, usize, usize, usize); MAX_HEADERS]>;
+
+/// The spans of `fields`, which httparse parsed out of `buf`. Inline storage, not a Vec per head,
+/// left uninitialised until used: zeroing all MAX_HEADERS slots would cost more than parsing a
+/// typical head.
+fn field_spans(buf: &[u8], fields: &[httparse::Header<'_>]) -> FieldSpans {
+    let base = buf.as_ptr() as usize;
+    fields
+        .iter()
+        .map(|f| {
+            (
+                f.name.as_ptr() as usize - base,
+                f.name.len(),
+                f.value.as_ptr() as usize - base,
+                f.value.len(),
+            )
+        })
+        .collect()
 }
 
 /// A field value httparse has accepted, sharing the head's buffer, without checking its bytes a
@@ -353,17 +365,8 @@ pub fn parse_request_head(buf: &mut BytesMut, max_head: usize, max_body: usize) 
     } else {
         Version::HTTP_11
     };
-    let base = buf.as_ptr() as usize;
-    let path_span = (path.as_ptr() as usize - base, path.len());
-    let mut spans: SmallVec<[(usize, usize, usize, usize); MAX_HEADERS]> = SmallVec::new();
-    spans.extend(req.headers.iter().map(|f| {
-        (
-            f.name.as_ptr() as usize - base,
-            f.name.len(),
-            f.value.as_ptr() as usize - base,
-            f.value.len(),
-        )
-    }));
+    let path_span = (path.as_ptr() as usize - buf.as_ptr() as usize, path.len());
+    let spans = field_spans(buf, req.headers);
 
     // Decide on the raw bytes first: a hand-over leaves the buffer as it was.
     let (mut close, mut keep_alive_token) = (false, false);
