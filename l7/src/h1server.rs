@@ -163,7 +163,11 @@ where
         *req.uri_mut() = head.uri;
         *req.version_mut() = head.version;
         *req.headers_mut() = head.headers;
-        let mut handling = proxy::handle(self.shared.clone(), self.info.clone(), req);
+        let mut handling = std::pin::pin!(proxy::handle_request(
+            self.shared.clone(),
+            self.info.clone(),
+            req
+        ));
         // While the request is in flight, reading on finds a client that went away (EOF, as
         // hyper does): the request is dropped, which cancels it upstream. Pipelined requests
         // are kept, up to a head's worth.
@@ -182,7 +186,6 @@ where
             Ok(r) => r,
             Err(never) => match never {},
         };
-        drop(handling);
         let (parts, mut body) = resp.into_parts();
         let to = ResponseTo {
             head_request,

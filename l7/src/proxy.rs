@@ -465,7 +465,10 @@ pub fn handle(shared: Arc<Shared>, info: Arc<ConnInfo>, req: Request<ReqBody>) -
     Box::pin(handle_request(shared, info, req))
 }
 
-async fn handle_request(
+/// [`handle`] unboxed, for a caller that pins it in its own state (vip-l7's HTTP/1.1 server path,
+/// one request at a time per connection): no allocation, and no copy of the state into a box,
+/// per request.
+pub async fn handle_request(
     shared: Arc<Shared>,
     info: Arc<ConnInfo>,
     req: Request<ReqBody>,
