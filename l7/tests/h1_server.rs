@@ -121,3 +121,100 @@ async fn a_client_that_leaves_cancels_its_request() {
     .await;
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
+
+/// A client that stops reading in the middle of a response: once a write has waited the
+/// listener's idle timeout, the connection is closed and the upstream exchange with it, instead
+/// of both being held until TCP gives up (nginx's `send_timeout`, HAProxy's `timeout client`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_after_the_idle_timeout() {
+    let up = Upstream::start("u").await;
+    let (http, slow, mport) = (free_port(), free_port(), free_port());
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\naccess_log = false\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n\
+         [[listeners]]\naddress = \"127.0.0.1:{http}\"\nidle_timeout_ms = 1000\n\
+         [[listeners]]\naddress = \"127.0.0.1:{slow}\"\nidle_timeout_ms = 5000\nheader_read_timeout_ms = 300\n\
+         [[routes]]\ncluster = \"web\"\n\
+         [clusters.web]\n[[clusters.web.upstreams]]\naddress = \"{}\"\n",
+        up.addr
+    );
+    let _l7 = L7::start_with(
+        tempfile::tempdir().unwrap(),
+        &cfg,
+        &[http, slow, mport],
+        &["--threads", "1"],
+    );
+    let active = "vip_l7_upstream_active_requests{";
+
+    // A small receive window and a 16 MiB response: more than the sockets on its way buffer.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut c = socket.connect(([127, 0, 0, 1], http).into()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut c, b"GET /big/16 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    eventually("the response is under way", Duration::from_secs(5), || {
+        metric(mport, active) == 1.0
+    })
+    .await;
+    let t = Instant::now();
+    // Not read from, the response stalls; vip-l7 gives up on it after the idle timeout.
+    eventually(
+        "the stalled response is dropped",
+        Duration::from_secs(10),
+        || metric(mport, active) == 0.0,
+    )
+    .await;
+    let waited = t.elapsed();
+    assert!(waited >= Duration::from_millis(700), "{waited:?}");
+    // The client finds the connection closed after part of the response.
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut c, &mut got),
+    )
+    .await
+    .expect("the connection is closed");
+    assert!(
+        read.is_err() || got.len() < (16 << 20),
+        "{} bytes",
+        got.len()
+    );
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+
+    // A write that stalls for a while and then completes: the wait for the next request head is
+    // still the header read timeout (300 ms) from the end of the response, not what is left of
+    // the stalled write's idle timeout (5 s).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut c = socket.connect(([127, 0, 0, 1], slow).into()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut c, b"GET /big/16 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    let whole = loop {
+        let n = tokio::io::AsyncReadExt::read(&mut c, &mut chunk)
+            .await
+            .unwrap();
+        assert!(n > 0, "closed after {} bytes", got.len());
+        got.extend_from_slice(&chunk[..n]);
+        if let Some(head) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            if got.len() == head + 4 + (16 << 20) {
+                break Instant::now();
+            }
+        }
+    };
+    let n = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read(&mut c, &mut chunk),
+    )
+    .await
+    .expect("the idle connection is closed");
+    assert_eq!(n.unwrap(), 0);
+    let idle = whole.elapsed();
+    assert!(
+        idle < Duration::from_secs(2),
+        "closed {idle:?} after the response"
+    );
+}

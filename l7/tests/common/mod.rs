@@ -211,6 +211,11 @@ async fn upstream_handle(name: String, req: Request<Incoming>) -> Response<Body>
     if path == "/big" {
         return Response::new(full(vec![b'x'; 1 << 20]));
     }
+    if let Some(mib) = path.strip_prefix("/big/") {
+        // More than socket buffers hold (Linux: up to 4 MiB each way), at most 64 MiB.
+        let mib = mib.parse::<usize>().unwrap_or(1).min(64);
+        return Response::new(full(vec![b'x'; mib << 20]));
+    }
     if path == "/chunked" {
         // A body of unknown length: sent chunked over HTTP/1.1.
         return Response::new(Chunks(vec![&b"chunk one, "[..], b"two, ", b"three"]).boxed());
