@@ -23,6 +23,7 @@
 //! idle_timeout_ms = 60000               # no request in flight this long: close (h2: GOAWAY)
 //! max_header_bytes = 16384              # 431 above
 //! max_uri_bytes = 8192                  # 414 above
+//! request_id_in_response = false        # also send X-Request-Id back on proxied responses
 //! [[listeners.certificates]]            # the first one is the default when SNI matches none
 //! cert = "/etc/vipd/www.pem"
 //! key = "/etc/vipd/www.key"
@@ -151,6 +152,8 @@ struct RawListener {
     idle_timeout_ms: Option<u64>,
     max_header_bytes: Option<usize>,
     max_uri_bytes: Option<usize>,
+    #[serde(default)]
+    request_id_in_response: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -314,6 +317,10 @@ pub struct Listener {
     pub max_header_bytes: usize,
     /// Longest request target (414 above).
     pub max_uri_bytes: usize,
+    /// Whether proxied responses carry the request's X-Request-Id back to the client (Envoy's
+    /// `always_set_request_id_in_response`; off by default, as there and in HAProxy and nginx).
+    /// Responses vip-l7 makes itself (502, 503, 429, ...) always carry it.
+    pub request_id_in_response: bool,
 }
 
 impl Listener {
@@ -680,6 +687,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
             })?,
             max_header_bytes,
             max_uri_bytes: l.max_uri_bytes.unwrap_or(8192),
+            request_id_in_response: l.request_id_in_response,
         });
     }
 
@@ -1140,6 +1148,7 @@ header_read_timeout_ms = 10000
 idle_timeout_ms = 60000
 max_header_bytes = 16384
 max_uri_bytes = 8192
+request_id_in_response = true
 [[routes]]
 host = "*.example.com"
 path_prefix = "/api"

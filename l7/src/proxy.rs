@@ -259,6 +259,16 @@ fn empty_body() -> ProxyBody {
         .boxed()
 }
 
+/// Sets the request's X-Request-Id on a proxied response when the listener says so
+/// (`request_id_in_response`, replacing one the upstream sent); otherwise the response goes
+/// back with whatever the upstream sent. Responses vip-l7 makes itself ([`local_response`])
+/// always carry the id: it is what ties the client's error to vip-l7's access log.
+fn echo_request_id(h: &mut HeaderMap, info: &ConnInfo, request_id: &HeaderValue) {
+    if info.listener.request_id_in_response {
+        h.insert(X_REQUEST_ID, request_id.clone());
+    }
+}
+
 fn local_response(status: StatusCode, msg: &str, request_id: &HeaderValue) -> Response<ProxyBody> {
     let mut r = Response::new(text_body(format!("{msg}\n")));
     *r.status_mut() = status;
@@ -833,13 +843,13 @@ async fn forward(
                         });
                         let (parts, _) = resp.into_parts();
                         let mut r = Response::from_parts(parts, text_body(Bytes::new()));
-                        r.headers_mut().insert(X_REQUEST_ID, request_id.clone());
+                        echo_request_id(r.headers_mut(), info, request_id);
                         return named(r, Some(idx));
                     }
                 }
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                parts.headers.insert(X_REQUEST_ID, request_id.clone());
+                echo_request_id(&mut parts.headers, info, request_id);
                 if let Some(name) = &cluster.cfg.sticky_cookie {
                     if sticky_index != Some(idx) {
                         let v = format!("{name}={}; Path=/; HttpOnly", sticky_value(&up.name));
@@ -1383,7 +1393,7 @@ async fn websocket_tunnel(
             // A refusal (401, 403, 404, ...) goes back as it is.
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            parts.headers.insert(X_REQUEST_ID, request_id.clone());
+            echo_request_id(&mut parts.headers, info, request_id);
             let body = Guarded {
                 inner: body,
                 _active: active_guard,
@@ -1417,7 +1427,7 @@ async fn websocket_tunnel(
                 r.headers_mut().insert(name, v.clone());
             }
         }
-        r.headers_mut().insert(X_REQUEST_ID, request_id.clone());
+        echo_request_id(r.headers_mut(), info, request_id);
         return named(r, Some(idx));
     }
     metrics.rejected("upstream_error");
@@ -1596,6 +1606,7 @@ mod tests {
             idle_timeout: Duration::from_secs(1),
             max_header_bytes: 8192,
             max_uri_bytes: 8192,
+            request_id_in_response: false,
         });
         let info = ConnInfo::new("192.0.2.7:5000".parse().unwrap(), true, listener);
         let id = HeaderValue::from_static("abc");

@@ -34,6 +34,7 @@ async fn curl_h1_h2_tls_sni_and_forwarded_headers() {
 socket = "ADMIN"
 [[listeners]]
 address = "127.0.0.1:{http}"
+request_id_in_response = true
 [[listeners]]
 address = "127.0.0.1:{https}"
 tls = true
@@ -123,6 +124,20 @@ cluster = "web"
             assert_eq!(v["headers"]["x-forwarded-proto"], "https");
         }
     }
+    // This listener keeps the default: the request id goes upstream, not back to the client.
+    for flag in ["--http2", "--http1.1"] {
+        let (ok, out, err) = curl(&["-ski", flag, &format!("https://127.0.0.1:{https}/id")]);
+        assert!(ok, "{err}");
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(" 200"), "{head}");
+        assert!(!head.to_lowercase().contains("x-request-id"), "{head}");
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            v["headers"]["x-request-id"].as_str().map(str::len),
+            Some(32),
+            "{v}"
+        );
+    }
     // Only a.test's certificate is valid for a.test: trusting b alone must fail for a.test.
     let (ok, _, _) = curl(&[
         "--cacert",
@@ -186,6 +201,7 @@ async fn python_client_websocket_echo() {
 socket = "ADMIN"
 [[listeners]]
 address = "127.0.0.1:{http}"
+request_id_in_response = true
 [[routes]]
 cluster = "ws"
 [clusters.ws]

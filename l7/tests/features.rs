@@ -579,6 +579,7 @@ async fn websocket_over_h2_extended_connect() {
     // A short idle timeout: the open tunnel must keep the connection up past it.
     let cfg = format!(
         "[admin]\nsocket = \"ADMIN\"\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\nidle_timeout_ms = 600\n\
+         request_id_in_response = true\n\
          [[listeners]]\naddress = \"127.0.0.1:{tls_port}\"\ntls = true\n\
          [[listeners.certificates]]\ncert = \"{}\"\nkey = \"{}\"\nnames = [\"ws.test\"]\n\
          [[routes]]\npath_prefix = \"/chat\"\ncluster = \"ws\"\n[[routes]]\ncluster = \"h2only\"\n{}{}",
@@ -890,6 +891,7 @@ async fn websocket_to_h2_upstreams_is_an_extended_connect() {
     // detector that would eject one at its first counted failure.
     let cfg = format!(
         "[admin]\nsocket = \"ADMIN\"\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\
+         request_id_in_response = true\n\
          [[routes]]\npath_prefix = \"/noproto\"\ncluster = \"noproto\"\n\
          [[routes]]\ncluster = \"ws2\"\n{}{}",
         cluster("ws2", "protocol = \"h2\"", &[&echo.addr.to_string()]),
