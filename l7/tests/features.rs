@@ -655,23 +655,10 @@ async fn websocket_over_h2_extended_connect() {
     assert!(r.is_ok(), "connection not closed after the tunnels ended");
 
     // Over TLS with ALPN h2, as browsers do it.
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(&cert).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tls_port))
         .await
         .unwrap();
-    let s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+    let s = tls_connector(&cert, &[b"h2"])
         .connect(
             rustls::pki_types::ServerName::try_from("ws.test").unwrap(),
             tcp,

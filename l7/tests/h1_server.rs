@@ -128,44 +128,60 @@ async fn a_client_that_leaves_cancels_its_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_closed_after_the_idle_timeout() {
     let up = Upstream::start("u").await;
-    let (http, slow, mport) = (free_port(), free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path(), "t", &["t.test"]);
+    let (http, https, slow, mport) = (free_port(), free_port(), free_port(), free_port());
     let cfg = format!(
         "[admin]\nsocket = \"ADMIN\"\naccess_log = false\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n\
          [[listeners]]\naddress = \"127.0.0.1:{http}\"\nidle_timeout_ms = 1000\n\
+         [[listeners]]\naddress = \"127.0.0.1:{https}\"\nidle_timeout_ms = 1000\ntls = true\n\
+         [[listeners.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n\
          [[listeners]]\naddress = \"127.0.0.1:{slow}\"\nidle_timeout_ms = 5000\nheader_read_timeout_ms = 300\n\
          [[routes]]\ncluster = \"web\"\n\
          [clusters.web]\n[[clusters.web.upstreams]]\naddress = \"{}\"\n",
+        cert.display(),
+        key.display(),
         up.addr
     );
-    let _l7 = L7::start_with(
-        tempfile::tempdir().unwrap(),
-        &cfg,
-        &[http, slow, mport],
-        &["--threads", "1"],
-    );
+    let _l7 = L7::start_with(dir, &cfg, &[http, https, slow, mport], &["--threads", "1"]);
     let active = "vip_l7_upstream_active_requests{";
+    let request = b"GET /big/16 HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Not read from, the response stalls; vip-l7 gives up on it after the idle timeout.
+    let stalls = || async {
+        eventually("the response is under way", Duration::from_secs(5), || {
+            metric(mport, active) == 1.0
+        })
+        .await;
+        let t = Instant::now();
+        eventually(
+            "the stalled response is dropped",
+            Duration::from_secs(10),
+            || metric(mport, active) == 0.0,
+        )
+        .await;
+        let waited = t.elapsed();
+        assert!(waited >= Duration::from_millis(700), "{waited:?}");
+    };
 
-    // A small receive window and a 16 MiB response: more than the sockets on its way buffer.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut c = socket.connect(([127, 0, 0, 1], http).into()).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut c, b"GET /big/16 HTTP/1.1\r\nHost: x\r\n\r\n")
+    // Over TLS: the flushes of rustls's records are bounded the same way.
+    let mut tls = tls_connector(&cert, &[b"http/1.1"])
+        .connect(
+            rustls::pki_types::ServerName::try_from("t.test").unwrap(),
+            small_window(https).await,
+        )
         .await
         .unwrap();
-    eventually("the response is under way", Duration::from_secs(5), || {
-        metric(mport, active) == 1.0
-    })
-    .await;
-    let t = Instant::now();
-    // Not read from, the response stalls; vip-l7 gives up on it after the idle timeout.
-    eventually(
-        "the stalled response is dropped",
-        Duration::from_secs(10),
-        || metric(mport, active) == 0.0,
-    )
-    .await;
-    let waited = t.elapsed();
-    assert!(waited >= Duration::from_millis(700), "{waited:?}");
+    tokio::io::AsyncWriteExt::write_all(&mut tls, request)
+        .await
+        .unwrap();
+    stalls().await;
+    drop(tls);
+
+    let mut c = small_window(http).await;
+    tokio::io::AsyncWriteExt::write_all(&mut c, request)
+        .await
+        .unwrap();
+    stalls().await;
     // The client finds the connection closed after part of the response.
     let mut got = Vec::new();
     let read = tokio::time::timeout(
@@ -184,9 +200,7 @@ async fn a_client_that_stops_reading_is_closed_after_the_idle_timeout() {
     // A write that stalls for a while and then completes: the wait for the next request head is
     // still the header read timeout (300 ms) from the end of the response, not what is left of
     // the stalled write's idle timeout (5 s).
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut c = socket.connect(([127, 0, 0, 1], slow).into()).await.unwrap();
+    let mut c = small_window(slow).await;
     tokio::io::AsyncWriteExt::write_all(&mut c, b"GET /big/16 HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
@@ -217,4 +231,12 @@ async fn a_client_that_stops_reading_is_closed_after_the_idle_timeout() {
         idle < Duration::from_secs(2),
         "closed {idle:?} after the response"
     );
+}
+
+/// A client socket with a small receive window (4 KiB), connected to `port`: with a 16 MiB
+/// response, more than the sockets on its way buffer, its writer stalls when it stops reading.
+async fn small_window(port: u16) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(([127, 0, 0, 1], port).into()).await.unwrap()
 }

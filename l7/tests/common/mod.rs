@@ -44,6 +44,24 @@ pub fn tls_acceptor(cert: &Path, key: &Path, alpn: &[&[u8]]) -> tokio_rustls::Tl
     tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
 }
 
+/// A TLS client that trusts the certificates in `cert` (PEM), TLS 1.2 and 1.3, `alpn` offered.
+pub fn tls_connector(cert: &Path, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
 /// A running vip-l7; killed on drop.
 pub struct L7 {
     pub child: Child,
