@@ -310,8 +310,8 @@ pub struct Listener {
     /// previous response on a keep-alive connection (so it is also the h1 idle timeout).
     pub header_read_timeout: Duration,
     /// A client connection (h1 or h2) with no request in flight for this long is closed; on h2
-    /// with a GOAWAY. On vip-l7's own HTTP/1.1 path, also how long a response write may wait for
-    /// a client that takes none of it before the connection is closed.
+    /// with a GOAWAY. Also how long a write to a client that takes none of it may wait before
+    /// the connection is closed ([`crate::stall::WriteStall`]).
     pub idle_timeout: Duration,
     /// Largest request head (431 above).
     pub max_header_bytes: usize,

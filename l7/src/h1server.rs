@@ -12,12 +12,10 @@
 //! hyper's server connection task is most of what vip-l7 spends per HTTP/1.1 request around the
 //! proxying itself (`docs/benchmarks.md`, "L7 with vip-l7's own HTTP/1.1 server path").
 //!
-//! Timeouts: as with hyper's server as vip-l7 configures it, the next request head must arrive
-//! within the listener's `header_read_timeout` (and `idle_timeout`, which is the same wait here)
-//! of the end of the previous response, and a listener stop closes the connection between
-//! requests. Unlike hyper's, a response write that the client takes nothing of for the
-//! listener's `idle_timeout` closes the connection (nginx's `send_timeout`, HAProxy's `timeout
-//! client`): a client that stops reading does not hold its upstream exchange until TCP gives up.
+//! Timeouts match hyper's as vip-l7 configures it: the next request head must arrive within the
+//! listener's `header_read_timeout` (and `idle_timeout`, which is the same wait here) of the end
+//! of the previous response; a listener stop closes the connection between requests. Writes to
+//! a client that stops reading are bounded below this path, by [`crate::stall::WriteStall`].
 
 use std::cell::RefCell;
 use std::pin::Pin;
@@ -70,20 +68,18 @@ where
 {
     let listener = &info.listener;
     let wait = listener.header_read_timeout.min(listener.idle_timeout);
-    // One timer per connection, moved only when it fires early (see `expire`), not per request.
-    let timer = Box::pin(tokio::time::sleep(wait));
     let mut conn = Conn {
         io,
         shared,
         info,
-        timer,
-        write_wait: listener.idle_timeout,
         buf: BytesMut::new(),
         out: Vec::new(),
         // hyper's read buffer limit as vip-l7 configures it (`server::http_builder`): a head
         // that does not fit is handed over, and hyper answers 431.
         max_head: listener.max_header_bytes.max(8192),
     };
+    // One timer per connection, moved only when it fires early (see `expire`), not per request.
+    let mut timer = Box::pin(tokio::time::sleep(wait));
     loop {
         let deadline = Instant::now() + wait;
         let mut gate = HeadGate::default();
@@ -97,9 +93,9 @@ where
             }
             let read = tokio::select! {
                 biased;
-                r = read_into(&mut *conn.io, &mut conn.buf) => r,
+                r = conn.read() => r,
                 _ = stop.changed() => return Outcome::Closed,
-                _ = expire(&mut conn.timer, deadline) => return Outcome::Closed,
+                _ = expire(&mut timer, deadline) => return Outcome::Closed,
             };
             if !read {
                 return Outcome::Closed;
@@ -121,12 +117,8 @@ where
 }
 
 /// Returns once `deadline` has passed. `timer` may be set earlier than `deadline` (an older
-/// deadline); then it is moved on when it fires, so a connection's requests do not each reset
-/// it. Set later (a stalled write's deadline), it is moved back at once.
+/// deadline); then it is moved on, so a connection's requests do not each reset it.
 async fn expire(timer: &mut Pin<Box<Sleep>>, deadline: Instant) {
-    if timer.deadline() > deadline {
-        timer.as_mut().reset(deadline);
-    }
     loop {
         timer.as_mut().await;
         if Instant::now() >= deadline {
@@ -141,10 +133,6 @@ struct Conn<'a, IO> {
     io: &'a mut IO,
     shared: &'a Arc<Shared>,
     info: &'a Arc<ConnInfo>,
-    /// The connection's one timer: the wait for a request head, or for a stalled write.
-    timer: Pin<Box<Sleep>>,
-    /// How long a write may go without the client taking any of it.
-    write_wait: std::time::Duration,
     /// Read from the client, not yet parsed.
     buf: BytesMut,
     /// Response bytes not yet written.
@@ -159,7 +147,10 @@ where
 {
     /// Reads more from the client; false at EOF or on an error.
     async fn read(&mut self) -> bool {
-        read_into(&mut *self.io, &mut self.buf).await
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        matches!(self.io.read_buf(&mut self.buf).await, Ok(n) if n > 0)
     }
 
     /// Proxies one request and writes its response. Returns whether the connection may carry
@@ -225,14 +216,9 @@ where
 
     /// Writes out `out`.
     async fn flush(&mut self) -> std::io::Result<()> {
-        write_within(self.io, &mut self.timer, self.write_wait, &self.out).await?;
+        self.io.write_all(&self.out).await?;
         self.out.clear();
-        // TLS: records rustls still holds go out here, and may wait on the client too.
-        let io = &mut *self.io;
-        within(&mut self.timer, self.write_wait, |cx| {
-            Pin::new(&mut *io).poll_flush(cx)
-        })
-        .await
+        self.io.flush().await
     }
 
     /// Writes the body after the head already in `out`, framed as `framing`. `out` is written
@@ -281,8 +267,9 @@ where
             if self.out.len() + data.len() <= MAX_WRITE_BUFFER {
                 self.out.extend_from_slice(&data);
             } else {
-                self.flush().await?;
-                write_within(self.io, &mut self.timer, self.write_wait, &data).await?;
+                self.io.write_all(&self.out).await?;
+                self.out.clear();
+                self.io.write_all(&data).await?;
             }
             if framing == BodyFraming::Chunked {
                 self.out.extend_from_slice(b"\r\n");
@@ -296,50 +283,6 @@ where
             }
             _ => true,
         })
-    }
-}
-
-/// Reads more from `io` into `buf`; false at EOF or on an error.
-async fn read_into<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut) -> bool {
-    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
-        buf.reserve(READ_CHUNK);
-    }
-    matches!(io.read_buf(buf).await, Ok(n) if n > 0)
-}
-
-/// Writes all of `bytes` to `io` (see [`within`]).
-async fn write_within<IO: AsyncWrite + Unpin>(
-    io: &mut IO,
-    timer: &mut Pin<Box<Sleep>>,
-    wait: std::time::Duration,
-    mut bytes: &[u8],
-) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        let n = within(timer, wait, |cx| Pin::new(&mut *io).poll_write(cx, bytes)).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        bytes = &bytes[n..];
-    }
-    Ok(())
-}
-
-/// Runs one I/O step on the client (`poll`: a write or a flush), failing with `TimedOut` when
-/// it waits `wait` for the client to take anything. Most steps complete at once (the socket has
-/// room): those read no clock and arm no timer.
-async fn within<T>(
-    timer: &mut Pin<Box<Sleep>>,
-    wait: std::time::Duration,
-    mut poll: impl FnMut(&mut Context<'_>) -> Poll<std::io::Result<T>>,
-) -> std::io::Result<T> {
-    if let Poll::Ready(r) = std::future::poll_fn(|cx| Poll::Ready(poll(cx))).await {
-        return r;
-    }
-    let deadline = Instant::now() + wait;
-    tokio::select! {
-        biased;
-        r = std::future::poll_fn(&mut poll) => r,
-        _ = expire(timer, deadline) => Err(std::io::ErrorKind::TimedOut.into()),
     }
 }
 

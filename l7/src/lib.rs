@@ -11,7 +11,8 @@
 //!   the client for requests whose body is in memory; [`h1server`]: its I/O shell towards
 //!   clients, for plain requests (the rest go to hyper's server);
 //! - [`tls`]: SNI certificates (reloadable) and upstream TLS;
-//! - [`server`]: listeners, signals, graceful drain; [`admin`]: the admin socket;
+//! - [`server`]: listeners, signals, graceful drain; [`stall`]: the bound on writes to a client
+//!   that stops reading; [`admin`]: the admin socket;
 //!   [`metrics`]: Prometheus; [`accesslog`]: one line per request, off the event loop;
 //! - [`alloc`]: the global allocator (mimalloc).
 
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod stall;
 pub mod tickets;
 pub mod tls;
 pub mod upstream;

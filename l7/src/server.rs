@@ -28,6 +28,7 @@ use crate::config::{self, Config};
 use crate::h1server::{self, Outcome, Prefixed};
 use crate::metrics::Metrics;
 use crate::proxy::{self, ConnInfo, ReqBody, Runtime, Shared};
+use crate::stall::WriteStall;
 use crate::tickets::{TicketKeys, Tickets};
 use crate::tls::{self, CertResolver};
 
@@ -593,6 +594,8 @@ async fn serve_conn(
     if *stop.borrow_and_update() {
         return;
     }
+    // Below TLS and every server: a client that stops reading is dropped after the idle timeout.
+    let stream = WriteStall::new(stream, cfg.idle_timeout);
     let Some(acceptor) = &st.tls else {
         let mut stream = stream;
         if let Outcome::HandOver(read) =

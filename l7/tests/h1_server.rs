@@ -177,6 +177,20 @@ async fn a_client_that_stops_reading_is_closed_after_the_idle_timeout() {
     stalls().await;
     drop(tls);
 
+    // A connection handed to hyper's server (by a chunked request first) is bounded the same way.
+    let mut h = small_window(http).await;
+    let handed_over = [
+        &b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            [..],
+        request,
+    ]
+    .concat();
+    tokio::io::AsyncWriteExt::write_all(&mut h, &handed_over)
+        .await
+        .unwrap();
+    stalls().await;
+    drop(h);
+
     let mut c = small_window(http).await;
     tokio::io::AsyncWriteExt::write_all(&mut c, request)
         .await
