@@ -20,7 +20,8 @@
 //! address = "0.0.0.0:443"
 //! tls = true                            # https: needs [[listeners.certificates]]
 //! header_read_timeout_ms = 10000        # slowloris guard; also closes idle h1 keep-alive
-//! idle_timeout_ms = 60000               # no request in flight this long: close (h2: GOAWAY)
+//! idle_timeout_ms = 60000               # no request in flight this long: close (h2: GOAWAY);
+//!                                       # also a write the client takes none of this long
 //! max_header_bytes = 16384              # 431 above
 //! max_uri_bytes = 8192                  # 414 above
 //! request_id_in_response = false        # also send X-Request-Id back on proxied responses
