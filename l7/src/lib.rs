@@ -16,7 +16,9 @@
 //!   [`metrics`]: Prometheus; [`accesslog`]: one line per request, off the event loop;
 //! - [`alloc`]: the global allocator (mimalloc).
 
-#![deny(unsafe_code)] // allowed only in `alloc` (the allocator's FFI) and `h1codec::header_value`
+// Unsafe code is allowed only in `alloc` (the allocator's FFI), `h1codec::header_value` and
+// `proxy::pin_in_place`.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod accesslog;

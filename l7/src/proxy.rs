@@ -472,7 +472,20 @@ pub type HandleFuture =
 /// once here so the servers move a pointer, not the whole state, into each h2 stream task and
 /// h1 dispatcher slot.
 pub fn handle(shared: Arc<Shared>, info: Arc<ConnInfo>, req: Request<ReqBody>) -> HandleFuture {
-    Box::pin(handle_request(shared, info, req))
+    // Written straight into its allocation: `Box::pin(handle_request(..))` builds the state on
+    // the stack first and then copies all of it into the box.
+    pin_in_place(|| handle_request(shared, info, req))
+}
+
+/// `Box::pin(make())`, with `make`'s value written straight into the allocation (`Box::write`
+/// once the MSRV reaches 1.87).
+#[inline(always)]
+#[allow(unsafe_code)]
+fn pin_in_place<F>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
+    let mut slot = Box::<F>::new_uninit();
+    slot.write(make());
+    // SAFETY: the line above initialised the slot.
+    Box::into_pin(unsafe { slot.assume_init() })
 }
 
 /// [`handle`] unboxed, for a caller that pins it in its own state (vip-l7's HTTP/1.1 server path,
