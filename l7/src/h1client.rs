@@ -36,6 +36,8 @@ pub struct H1Conn {
     wbuf: Vec<u8>,
     /// Room the next read asks for: grows while reads fill it, shrinks after short ones.
     read_size: usize,
+    /// The response field names this upstream sent last, for the next head's parse.
+    names: h1codec::NameCache,
 }
 
 /// What went wrong on an own-client request.
@@ -69,6 +71,7 @@ impl H1Conn {
             buf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: Vec::with_capacity(1024),
             read_size: READ_CHUNK,
+            names: h1codec::NameCache::default(),
         })
     }
 
@@ -141,7 +144,7 @@ impl H1Conn {
             // Nothing to parse yet (the usual case right after the write): read first. Over
             // MAX_HEAD bytes, the parse reports the head as too large.
             let parsed = if gate.worth_parsing(&self.buf, h1codec::MAX_HEAD + 1) {
-                h1codec::parse_response_head(&mut self.buf, head_request)?
+                h1codec::parse_response_head(&mut self.buf, head_request, &mut self.names)?
             } else {
                 None
             };

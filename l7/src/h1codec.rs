@@ -86,6 +86,7 @@ pub struct ResponseHead {
 pub fn parse_response_head(
     buf: &mut BytesMut,
     head_request: bool,
+    names: &mut NameCache,
 ) -> Result<Option<ResponseHead>, CodecError> {
     // Uninitialised slots: initialising 100 of them costs more than parsing a typical head.
     let mut fields =
@@ -126,8 +127,9 @@ pub fn parse_response_head(
     let mut transfer_encoding = false;
     let mut chunked_last = false;
     let (mut close, mut keep_alive_token) = (false, false);
-    for &(name_at, name_len, value_at, value_len) in &spans {
-        let name = HeaderName::from_bytes(span(&head, name_at, name_len))
+    for (i, &(name_at, name_len, value_at, value_len)) in spans.iter().enumerate() {
+        let name = names
+            .name(i, span(&head, name_at, name_len))
             .map_err(|_| CodecError::Malformed(httparse::Error::HeaderName))?;
         let value = span(&head, value_at, value_len);
         if name == CONTENT_LENGTH {
@@ -235,6 +237,42 @@ fn field_spans(spans: &mut FieldSpans, buf: &[u8], fields: &[httparse::Header<'_
 /// The bytes of `head` at `at..at + len` (a span from [`field_spans`]).
 fn span(head: &[u8], at: u32, len: u32) -> &[u8] {
     &head[at as usize..(at + len) as usize]
+}
+
+/// Field names seen on one connection, by position in the head: a peer sends the same fields in
+/// the same order and spelling head after head (an upstream's `Server`, `Date`, `Content-Type`,
+/// ...), so a name whose bytes equal the last head's at that position is that name again (a
+/// clone), not a new parse: `HeaderName::from_bytes` was a twentieth of the instructions of a
+/// proxied HTTP/1.1 request. Keep one per connection and pass it to every parse on it.
+#[derive(Debug, Default)]
+pub struct NameCache {
+    /// `(bytes as received, the name they parse to)` at each position seen so far.
+    seen: Vec<(Box<[u8]>, HeaderName)>,
+}
+
+impl NameCache {
+    /// Positions remembered; fields further on are parsed every time.
+    const POSITIONS: usize = 32;
+
+    /// The name `raw` parses to, `raw` being the field name at `position` in a head.
+    fn name(
+        &mut self,
+        position: usize,
+        raw: &[u8],
+    ) -> Result<HeaderName, http::header::InvalidHeaderName> {
+        if let Some((bytes, name)) = self.seen.get(position) {
+            if **bytes == *raw {
+                return Ok(name.clone());
+            }
+        }
+        let name = HeaderName::from_bytes(raw)?;
+        if position < self.seen.len() {
+            self.seen[position] = (raw.into(), name.clone());
+        } else if position == self.seen.len() && position < Self::POSITIONS {
+            self.seen.push((raw.into(), name.clone()));
+        }
+        Ok(name)
+    }
 }
 
 /// A field value httparse has accepted, sharing the head's buffer, without checking its bytes a
@@ -346,7 +384,12 @@ pub enum ParsedRequest {
 
 /// Parses a request at the start of `buf`; see [`ParsedRequest`]. `max_head` bounds the head's
 /// size, `max_body` the body's.
-pub fn parse_request_head(buf: &mut BytesMut, max_head: usize, max_body: usize) -> ParsedRequest {
+pub fn parse_request_head(
+    buf: &mut BytesMut,
+    max_head: usize,
+    max_body: usize,
+    names: &mut NameCache,
+) -> ParsedRequest {
     let mut fields =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -406,7 +449,7 @@ pub fn parse_request_head(buf: &mut BytesMut, max_head: usize, max_body: usize) 
         return ParsedRequest::HandOver;
     }
     let head = buf.split_to(len).freeze();
-    match request_parts(&head, path_span, &spans) {
+    match request_parts(&head, path_span, &spans, names) {
         Some((uri, headers)) => {
             let keep_alive = match version {
                 Version::HTTP_10 => keep_alive_token && !close,
@@ -478,13 +521,14 @@ fn request_parts(
     head: &Bytes,
     (path_at, path_len): (usize, usize),
     spans: &[FieldSpan],
+    names: &mut NameCache,
 ) -> Option<(http::Uri, HeaderMap)> {
     let uri = http::Uri::from_maybe_shared(head.slice(path_at..path_at + path_len)).ok()?;
     // Room for the fields the proxy adds (X-Forwarded-For, -Proto, -Host, X-Request-Id): growing
     // the map on the request path would rehash it.
     let mut headers = HeaderMap::with_capacity(spans.len() + 4);
-    for &(name_at, name_len, value_at, value_len) in spans {
-        let name = HeaderName::from_bytes(span(head, name_at, name_len)).ok()?;
+    for (i, &(name_at, name_len, value_at, value_len)) in spans.iter().enumerate() {
+        let name = names.name(i, span(head, name_at, name_len)).ok()?;
         headers.append(
             name,
             header_value(head.slice(value_at as usize..(value_at + value_len) as usize)),
@@ -775,7 +819,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn parse(raw: &str, head: bool) -> Result<Option<ResponseHead>, CodecError> {
-        parse_response_head(&mut BytesMut::from(raw), head)
+        parse_response_head(&mut BytesMut::from(raw), head, &mut NameCache::default())
     }
 
     fn framing(raw: &str) -> (Framing, bool) {
@@ -907,9 +951,56 @@ mod tests {
     }
 
     #[test]
+    fn a_connections_name_cache_gives_the_names_a_fresh_parse_gives() {
+        let mut names = NameCache::default();
+        let mut head = |raw: &str| {
+            let mut buf = BytesMut::from(raw);
+            let h = parse_response_head(&mut buf, false, &mut names)
+                .unwrap()
+                .unwrap();
+            h.headers.keys().map(|k| k.to_string()).collect::<Vec<_>>()
+        };
+        let a = "HTTP/1.1 200 OK\r\nServer: up\r\nX-Trace: 1\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(head(a), ["server", "x-trace", "content-length"]);
+        assert_eq!(
+            head(a),
+            ["server", "x-trace", "content-length"],
+            "from the cache"
+        );
+        // Another name, another spelling and another order at cached positions.
+        let b = "HTTP/1.1 200 OK\r\nX-TRACE: 1\r\nEtag: \"e\"\r\nSERVER: up\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(head(b), ["x-trace", "etag", "server", "content-length"]);
+        assert_eq!(head(a), ["server", "x-trace", "content-length"]);
+        // Same length as the cached name at that position, other bytes.
+        let c = "HTTP/1.1 200 OK\r\nX-Span: 1\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(head(c), ["x-span", "content-length"]);
+        // A name the cache has seen at another position is parsed, not taken from there; an
+        // invalid one is still refused.
+        let bad = "HTTP/1.1 200 OK\r\nServer: up\r\nX-T\x01: 1\r\n\r\n";
+        assert!(parse_response_head(&mut BytesMut::from(bad), false, &mut names).is_err());
+        // Request heads too.
+        let mut req =
+            |raw: &str| match parse_request_head(&mut BytesMut::from(raw), 8192, 16, &mut names) {
+                ParsedRequest::Head(h) => {
+                    h.headers.keys().map(|k| k.to_string()).collect::<Vec<_>>()
+                }
+                _ => panic!("a plain request"),
+            };
+        let r = "GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: t\r\n\r\n";
+        assert_eq!(req(r), ["host", "user-agent"]);
+        assert_eq!(req(r), ["host", "user-agent"]);
+        assert_eq!(
+            req("GET / HTTP/1.1\r\nhost: a\r\nAccept: */*\r\n\r\n"),
+            ["host", "accept"]
+        );
+    }
+
+    #[test]
     fn a_head_is_split_off_and_its_values_share_the_buffer() {
         let mut buf = BytesMut::from("HTTP/1.1 404 Not Found\r\nServer: up\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 3\r\n\r\nabcHTTP");
-        let h = parse_response_head(&mut buf, false).unwrap().unwrap();
+        let h = parse_response_head(&mut buf, false, &mut NameCache::default())
+            .unwrap()
+            .unwrap();
         assert_eq!(h.status, StatusCode::NOT_FOUND);
         assert_eq!(h.version, Version::HTTP_11);
         assert_eq!(h.headers["server"], "up");
@@ -922,7 +1013,11 @@ mod tests {
         );
         // Incomplete: nothing is consumed.
         let mut part = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Le");
-        assert!(parse_response_head(&mut part, false).unwrap().is_none());
+        assert!(
+            parse_response_head(&mut part, false, &mut NameCache::default())
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(part.len(), 27);
     }
 
@@ -1068,7 +1163,7 @@ mod tests {
 
     fn request(raw: &[u8]) -> (ParsedRequest, BytesMut) {
         let mut buf = BytesMut::from(raw);
-        let parsed = parse_request_head(&mut buf, 8192, 16);
+        let parsed = parse_request_head(&mut buf, 8192, 16, &mut NameCache::default());
         (parsed, buf)
     }
 
@@ -1103,7 +1198,7 @@ mod tests {
         // The rest is a partial head: read more.
         let mut rest = rest;
         assert!(matches!(
-            parse_request_head(&mut rest, 8192, 16),
+            parse_request_head(&mut rest, 8192, 16, &mut NameCache::default()),
             ParsedRequest::Partial
         ));
         assert_eq!(&rest[..], b"GET /next HTTP/1.1\r\n");
@@ -1379,7 +1474,7 @@ mod tests {
             let start = value.iter().position(|b| !ows(b)).unwrap_or(value.len());
             let end = value.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
             let checked = HeaderValue::from_bytes(&value[start..end]);
-            match parse_response_head(&mut BytesMut::from(&raw[..]), false) {
+            match parse_response_head(&mut BytesMut::from(&raw[..]), false, &mut NameCache::default()) {
                 Ok(Some(head)) => {
                     // Accepted: the value must be one `HeaderValue` accepts too.
                     let got = head.headers.get("x-v").expect("the field");
@@ -1404,7 +1499,7 @@ mod tests {
             let mut raw = if prefixed { b"GET / HTTP/1.1\r\n".to_vec() } else { Vec::new() };
             raw.extend_from_slice(&data);
             let mut buf = BytesMut::from(&raw[..]);
-            match parse_request_head(&mut buf, 512, 16) {
+            match parse_request_head(&mut buf, 512, 16, &mut NameCache::default()) {
                 ParsedRequest::Head(h) => {
                     prop_assert!(h.uri.path().starts_with('/'));
                     prop_assert!(raw.ends_with(&buf));
@@ -1428,7 +1523,7 @@ mod tests {
                 fed += n;
                 if gate.worth_parsing(&buf, 8192) {
                     parses += 1;
-                    match parse_request_head(&mut buf, 8192, 16) {
+                    match parse_request_head(&mut buf, 8192, 16, &mut NameCache::default()) {
                         ParsedRequest::Head(h) => break h,
                         ParsedRequest::Partial => gate.incomplete(buf.len()),
                         ParsedRequest::HandOver => panic!("a plain request"),
@@ -1449,9 +1544,9 @@ mod tests {
             let raw = request_text(&fields, "\r\n") + "GET /q HTTP/1.1\r\n";
             let cut = cut.min(raw.len());
             let mut early = BytesMut::from(&raw[..cut]);
-            let early = parse_request_head(&mut early, 8192, 16);
+            let early = parse_request_head(&mut early, 8192, 16, &mut NameCache::default());
             let mut whole = BytesMut::from(raw.as_str());
-            let ParsedRequest::Head(full) = parse_request_head(&mut whole, 8192, 16) else {
+            let ParsedRequest::Head(full) = parse_request_head(&mut whole, 8192, 16, &mut NameCache::default()) else {
                 panic!("a plain request")
             };
             prop_assert_eq!(&whole[..], b"GET /q HTTP/1.1\r\n");
@@ -1466,12 +1561,43 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600), head in any::<bool>()) {
             let mut buf = BytesMut::from(&data[..]);
-            let _ = parse_response_head(&mut buf, head);
+            let _ = parse_response_head(&mut buf, head, &mut NameCache::default());
             let mut buf = BytesMut::from(&data[..]);
             let _ = decode_all(&mut ChunkedDecoder::default(), &mut buf);
             let mut prefixed = b"HTTP/1.1 200 OK\r\n".to_vec();
             prefixed.extend_from_slice(&data);
-            let _ = parse_response_head(&mut BytesMut::from(&prefixed[..]), head);
+            let _ = parse_response_head(&mut BytesMut::from(&prefixed[..]), head, &mut NameCache::default());
+        }
+
+        #[test]
+        fn heads_parse_the_same_through_a_connections_name_cache(
+            heads in proptest::collection::vec(
+                proptest::collection::vec(
+                    (prop_oneof![
+                        Just("Server"), Just("server"), Just("SERVER"), Just("Date"),
+                        Just("X-A"), Just("x-a"), Just("Set-Cookie"), Just("ETag"),
+                    ], "[a-z0-9]{0,6}"),
+                    0..40,
+                ),
+                1..6,
+            ),
+        ) {
+            let mut names = NameCache::default();
+            for fields in &heads {
+                let mut raw = String::from("HTTP/1.1 200 OK\r\n");
+                for (k, v) in fields {
+                    raw.push_str(&format!("{k}: {v}\r\n"));
+                }
+                raw.push_str("Content-Length: 0\r\n\r\n");
+                let cached = parse_response_head(&mut BytesMut::from(raw.as_str()), false, &mut names)
+                    .unwrap()
+                    .unwrap();
+                let fresh = parse_response_head(&mut BytesMut::from(raw.as_str()), false, &mut NameCache::default())
+                    .unwrap()
+                    .unwrap();
+                let list = |h: &HeaderMap| h.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>();
+                prop_assert_eq!(list(&cached.headers), list(&fresh.headers));
+            }
         }
 
         #[test]
@@ -1486,9 +1612,9 @@ mod tests {
             raw.push_str("Content-Length: 2\r\n\r\nok");
             let cut = cut.min(raw.len());
             let mut buf = BytesMut::from(&raw[..cut]);
-            let early = parse_response_head(&mut buf, false).unwrap();
+            let early = parse_response_head(&mut buf, false, &mut NameCache::default()).unwrap();
             let mut whole = BytesMut::from(raw.as_str());
-            let full = parse_response_head(&mut whole, false).unwrap().unwrap();
+            let full = parse_response_head(&mut whole, false, &mut NameCache::default()).unwrap().unwrap();
             prop_assert_eq!(&whole[..], b"ok");
             prop_assert_eq!(full.framing, Framing::Length(2));
             prop_assert_eq!(full.headers.len(), fields.len() + 1);

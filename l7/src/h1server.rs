@@ -77,6 +77,7 @@ where
         // hyper's read buffer limit as vip-l7 configures it (`server::http_builder`): a head
         // that does not fit is handed over, and hyper answers 431.
         max_head: listener.max_header_bytes.max(8192),
+        names: h1codec::NameCache::default(),
     };
     // One timer per connection, moved only when it fires early (see `expire`), not per request.
     let mut timer = Box::pin(tokio::time::sleep(wait));
@@ -85,7 +86,12 @@ where
         let mut gate = HeadGate::default();
         let head = loop {
             if gate.worth_parsing(&conn.buf, conn.max_head) {
-                match h1codec::parse_request_head(&mut conn.buf, conn.max_head, MAX_BODY) {
+                match h1codec::parse_request_head(
+                    &mut conn.buf,
+                    conn.max_head,
+                    MAX_BODY,
+                    &mut conn.names,
+                ) {
                     ParsedRequest::Head(h) => break h,
                     ParsedRequest::HandOver => return Outcome::HandOver(conn.buf.freeze()),
                     ParsedRequest::Partial => gate.incomplete(conn.buf.len()),
@@ -139,6 +145,8 @@ struct Conn<'a, IO> {
     out: Vec<u8>,
     /// Largest request head.
     max_head: usize,
+    /// The request field names this client sent last, for the next head's parse.
+    names: h1codec::NameCache,
 }
 
 impl<IO> Conn<'_, IO>
