@@ -253,6 +253,9 @@ pub struct NameCache {
 impl NameCache {
     /// Positions remembered; fields further on are parsed every time.
     const POSITIONS: usize = 32;
+    /// Longest name remembered: however long the names a peer sends, a connection's cache stays
+    /// small (32 names of at most 32 bytes) while the connection idles.
+    const LONGEST: usize = 32;
 
     /// The name `raw` parses to, `raw` being the field name at `position` in a head.
     fn name(
@@ -266,7 +269,9 @@ impl NameCache {
             }
         }
         let name = HeaderName::from_bytes(raw)?;
-        if position < self.seen.len() {
+        if raw.len() > Self::LONGEST {
+            // Not remembered.
+        } else if position < self.seen.len() {
             self.seen[position] = (raw.into(), name.clone());
         } else if position == self.seen.len() && position < Self::POSITIONS {
             self.seen.push((raw.into(), name.clone()));
@@ -974,10 +979,17 @@ mod tests {
         // Same length as the cached name at that position, other bytes.
         let c = "HTTP/1.1 200 OK\r\nX-Span: 1\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(head(c), ["x-span", "content-length"]);
-        // A name the cache has seen at another position is parsed, not taken from there; an
-        // invalid one is still refused.
+        // Long names are parsed every time and never kept.
+        let long = format!("HTTP/1.1 200 OK\r\nX-{}: 1\r\n\r\n", "l".repeat(40));
+        assert_eq!(head(&long), [format!("x-{}", "l".repeat(40))]);
+        assert_eq!(head(&long), [format!("x-{}", "l".repeat(40))]);
+        // An invalid name at a cached position is still refused.
         let bad = "HTTP/1.1 200 OK\r\nServer: up\r\nX-T\x01: 1\r\n\r\n";
         assert!(parse_response_head(&mut BytesMut::from(bad), false, &mut names).is_err());
+        assert!(names
+            .seen
+            .iter()
+            .all(|(raw, _)| raw.len() <= NameCache::LONGEST));
         // Request heads too.
         let mut req =
             |raw: &str| match parse_request_head(&mut BytesMut::from(raw), 8192, 16, &mut names) {
