@@ -666,6 +666,12 @@ async fn forward(
             .iter()
             .position(|u| u.is_available() && sticky_value(&u.name) == v)
     });
+    // After the balancing keys, which may hash on the Host.
+    let h2_authority = if cluster.cfg.protocol == config::UpstreamProtocol::H2 {
+        take_h2_authority(&mut headers)
+    } else {
+        None
+    };
 
     // Body: buffered (retryable) when small and known, else streamed once.
     let client_upgrade = if upgrade {
@@ -782,7 +788,11 @@ async fn forward(
         } else {
             Uri::builder()
                 .scheme(scheme.clone())
-                .authority(cluster.authorities[idx].clone())
+                .authority(
+                    h2_authority
+                        .clone()
+                        .unwrap_or_else(|| cluster.authorities[idx].clone()),
+                )
                 .path_and_query(path_and_query.clone())
                 .build()
         };
@@ -1009,6 +1019,17 @@ fn add_forwarding_headers(
         }
     }
     headers.insert(X_REQUEST_ID, request_id.clone());
+}
+
+/// For a request to an h2 upstream: the Host header, taken out of `headers`, as the authority
+/// to send in `:authority` (RFC 9113 §8.3.1: an h2 request carries its authority there, and a
+/// server may reject a Host that differs from it, as nginx rejects any Host next to an
+/// `:authority`). `None` (the Host is kept) when there is none or it is no valid authority; the
+/// upstream's address is the `:authority` then.
+fn take_h2_authority(headers: &mut HeaderMap) -> Option<http::uri::Authority> {
+    let authority = http::uri::Authority::try_from(headers.get(header::HOST)?.as_bytes()).ok()?;
+    headers.remove(header::HOST);
+    Some(authority)
 }
 
 /// The consistent-hash key of a request, as the cluster's `hash_on` says.
@@ -1276,6 +1297,11 @@ async fn websocket_tunnel(
     }
     add_forwarding_headers(&mut headers, info, host, request_id);
     let key_hash = balance_key(&cluster, &headers, info);
+    let h2_authority = if h2_upstream {
+        take_h2_authority(&mut headers)
+    } else {
+        None
+    };
     let scheme = if cluster.cfg.tls.is_some() {
         http::uri::Scheme::HTTPS
     } else {
@@ -1305,7 +1331,11 @@ async fn websocket_tunnel(
         let up = cluster.upstreams[idx].clone();
         let uri = match Uri::builder()
             .scheme(scheme.clone())
-            .authority(cluster.authorities[idx].clone())
+            .authority(
+                h2_authority
+                    .clone()
+                    .unwrap_or_else(|| cluster.authorities[idx].clone()),
+            )
             .path_and_query(path_and_query.clone())
             .build()
         {

@@ -229,6 +229,55 @@ address = "127.0.0.1:{ws_port}"
     assert!(stdout.contains("http.client ok"), "{stdout}");
 }
 
+/// An h2 upstream gets the client's host as its `:authority` and no Host header beside it
+/// (nginx answers 400 "duplicate host header" to both); an HTTP/1.1 upstream gets the Host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_upstream_gets_the_clients_host_as_its_authority() {
+    let up = Upstream::start("a1").await;
+    let http = free_port();
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\n[[listeners]]\naddress = \"127.0.0.1:{http}\"\n\
+         [[routes]]\npath_prefix = \"/one\"\ncluster = \"one\"\n[[routes]]\ncluster = \"two\"\n{}{}",
+        cluster("one", "", &[&up]),
+        cluster("two", "protocol = \"h2\"", &[&up]),
+    );
+    let _l7 = L7::start(&cfg, &[http]);
+    let seen = |args: &[&str]| -> Value {
+        let (ok, out, err) = curl(args);
+        assert!(ok, "{args:?}: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+    // h1 client, h2 upstream: Host becomes the :authority.
+    let v = seen(&[
+        "-H",
+        "Host: app.example",
+        &format!("http://127.0.0.1:{http}/two"),
+    ]);
+    assert_eq!(v["version"], "HTTP/2.0", "{v}");
+    assert_eq!(v["authority"], "app.example", "{v}");
+    assert!(v["headers"].get("host").is_none(), "{v}");
+    assert_eq!(v["headers"]["x-forwarded-host"], "app.example", "{v}");
+    // h2 client (its :authority), h2 upstream.
+    let v = seen(&[
+        "--http2-prior-knowledge",
+        &format!("http://127.0.0.1:{http}/two/h2"),
+    ]);
+    assert_eq!(v["authority"], format!("127.0.0.1:{http}"), "{v}");
+    assert!(v["headers"].get("host").is_none(), "{v}");
+    // HTTP/1.1 upstream: the Host header, in origin form.
+    for flag in ["--http1.1", "--http2-prior-knowledge"] {
+        let v = seen(&[
+            flag,
+            "-H",
+            "Host: app.example",
+            &format!("http://127.0.0.1:{http}/one"),
+        ]);
+        assert_eq!(v["version"], "HTTP/1.1", "{v}");
+        assert!(v["authority"].is_null(), "{v}");
+        assert_eq!(v["headers"]["host"], "app.example", "{flag}: {v}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_style_trailers_over_h2() {
     let up = Upstream::start("g1").await;

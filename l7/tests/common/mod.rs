@@ -250,6 +250,8 @@ async fn upstream_handle(name: String, req: Request<Incoming>) -> Response<Body>
         .collect();
     let method = req.method().to_string();
     let version = format!("{:?}", req.version());
+    // h2: the :authority; HTTP/1.1: none (origin-form target).
+    let authority = req.uri().authority().map(|a| a.to_string());
     let body = req
         .into_body()
         .collect()
@@ -258,7 +260,7 @@ async fn upstream_handle(name: String, req: Request<Incoming>) -> Response<Body>
         .unwrap_or_default();
     let v = json!({
         "upstream": name, "path": path, "method": method, "version": version,
-        "headers": headers, "body_len": body.len(),
+        "authority": authority, "headers": headers, "body_len": body.len(),
     });
     let mut r = Response::new(full(v.to_string()));
     r.headers_mut()
