@@ -1180,14 +1180,17 @@ async fn health_loop(
     // Spread probes of many upstreams over the interval.
     tokio::time::sleep(h.interval.mul_f64(fastrand::f64() * 0.2)).await;
     loop {
-        let req = http::Request::get(uri.clone())
-            .header(http::header::HOST, up.name.as_str())
-            .header(http::header::USER_AGENT, "vip-l7-health")
-            .body(
-                Empty::<Bytes>::new()
-                    .map_err(|e| -> BoxError { match e {} })
-                    .boxed(),
-            );
+        let mut req = http::Request::get(uri.clone());
+        if !pool.cfg.h2 {
+            // h2 carries the host in :authority (the URI's); a Host beside it is refused by
+            // strict servers (nginx: "duplicate host header").
+            req = req.header(http::header::HOST, up.name.as_str());
+        }
+        let req = req.header(http::header::USER_AGENT, "vip-l7-health").body(
+            Empty::<Bytes>::new()
+                .map_err(|e| -> BoxError { match e {} })
+                .boxed(),
+        );
         let ok = match req {
             Ok(req) => match tokio::time::timeout(h.timeout, pool.request(req)).await {
                 Ok(Ok(resp)) => {

@@ -239,9 +239,17 @@ async fn an_h2_upstream_gets_the_clients_host_as_its_authority() {
         "[admin]\nsocket = \"ADMIN\"\n[[listeners]]\naddress = \"127.0.0.1:{http}\"\n\
          [[routes]]\npath_prefix = \"/one\"\ncluster = \"one\"\n[[routes]]\ncluster = \"two\"\n{}{}",
         cluster("one", "", &[&up]),
-        cluster("two", "protocol = \"h2\"", &[&up]),
+        cluster(
+            "two",
+            "protocol = \"h2\"\nhealth = { path = \"/healthz\", interval_ms = 50, timeout_ms = 500, rise = 1, fall = 1 }",
+            &[&up]
+        ),
     );
     let _l7 = L7::start(&cfg, &[http]);
+    // Health probes (h2, with the upstream's address as :authority and no Host) pass.
+    let probes = up.hits();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(up.hits() >= probes + 3, "no health probes went out");
     let seen = |args: &[&str]| -> Value {
         let (ok, out, err) = curl(args);
         assert!(ok, "{args:?}: {err}");

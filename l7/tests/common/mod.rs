@@ -200,6 +200,16 @@ fn full(s: impl Into<Bytes>) -> Body {
 
 async fn upstream_handle(name: String, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
+    // As strict as nginx: over h2 the :authority is the host, and a Host header beside it is
+    // a "duplicate host header" (400).
+    if req.version() == http::Version::HTTP_2
+        && req.uri().authority().is_some()
+        && req.headers().contains_key(http::header::HOST)
+    {
+        let mut r = Response::new(full("duplicate host header\n"));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        return r;
+    }
     if let Some(code) = path.strip_prefix("/status/") {
         let code: u16 = code.parse().unwrap_or(500);
         let mut r = Response::new(full(format!("status {code} from {name}\n")));
