@@ -745,6 +745,8 @@ async fn forward(
     // the new connection its pool opens), or that refused the stream: when no other upstream
     // is left to try, the retry goes to it again.
     let mut again: Option<usize> = None;
+    // Whether the streamed request body failed (the client's side, not the upstream's).
+    let mut body_failed: Option<Arc<AtomicBool>> = None;
     // Whether `headers` still holds the request's headers (the last attempt may move them).
     let mut headers_left = true;
     let attempts = (attempts as usize).min(MAX_ATTEMPTS);
@@ -807,7 +809,16 @@ async fn forward(
             }
         };
         let body: ProxyBody = match streaming.take() {
-            Some(b) => b.map_err(|e| -> BoxError { Box::new(e) }).boxed(),
+            Some(b) => {
+                // Set when the client's body fails under the upstream exchange, which then
+                // fails with whatever error its protocol makes of it (h2: a stream reset).
+                let failed = body_failed.get_or_insert_with(Default::default).clone();
+                b.map_err(move |e| -> BoxError {
+                    failed.store(true, Ordering::Relaxed);
+                    Box::new(e)
+                })
+                .boxed()
+            }
             // No body (a GET): an empty body is a zero-sized type, so boxing it allocates
             // nothing.
             None if bytes.is_empty() => empty_body(),
@@ -896,6 +907,20 @@ async fn forward(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "circuit_open",
                         "cluster at its connection limit (circuit breaker open)",
+                    );
+                }
+                if e.is_request_body()
+                    || body_failed
+                        .as_ref()
+                        .is_some_and(|f| f.load(Ordering::Relaxed))
+                {
+                    // The client's side failed (most often: it left mid-upload). Not the
+                    // upstream's fault: not counted against it, and not retried.
+                    tracing::debug!(upstream = %up.name, error = %e, "request body failed");
+                    return local(
+                        StatusCode::BAD_REQUEST,
+                        "bad_body",
+                        "could not read the request body",
                     );
                 }
                 if !e.is_graceful_goaway()

@@ -195,6 +195,18 @@ impl UpstreamError {
         }
     }
 
+    /// The exchange failed on vip-l7's side of it: reading the client's request body failed
+    /// (the client went away, or sent a body that broke its framing), which hyper reports as
+    /// a "user" error. The upstream did nothing wrong, so outlier detection does not count
+    /// it, and with the body gone it cannot be retried.
+    pub fn is_request_body(&self) -> bool {
+        match self {
+            UpstreamError::RequestBody(_) => true,
+            UpstreamError::Request(e) => e.is_user(),
+            _ => false,
+        }
+    }
+
     /// Refused by the cluster's circuit breaker (max connections or pending connects).
     pub fn is_circuit(&self) -> bool {
         matches!(self, UpstreamError::Connect(ConnectError::Circuit(_)))

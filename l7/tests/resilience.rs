@@ -656,3 +656,72 @@ async fn graceful_goaway_does_not_count_towards_outlier_ejection_an_error_goaway
         "{u}"
     );
 }
+
+/// A client that goes away in the middle of a streamed request body (too large to buffer)
+/// fails the upstream exchange, but the upstream did nothing wrong: outlier detection must not
+/// count it, or clients could get healthy upstreams ejected. Both clusters would eject their one
+/// upstream at its first counted error; HTTP/1.1 and h2 upstreams, Content-Length and chunked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_mid_body_does_not_count_against_the_upstream() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start("u").await;
+    let http = free_port();
+    let outlier = "outlier = { consecutive_errors = 1, base_ejection_ms = 60000, max_ejection_percent = 100 }";
+    let cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\naccess_log = false\n[[listeners]]\naddress = \"127.0.0.1:{http}\"\n\
+         [[routes]]\npath_prefix = \"/h2\"\ncluster = \"two\"\n\
+         [[routes]]\ncluster = \"one\"\n\
+         [clusters.one]\n{outlier}\n[[clusters.one.upstreams]]\naddress = \"{a}\"\n\
+         [clusters.two]\nprotocol = \"h2\"\n{outlier}\n[[clusters.two.upstreams]]\naddress = \"{a}\"\n",
+        a = up.addr
+    );
+    let l7 = L7::start(&cfg, &[http]);
+    let upstream = |cluster: &str| {
+        let r = l7.admin("clusters", json!({"cluster": cluster}));
+        r["result"]["clusters"][0]["upstreams"][0].clone()
+    };
+    for path in ["/one", "/h2"] {
+        for framing in ["Content-Length: 10000000", "Transfer-Encoding: chunked"] {
+            let hits = up.hits();
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", http))
+                .await
+                .unwrap();
+            let head = format!("POST {path} HTTP/1.1\r\nHost: a\r\n{framing}\r\n\r\n");
+            s.write_all(head.as_bytes()).await.unwrap();
+            let piece = vec![b'x'; 200_000];
+            if framing.starts_with("Transfer") {
+                s.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+                    .await
+                    .unwrap();
+            }
+            s.write_all(&piece).await.unwrap();
+            // The upstream has the request (and part of its body) before the client leaves.
+            eventually(
+                "the upstream got the request",
+                Duration::from_secs(5),
+                || up.hits() > hits,
+            )
+            .await;
+            drop(s);
+            // Let vip-l7 see the client gone and fail the upstream exchange.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let cluster = if path == "/h2" { "two" } else { "one" };
+            let u = upstream(cluster);
+            assert_eq!(
+                (u["ejected"].as_bool(), u["consecutive_errors"].as_u64()),
+                (Some(false), Some(0)),
+                "{path} {framing}: {u}\n{}",
+                l7.stderr_text()
+            );
+        }
+        let (ok, out, err) = curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://127.0.0.1:{http}{path}"),
+        ]);
+        assert!(ok && out == "200", "{path}: {out} {err}");
+    }
+}
