@@ -605,6 +605,35 @@ async fn goaway_every_stream_h2_upstream(
     (addr, seen)
 }
 
+/// Two clusters of one upstream each, whose outlier detection ejects at the first counted
+/// error: requests under `prefix` go to `first`, the rest to `second`. Each cluster is
+/// (name, extra settings, upstream address).
+fn strict_clusters(
+    http: u16,
+    prefix: &str,
+    first: (&str, &str, std::net::SocketAddr),
+    second: (&str, &str, std::net::SocketAddr),
+) -> String {
+    let outlier = "outlier = { consecutive_errors = 1, base_ejection_ms = 60000, max_ejection_percent = 100 }";
+    let mut cfg = format!(
+        "[admin]\nsocket = \"ADMIN\"\naccess_log = false\n[[listeners]]\naddress = \"127.0.0.1:{http}\"\n\
+         [[routes]]\npath_prefix = \"{prefix}\"\ncluster = \"{}\"\n[[routes]]\ncluster = \"{}\"\n",
+        first.0, second.0
+    );
+    for (name, extra, addr) in [first, second] {
+        cfg += &format!(
+            "[clusters.{name}]\n{extra}\n{outlier}\n[[clusters.{name}.upstreams]]\naddress = \"{addr}\"\n"
+        );
+    }
+    cfg
+}
+
+/// The admin socket's view of the first upstream of `cluster`.
+fn first_upstream(l7: &L7, cluster: &str) -> serde_json::Value {
+    let r = l7.admin("clusters", json!({"cluster": cluster}));
+    r["result"]["clusters"][0]["upstreams"][0].clone()
+}
+
 /// Outlier detection: a graceful GOAWAY (NO_ERROR: a restart, a drain, a gRPC server's maximum
 /// connection age) that leaves a stream unprocessed is routine and not counted against the
 /// upstream, however often it happens; a GOAWAY with an error code is. Both clusters would eject
@@ -615,23 +644,19 @@ async fn graceful_goaway_does_not_count_towards_outlier_ejection_an_error_goaway
     let (graceful, graceful_seen) = goaway_every_stream_h2_upstream(0).await; // NO_ERROR
     let (calm, calm_seen) = goaway_every_stream_h2_upstream(0xb).await; // ENHANCE_YOUR_CALM
     let http = free_port();
-    let outlier = "outlier = { consecutive_errors = 1, base_ejection_ms = 60000, max_ejection_percent = 100 }";
-    let cfg = format!(
-        "[admin]\nsocket = \"ADMIN\"\naccess_log = false\n[[listeners]]\naddress = \"127.0.0.1:{http}\"\n\
-         [[routes]]\npath_prefix = \"/graceful\"\ncluster = \"graceful\"\n\
-         [[routes]]\ncluster = \"calm\"\n\
-         [clusters.graceful]\nprotocol = \"h2\"\n{outlier}\n[[clusters.graceful.upstreams]]\naddress = \"{graceful}\"\n\
-         [clusters.calm]\nprotocol = \"h2\"\n{outlier}\n[[clusters.calm.upstreams]]\naddress = \"{calm}\"\n"
+    let h2 = "protocol = \"h2\"";
+    let cfg = strict_clusters(
+        http,
+        "/graceful",
+        ("graceful", h2, graceful),
+        ("calm", h2, calm),
     );
     let l7 = L7::start(&cfg, &[http]);
     let get = |path: &str| {
         let url = format!("http://127.0.0.1:{http}{path}");
         tokio::task::spawn_blocking(move || curl(&["-w", " %{http_code}", &url]))
     };
-    let upstream = |cluster: &str| {
-        let r = l7.admin("clusters", json!({"cluster": cluster}));
-        r["result"]["clusters"][0]["upstreams"][0].clone()
-    };
+    let upstream = |cluster: &str| first_upstream(&l7, cluster);
     for _ in 0..3 {
         let (_, out, err) = get("/graceful").await.unwrap();
         assert!(out.ends_with(" 502"), "nothing was processed: {out} {err}");
@@ -666,20 +691,14 @@ async fn a_client_leaving_mid_body_does_not_count_against_the_upstream() {
     use tokio::io::AsyncWriteExt;
     let up = Upstream::start("u").await;
     let http = free_port();
-    let outlier = "outlier = { consecutive_errors = 1, base_ejection_ms = 60000, max_ejection_percent = 100 }";
-    let cfg = format!(
-        "[admin]\nsocket = \"ADMIN\"\naccess_log = false\n[[listeners]]\naddress = \"127.0.0.1:{http}\"\n\
-         [[routes]]\npath_prefix = \"/h2\"\ncluster = \"two\"\n\
-         [[routes]]\ncluster = \"one\"\n\
-         [clusters.one]\n{outlier}\n[[clusters.one.upstreams]]\naddress = \"{a}\"\n\
-         [clusters.two]\nprotocol = \"h2\"\n{outlier}\n[[clusters.two.upstreams]]\naddress = \"{a}\"\n",
-        a = up.addr
+    let cfg = strict_clusters(
+        http,
+        "/h2",
+        ("two", "protocol = \"h2\"", up.addr),
+        ("one", "", up.addr),
     );
     let l7 = L7::start(&cfg, &[http]);
-    let upstream = |cluster: &str| {
-        let r = l7.admin("clusters", json!({"cluster": cluster}));
-        r["result"]["clusters"][0]["upstreams"][0].clone()
-    };
+    let upstream = |cluster: &str| first_upstream(&l7, cluster);
     for path in ["/one", "/h2"] {
         for framing in ["Content-Length: 10000000", "Transfer-Encoding: chunked"] {
             let hits = up.hits();
