@@ -811,7 +811,8 @@ async fn forward(
         let body: ProxyBody = match streaming.take() {
             Some(b) => {
                 // Set when the client's body fails under the upstream exchange, which then
-                // fails with whatever error its protocol makes of it (h2: a stream reset).
+                // fails with whatever error its protocol makes of it (h1: hyper's "user body"
+                // error, h2: a stream reset), none of which tells the body apart for sure.
                 let failed = body_failed.get_or_insert_with(Default::default).clone();
                 b.map_err(move |e| -> BoxError {
                     failed.store(true, Ordering::Relaxed);

@@ -195,16 +195,12 @@ impl UpstreamError {
         }
     }
 
-    /// The exchange failed on vip-l7's side of it: reading the client's request body failed
-    /// (the client went away, or sent a body that broke its framing), which hyper reports as
-    /// a "user" error. The upstream did nothing wrong, so outlier detection does not count
-    /// it, and with the body gone it cannot be retried.
+    /// Reading the client's request body failed before it was sent (the own HTTP/1.1
+    /// client collects it first). A streamed body that fails under hyper's clients shows as
+    /// their own error instead (h1: "error from user's Body stream", h2: a stream reset), so
+    /// the proxy flags the body itself as well.
     pub fn is_request_body(&self) -> bool {
-        match self {
-            UpstreamError::RequestBody(_) => true,
-            UpstreamError::Request(e) => e.is_user(),
-            _ => false,
-        }
+        matches!(self, UpstreamError::RequestBody(_))
     }
 
     /// Refused by the cluster's circuit breaker (max connections or pending connects).
